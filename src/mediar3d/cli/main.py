@@ -1,0 +1,67 @@
+"""The ``mediar3d`` command: a thin layer of subcommands over the library.
+
+Each subcommand lives in ``mediar3d.cli.<name>`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mediar3d import __version__
+from mediar3d.errors import Mediar3DError
+
+# Order shown in --help.
+COMMANDS = (
+    "segment",
+    "evaluate",
+    "train",
+    "tune",
+    "map_dataset",
+    "slice_volumes",
+    "cluster",
+    "info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mediar3d",
+        description="3D instance segmentation of cells and nuclei in microscopy volumes.",
+    )
+    parser.add_argument("--version", action="version", version=f"mediar3d {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mediar3d.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"mediar3d.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except Mediar3DError as err:
+        print(f"mediar3d {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
