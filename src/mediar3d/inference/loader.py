@@ -1,0 +1,128 @@
+"""Resolve the `model` argument of `segment` into a network plus what inference needs to know.
+
+`model` may be None or "default" (the bundled default network), a name of a bundled
+model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, or an
+`nn.Module` already built (then its training diameter is unknown and no rescaling is done
+unless `model_diameter` is given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mediar3d.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Bundled checkpoints (in mediar3d/weights/) under the names users may pass.
+BUNDLED_FILE = "unet-small-nuclei.pt"
+BUNDLED_NAMES = ("default", "unet-small", "unet-small-nuclei", "nuclei")
+
+
+@dataclasses.dataclass
+class InferenceModel:
+    """A network ready for inference and the facts about its training that inference needs.
+
+    Attributes:
+        net: Maps (B, in_channels, H, W) -> (B, 3, H, W) = (dy, dx on the x5 scale, logit).
+        name: Name or path it was loaded from.
+        in_channels: Input channels the network expects (a 1-channel image is repeated).
+        diameter: Median object diameter (pixels) of its training data, None if unknown.
+        percentiles: Normalisation percentiles used in training.
+        cellprob_threshold: Default cell-probability threshold (logit).
+        flow_threshold: Default flow-consistency threshold.
+        divisor: Input sides must be a multiple of this.
+    """
+
+    net: torch.nn.Module
+    name: str
+    in_channels: int = 1
+    diameter: float | None = None
+    percentiles: tuple[float, float] = (0.0, 99.5)
+    cellprob_threshold: float = 0.0
+    flow_threshold: float = 0.4
+    divisor: int = 32
+
+
+def bundled_checkpoint() -> Path:
+    """Path of the bundled default checkpoint (raises ModelError if the package lacks it)."""
+    path = Path(str(resources.files("mediar3d") / "weights" / BUNDLED_FILE))
+    if not path.is_file():
+        raise ModelError(f"bundled model {path}: file is missing from the installed package; reinstall mediar3d")
+    return path
+
+
+def _get(config: Any, key: str, default: Any = None) -> Any:
+    """Read `key` from a config dataclass or dict, also looking inside nested metadata dicts."""
+    if config is None:
+        return default
+    holder = config if isinstance(config, dict) else getattr(config, "__dict__", {})
+    if key in holder and holder[key] is not None:
+        return holder[key]
+    for nested in ("metadata", "extra", "meta", "normalisation", "thresholds", "training"):
+        inner = holder.get(nested)
+        if isinstance(inner, dict) and inner.get(key) is not None:
+            return inner[key]
+    return default
+
+
+def _in_channels(net: torch.nn.Module, config: Any) -> int:
+    value = _get(config, "in_channels") or _get(_get(config, "kwargs", {}), "in_channels")
+    if value:
+        return int(value)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return int(module.in_channels)
+    return 1
+
+
+def from_checkpoint(path: str | Path, name: str | None = None) -> InferenceModel:
+    """Load a checkpoint with `mediar3d.models.load_model` and read its inference settings."""
+    from mediar3d.models import load_model
+
+    net, config = load_model(path)
+    percentiles = _get(config, "percentiles") or _get(_get(config, "normalisation", {}), "percentiles") or (0.0, 99.5)
+    thresholds = _get(config, "thresholds", {}) or {}
+    return InferenceModel(
+        net=net,
+        name=name or str(path),
+        in_channels=_in_channels(net, config),
+        diameter=float(_get(config, "diameter")) if _get(config, "diameter") else None,
+        percentiles=(float(percentiles[0]), float(percentiles[1])),
+        cellprob_threshold=float(thresholds.get("cellprob_threshold", _get(config, "cellprob_threshold", 0.0))),
+        flow_threshold=float(thresholds.get("flow_threshold", _get(config, "flow_threshold", 0.4))),
+        divisor=int(_get(config, "divisor", 32)),
+    )
+
+
+def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | None = None,
+                  *, model_diameter: float | None = None) -> InferenceModel:
+    """Turn the `model` argument of `segment` into an InferenceModel.
+
+    Raises:
+        ModelError: unknown name, missing file or unreadable checkpoint.
+    """
+    if isinstance(model, InferenceModel):
+        resolved = model
+    elif isinstance(model, torch.nn.Module):
+        resolved = InferenceModel(net=model, name=type(model).__name__, in_channels=_in_channels(model, None))
+    elif model is None or (isinstance(model, str) and model in BUNDLED_NAMES):
+        resolved = from_checkpoint(bundled_checkpoint(), name=str(model or "default"))
+    elif isinstance(model, (str, Path)):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            choices = ", ".join(BUNDLED_NAMES)
+            raise ModelError(f"model {str(model)!r}: not a bundled model ({choices}) nor an existing checkpoint file")
+        resolved = from_checkpoint(path)
+    else:
+        raise ModelError(f"model {model!r}: expected a name, a checkpoint path or a torch.nn.Module")
+    if model_diameter is not None:
+        resolved = dataclasses.replace(resolved, diameter=float(model_diameter))
+    resolved.net.eval()
+    return resolved
