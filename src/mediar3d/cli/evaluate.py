@@ -1,0 +1,103 @@
+"""`mediar3d evaluate`: score predicted label images against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mediar3d.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Score predicted instance labels against ground truth: objects are matched one-to-one
+by IoU; reports TP/FP/FN, precision, recall, F1 and AP = TP/(TP+FP+FN) per IoU
+threshold, mean matched IoU, foreground Dice and the Cell Tracking Challenge SEG
+score, pooled over all images and as the mean over images. Writes metrics.csv,
+metrics.json and ap_vs_iou.png.
+
+--gt and --pred are two label files, or two folders paired by file name (a.tif with
+a.tif, a_labels.tif or a.zarr), or a Cell Tracking Challenge GT folder
+(<seq>_GT, its SEG folder, or a dataset root of <seq>_GT folders) with the matching
+results folder (<seq>_RES with maskTTT.tif). man_seg_TTT_SSS.tif files annotate
+z-slice SSS only; that slice of the 3D prediction is scored.
+"""
+
+
+def parse_thresholds(tokens: list[str]) -> list[float]:
+    """Turn ``["0.5", "0.75"]`` or ``["0.5:0.95:0.05"]`` (inclusive range) into floats."""
+    values: list[float] = []
+    for token in tokens:
+        for part in token.replace(",", " ").split():
+            try:
+                if ":" in part:
+                    start, stop, step = (float(x) for x in part.split(":"))
+                    if step <= 0:
+                        raise ValueError
+                    values.extend(float(v) for v in np.round(np.arange(start, stop + step / 2, step), 6))
+                else:
+                    values.append(float(part))
+            except ValueError:
+                raise ConfigError(
+                    f"--thresholds: cannot read {part!r}; give numbers like 0.5 0.75 or a range start:stop:step"
+                ) from None
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `evaluate` subcommand."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score predicted labels against ground truth (AP, F1, Dice, SEG)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pred", required=True, type=Path, help="predicted label file or folder")
+    parser.add_argument("--gt", required=True, type=Path, help="ground-truth label file or folder (plain or CTC layout)")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=None, metavar="OUTDIR",
+        help="folder for metrics.csv, metrics.json, ap_vs_iou.png (default: the prediction folder)",
+    )
+    parser.add_argument(
+        "--thresholds", nargs="+", default=["0.5:0.95:0.05"], metavar="T",
+        help="IoU thresholds, as numbers or an inclusive range start:stop:step (default: 0.5:0.95:0.05)",
+    )
+    parser.add_argument(
+        "--sparse", action="store_true",
+        help="GT is partly annotated (e.g. CTC): predicted objects that overlap no GT object are ignored, not false positives",
+    )
+    parser.add_argument("--per-image", action="store_true", help="also print AP at the first threshold for every image")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score, print the table and write the report; returns the exit code."""
+    from mediar3d.evaluation import aggregate, evaluate_instances, find_pairs, format_table, load_pair, write_report
+    from mediar3d.evaluation.metrics import check_thresholds
+
+    thresholds = check_thresholds(parse_thresholds(args.thresholds))
+    pairs = find_pairs(args.gt, args.pred)
+    out_dir = args.output if args.output is not None else (args.pred if args.pred.is_dir() else args.pred.parent)
+    results = []
+    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=None):
+        gt, pred = load_pair(pair)
+        result = evaluate_instances(gt, pred, thresholds, sparse_gt=args.sparse, name=pair.name)
+        result.info = {"gt": str(pair.gt_path), "pred": str(pair.pred_path), "z_slice": pair.z_slice}
+        results.append(result)
+        logger.info("%s: %d GT, %d predicted objects, AP@%.2f %.4f", pair.name, result.n_gt, result.n_pred, thresholds[0], result.ap[0])
+    summary = aggregate(results)
+    settings = {"gt": str(args.gt), "pred": str(args.pred), "sparse": bool(args.sparse)}
+    try:
+        written = write_report(out_dir, summary, settings)
+    except OSError as err:
+        raise InputError(f"cannot write the report to {out_dir}: {err.strerror or err}") from err
+    if args.per_image:
+        for r in results:
+            print(f"{r.name}: GT {r.n_gt}  pred {r.n_pred}  AP@{thresholds[0]:.2f} {r.ap[0]:.4f}")
+    print(format_table(summary))
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
