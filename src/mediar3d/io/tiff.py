@@ -1,0 +1,174 @@
+"""TIFF, OME-TIFF and ImageJ-hyperstack reading and writing (tifffile)."""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from mediar3d.errors import InputError
+from mediar3d.io.axes import UNKNOWN, parse_axes
+
+__all__ = ["read_tiff", "write_tiff", "length_to_um"]
+
+logger = logging.getLogger(__name__)
+
+_UM_PER_UNIT = {
+    "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
+    "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6,
+}
+# ImageJ can store only these sample types; others are written as OME-TIFF.
+_IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+_IMAGEJ_MAX_BYTES = 2**31
+
+
+def length_to_um(value: float, unit: str | None) -> float | None:
+    """Convert a physical length to micrometres; None for 'pixel' or unknown units.
+
+    A missing unit is taken as micrometres (the default of OME and most microscopes).
+    """
+    if unit is None or unit == "":
+        return float(value)
+    factor = _UM_PER_UNIT.get(unit.strip().lower().replace("\\u00b5", "µ"))
+    return None if factor is None else float(value) * factor
+
+
+def _ome_voxel_size(xml: str) -> dict[str, float]:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    for element in root.iter():
+        if element.tag.endswith("Pixels"):
+            sizes = {}
+            for axis in "ZYX":
+                value = element.get(f"PhysicalSize{axis}")
+                if value is None:
+                    continue
+                um = length_to_um(float(value), element.get(f"PhysicalSize{axis}Unit"))
+                if um is not None and um > 0:
+                    sizes[axis] = um
+            return sizes
+    return {}
+
+
+def _imagej_voxel_size(tif: tifffile.TiffFile) -> dict[str, float]:
+    meta = tif.imagej_metadata or {}
+    unit = meta.get("unit")
+    if isinstance(unit, str) and unit.strip().lower() in ("pixel", "pixels", ""):
+        return {}
+    sizes: dict[str, float] = {}
+    tags = tif.pages[0].tags
+    for axis, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        if tag in tags:
+            num, den = tags[tag].value
+            uncalibrated = (num, den) == (1, 1) and not unit
+            if num > 0 and den > 0 and not uncalibrated:
+                um = length_to_um(den / num, unit)
+                if um is not None:
+                    sizes[axis] = um
+    if "spacing" in meta:
+        um = length_to_um(float(meta["spacing"]), unit)
+        if um is not None and um > 0:
+            sizes["Z"] = um
+    return sizes
+
+
+def read_tiff(path: Path, axes: str | None = None) -> tuple[np.ndarray, str, dict[str, float]]:
+    """Read the first series of a TIFF file.
+
+    Args:
+        path: TIFF / OME-TIFF / ImageJ TIFF file.
+        axes: caller's axes for the stored array (overrides metadata), or None.
+
+    Returns:
+        ``(data, axes, voxel_size)``: the array as stored (singletons squeezed), its axes over
+        ``TCZYX?`` (``?``: unknown, to be inferred), and the physical size per axis letter in
+        micrometres (only the axes the metadata calibrates).
+
+    Raises:
+        InputError: unreadable or corrupt file, axes that do not fit.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"{path}: TIFF file holds no images")
+            series = tif.series[0]
+            data = series.asarray()
+            file_axes = series.axes
+            full_shape = series.get_shape(False)
+            if tif.is_ome:
+                voxel = _ome_voxel_size(tif.ome_metadata or "")
+            elif tif.is_imagej:
+                voxel = _imagej_voxel_size(tif)
+            else:
+                voxel = {}
+            trusted = tif.is_ome or tif.is_imagej
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read TIFF file (corrupt or not a TIFF: {reason})") from exc
+    if axes is not None:
+        if len(axes) != data.ndim and len(axes) == len(full_shape):
+            data = data.reshape(full_shape)
+        return data, parse_axes(axes, data.ndim, path), voxel
+    mapped = parse_axes(file_axes, data.ndim, path, strict=False)
+    if not trusted and "C" in mapped and file_axes.find("S") >= 0 and file_axes.find("S") < file_axes.find("Y"):
+        # A plain multi-page TIFF of 3 or 4 slices is stored as planar RGB by some writers
+        # (tifffile included): without ImageJ/OME metadata it is a volume, not colour channels.
+        mapped = mapped.replace("C", UNKNOWN)
+    return data, mapped, voxel
+
+
+def _sanitize_voxel(voxel_size: Sequence[float] | None, n_spatial: int) -> tuple[float, ...] | None:
+    if voxel_size is None:
+        return None
+    sizes = tuple(float(v) for v in voxel_size)
+    if len(sizes) != n_spatial or not all(np.isfinite(s) and s > 0 for s in sizes):
+        raise InputError(f"voxel_size {voxel_size!r} must be {n_spatial} positive numbers in "
+                         f"{'(z, y, x)' if n_spatial == 3 else '(y, x)'} order")
+    return sizes
+
+
+def write_tiff(path: Path, array: np.ndarray, axes: str, voxel_size: Sequence[float] | None = None, *,
+               ome: bool = False, compress: bool = True) -> None:
+    """Write an array as ImageJ hyperstack TIFF (uint8/uint16/float32) or else OME-TIFF.
+
+    Args:
+        path: output file (written directly: wrap in :func:`atomic_output` for atomicity).
+        array: data whose dimensions are named by ``axes`` (``YX``, ``ZYX``, ``CYX``, ``CZYX``).
+        axes: axis letters of ``array``.
+        voxel_size: physical voxel size in micrometres, (z, y, x) or (y, x), or None.
+        ome: force OME-TIFF even when ImageJ could store the data.
+        compress: zlib-compress (worth it for label images).
+    """
+    spatial = [a for a in axes if a in "ZYX"]
+    sizes = _sanitize_voxel(voxel_size, len(spatial))
+    calib = dict(zip(spatial, sizes)) if sizes else {}
+    kwargs: dict = {"compression": "zlib", "compressionargs": {"level": 3}} if compress else {}
+    use_imagej = not ome and array.dtype in _IMAGEJ_DTYPES and array.nbytes < _IMAGEJ_MAX_BYTES
+    if use_imagej:
+        order = [axes.index(a) for a in "ZCYX" if a in axes]
+        data = np.transpose(array, order)
+        metadata: dict = {"axes": "".join(axes[i] for i in order)}
+        if calib:
+            metadata["unit"] = "um"
+            if "Z" in calib:
+                metadata["spacing"] = calib["Z"]
+            kwargs["resolution"] = (1.0 / calib["X"], 1.0 / calib["Y"])
+        tifffile.imwrite(path, data, imagej=True, photometric="minisblack", metadata=metadata, **kwargs)
+    else:
+        metadata = {"axes": axes}
+        for axis, size in calib.items():
+            metadata[f"PhysicalSize{axis}"] = size
+            metadata[f"PhysicalSize{axis}Unit"] = "µm"
+        tifffile.imwrite(path, array, ome=True, photometric="minisblack", bigtiff=array.nbytes >= _IMAGEJ_MAX_BYTES,
+                         metadata=metadata, **kwargs)
+    logger.debug("wrote %s %s %s to %s", array.shape, array.dtype, "ImageJ" if use_imagej else "OME", path)

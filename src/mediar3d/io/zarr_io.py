@@ -1,0 +1,220 @@
+"""Zarr and OME-Zarr (NGFF 0.4 / 0.5) reading, lazy opening and writing; zarr v2 and v3 APIs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from mediar3d.errors import InputError
+from mediar3d.io.axes import UNKNOWN, parse_axes
+from mediar3d.io.tiff import length_to_um
+
+__all__ = ["ZARR_V3", "is_zarr", "open_zarr_lazy", "read_zarr", "zarr_axes_and_voxel_size",
+           "write_zarr", "create_zarr", "default_chunks"]
+
+logger = logging.getLogger(__name__)
+
+ZARR_V3 = int(zarr.__version__.split(".")[0]) >= 3
+NGFF_VERSION = "0.4"
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError)
+_MARKERS = (".zarray", ".zgroup", "zarr.json")
+
+
+def is_zarr(path: Path) -> bool:
+    """True when ``path`` is a folder holding Zarr (v2 or v3) metadata or is named ``*.zarr``."""
+    return path.suffix.lower() == ".zarr" or (path.is_dir() and any((path / m).exists() for m in _MARKERS))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def _ngff_multiscales(attrs: Mapping[str, Any]) -> list | None:
+    if "multiscales" in attrs:
+        return attrs["multiscales"]
+    ome = attrs.get("ome")
+    if isinstance(ome, Mapping) and "multiscales" in ome:
+        return ome["multiscales"]
+    return None
+
+
+def _scale_of(transforms: Sequence[Mapping[str, Any]] | None, ndim: int) -> list[float]:
+    scale = [1.0] * ndim
+    for transform in transforms or ():
+        if transform.get("type") == "scale" and "scale" in transform and len(transform["scale"]) == ndim:
+            scale = [a * float(b) for a, b in zip(scale, transform["scale"])]
+    return scale
+
+
+def _resolve(path: Path, level: int) -> tuple[Any, str | None, dict[str, float]]:
+    """Open ``path`` and find the array: (zarr array, axes hint or None, voxel size per axis in um)."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except _READ_ERRORS as exc:
+        raise InputError(f"{path}: cannot open as Zarr (corrupt or not a Zarr store: {_reason(exc)})") from exc
+    if isinstance(node, zarr.Array):
+        names = node.attrs.get("_ARRAY_DIMENSIONS") or getattr(node.metadata, "dimension_names", None)
+        hint = None
+        if names and all(n is not None for n in names):
+            hint = parse_axes(list(names), node.ndim, path, strict=False)
+        return node, hint, {}
+    multiscales = _ngff_multiscales(node.attrs)
+    if not multiscales:
+        arrays = [name for name, _ in node.arrays()]
+        if len(arrays) == 1:
+            return node[arrays[0]], None, {}
+        raise InputError(f"{path}: Zarr group has no OME-NGFF multiscales metadata and {len(arrays)} arrays; "
+                         f"give the path of one array (e.g. {path}/<name>)")
+    try:
+        meta = multiscales[0]
+        datasets = meta["datasets"]
+        if not 0 <= level < len(datasets):
+            raise InputError(f"{path}: resolution level {level} does not exist; the file has "
+                             f"{len(datasets)} level(s), 0..{len(datasets) - 1}")
+        array = node[datasets[level]["path"]]
+        axes_meta = meta.get("axes")
+    except InputError:
+        raise
+    except _READ_ERRORS as exc:
+        raise InputError(f"{path}: invalid OME-NGFF metadata ({_reason(exc)})") from exc
+    if axes_meta is None:
+        return array, None, {}
+    names = [a["name"] if isinstance(a, Mapping) else str(a) for a in axes_meta]
+    units = [a.get("unit") if isinstance(a, Mapping) else None for a in axes_meta]
+    hint = parse_axes(names, array.ndim, path, strict=False)
+    scale = _scale_of(datasets[level].get("coordinateTransformations"), array.ndim)
+    scale = [a * b for a, b in zip(scale, _scale_of(meta.get("coordinateTransformations"), array.ndim))]
+    voxel: dict[str, float] = {}
+    spatial = [(size, unit) for letter, size, unit in zip(hint, scale, units) if letter in "ZYX"]
+    if all(unit is None and size == 1.0 for size, unit in spatial):
+        return array, hint, voxel  # default scale without units: not calibrated
+    for letter, size, unit in zip(hint, scale, units):
+        if letter in "ZYX":
+            um = length_to_um(size, unit)
+            if um is not None and um > 0:
+                voxel[letter] = um
+    return array, hint, voxel
+
+
+def open_zarr_lazy(path: str | Path, *, level: int = 0) -> Any:
+    """Open a Zarr array or an OME-Zarr resolution level without loading it.
+
+    Args:
+        path: ``.zarr`` / ``.ome.zarr`` folder (an array, or a group with NGFF multiscales).
+        level: resolution level of an OME-Zarr pyramid (0: full resolution).
+
+    Returns:
+        A read-only ``zarr.Array`` in the stored axis order (see :func:`zarr_axes_and_voxel_size`).
+    """
+    return _resolve(Path(path), level)[0]
+
+
+def zarr_axes_and_voxel_size(path: str | Path, *, level: int = 0) -> tuple[str, dict[str, float]]:
+    """Axes of the stored array (letters of ``TCZYX``, ``?`` where unknown) and voxel size per axis (um)."""
+    array, hint, voxel = _resolve(Path(path), level)
+    return (hint or UNKNOWN * array.ndim), voxel
+
+
+def read_zarr(path: Path, axes: str | None = None, *, level: int = 0) -> tuple[np.ndarray, str, dict[str, float]]:
+    """Load a Zarr / OME-Zarr array into memory.
+
+    Returns:
+        ``(data, axes, voxel_size)`` as for :func:`mediar3d.io.tiff.read_tiff`.
+    """
+    array, hint, voxel = _resolve(path, level)
+    try:
+        data = np.asarray(array[...])
+    except _READ_ERRORS as exc:
+        raise InputError(f"{path}: cannot read Zarr data (corrupt chunk: {_reason(exc)})") from exc
+    if axes is not None:
+        return data, parse_axes(axes, data.ndim, path), voxel
+    return data, (hint or UNKNOWN * data.ndim), voxel
+
+
+def default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
+    """Chunks of about 1 M elements: one channel/time point, up to 256 x 256 in y, x, the rest in z."""
+    chunks = []
+    yx = 1
+    for size, axis in zip(shape, axes):
+        if axis in "YX":
+            yx *= min(int(size), 256)
+    for size, axis in zip(shape, axes):
+        if axis in "YX":
+            chunks.append(min(int(size), 256))
+        elif axis == "Z":
+            chunks.append(max(1, min(int(size), 2**20 // yx)))
+        else:
+            chunks.append(1)
+    return tuple(chunks)
+
+
+def _ngff_attrs(name: str, axes: str, voxel_size: Sequence[float] | None, labels: bool) -> dict:
+    spatial = [a for a in axes if a in "ZYX"]
+    sizes = dict(zip(spatial, voxel_size)) if voxel_size is not None else {}
+    axes_meta = []
+    for a in axes:
+        entry: dict[str, str] = {"name": a.lower(),
+                                 "type": {"T": "time", "C": "channel"}.get(a, "space")}
+        if a in "ZYX" and sizes:
+            entry["unit"] = "micrometer"
+        axes_meta.append(entry)
+    scale = [float(sizes.get(a, 1.0)) for a in axes]
+    attrs: dict[str, Any] = {"multiscales": [{
+        "version": NGFF_VERSION, "name": name, "axes": axes_meta,
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+    }]}
+    if labels:
+        attrs["image-label"] = {"version": NGFF_VERSION}
+    return attrs
+
+
+def create_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes: str,
+                voxel_size: Sequence[float] | None = None, chunks: Sequence[int] | None = None,
+                labels: bool = False) -> Any:
+    """Create an empty OME-Zarr (NGFF 0.4, one resolution level) for block-wise writing.
+
+    Not atomic: the store is written in place (callers that need atomicity create it under
+    :func:`mediar3d.io.atomic.atomic_output`).
+
+    Args:
+        path: output folder (``.zarr`` / ``.ome.zarr``); replaced if it exists.
+        shape: array shape, dimensions named by ``axes``.
+        dtype: numpy dtype.
+        axes: letters of ``TCZYX`` in storage order, e.g. ``"ZYX"`` or ``"CZYX"``.
+        voxel_size: physical size in micrometres of the spatial axes, in (z, y, x) order.
+        chunks: chunk shape (default :func:`default_chunks`).
+        labels: mark the image as a label image (NGFF ``image-label``).
+
+    Returns:
+        The writable ``zarr.Array`` at resolution level ``0``.
+    """
+    path = Path(path)
+    chunks = tuple(int(c) for c in (chunks or default_chunks(shape, axes)))
+    attrs = _ngff_attrs(path.name, axes, voxel_size, labels)
+    if ZARR_V3:
+        group = zarr.open_group(str(path), mode="w", zarr_format=2)
+        array = group.create_array("0", shape=tuple(shape), chunks=chunks, dtype=np.dtype(dtype),
+                                   chunk_key_encoding={"name": "v2", "separator": "/"}, fill_value=0)
+    else:  # zarr 2.x
+        group = zarr.open_group(str(path), mode="w")
+        array = group.create_dataset("0", shape=tuple(shape), chunks=chunks, dtype=np.dtype(dtype),
+                                     dimension_separator="/", fill_value=0)
+    group.attrs.update(attrs)
+    return array
+
+
+def write_zarr(path: Path, array: np.ndarray, axes: str, voxel_size: Sequence[float] | None = None, *,
+               chunks: Sequence[int] | None = None, labels: bool = False) -> None:
+    """Write an in-memory array as OME-Zarr (NGFF 0.4) at ``path`` (not atomic by itself)."""
+    target = create_zarr(path, array.shape, array.dtype, axes=axes, voxel_size=voxel_size,
+                         chunks=chunks, labels=labels)
+    target[...] = array
+    logger.debug("wrote %s %s to %s", array.shape, array.dtype, path)
