@@ -1,10 +1,145 @@
-"""`mediar3d segment`: segment a volume into 3D instance labels."""
+"""`mediar3d segment`: segment a volume (or a 2D image) into instance labels."""
 
 from __future__ import annotations
 
-from mediar3d.cli._pending import register_pending
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from mediar3d.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `segment` subcommand."""
-    register_pending(subparsers, "segment", "Segment a volume into 3D instance labels")
+    p = subparsers.add_parser(
+        "segment", help="segment a volume into 3D instance labels",
+        description="Segment cells or nuclei in a 3D volume (TIFF, OME-TIFF, Zarr, OME-Zarr) or a 2D image. "
+                    "A 2D network predicts flows on slices along z, y and x; they are combined into a 3D flow "
+                    "field and followed to instance masks. Writes labels, the resolved parameters (JSON) and, "
+                    "on request, flows, probability and a preview PNG.",
+        epilog="examples:\n  mediar3d segment --sample -o mediar3d-demo/\n"
+               "  mediar3d segment nuclei.tif -o nuclei_labels.tif --anisotropy 2 --preview\n"
+               "  mediar3d segment big.ome.zarr -o out/ --diameter 25 --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", nargs="?", help="image or volume to segment (omit with --sample)")
+    p.add_argument("-o", "--output", required=True,
+                   help="labels file (.tif, .tiff, .ome.tif, .zarr) or a folder to write <name>_labels.tif into")
+    p.add_argument("--sample", action="store_true", help="segment the bundled sample volume (no input needed)")
+    p.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: bundled model)")
+    p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")
+    p.add_argument("--mode", choices=("auto", "3d", "z-only", "2d"), default="auto",
+                   help="3d: slices along z, y, x (Algorithm 1); z-only: z-slices stitched; 2d: one image; "
+                        "auto: 3d for volumes, 2d for images (default)")
+    p.add_argument("--anisotropy", type=float, default=None,
+                   help="z voxel size / xy voxel size (default: from the file's voxel size, else 1)")
+    p.add_argument("--diameter", type=float, default=None,
+                   help="typical object diameter in pixels in the xy plane (default: estimated)")
+    p.add_argument("--cellprob-threshold", type=float, default=None,
+                   help="cell-probability logit threshold (default: the model's, usually 0)")
+    p.add_argument("--flow-threshold", type=float, default=None,
+                   help="maximum flow-consistency error of a mask (default: the model's, usually 0.4)")
+    p.add_argument("--min-size", type=int, default=15, help="smallest object kept, in voxels (default 15)")
+    p.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
+    p.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
+    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, a little more accurate)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--save-flows", action="store_true",
+                   help="also write <name>_flows.tif (dz, dy, dx) and <name>_prob.tif")
+    p.add_argument("--preview", nargs="?", const="auto", default=None, metavar="PNG",
+                   help="write a preview PNG (mid slices, max projection, outlines); "
+                        "without a value: <name>_preview.png beside the labels (on by default with --sample)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=run)
+
+
+def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
+    """(labels path, prefix for side outputs) from -o OUT and the input's stem."""
+    out = Path(output)
+    name = out.name.lower()
+    if name.endswith(LABEL_SUFFIXES) or name.endswith(".ome.tif"):
+        base = out.name
+        for suffix in (".ome.zarr", ".ome.tif", ".tiff", ".tif", ".zarr"):
+            if base.lower().endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        return out, out.with_name(base)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out}: exists and is not a folder; give a .tif/.zarr labels path or a folder")
+    return out / f"{stem}_labels.tif", out / stem
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment, write outputs, print a summary; returns 0."""
+    import numpy as np
+
+    from mediar3d.inference import run_segmentation
+    from mediar3d.io import read_image, write_image, write_labels
+
+    if args.sample == bool(args.input):
+        raise InputError("give exactly one input: a file to segment, or --sample")
+    if args.sample:
+        from mediar3d.sample import sample_path
+
+        source = sample_path()
+        if args.preview is None:
+            args.preview = "auto"
+    else:
+        source = Path(args.input)
+    labels_path, prefix = _output_paths(args.output, _stem(source))
+    image = read_image(source, channel=args.channel)
+    if "C" in image.axes:
+        raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
+    mode = args.mode
+    if mode == "auto":
+        mode = "3d" if image.data.ndim == 3 else "2d"
+    if mode in ("3d", "z-only") and image.data.ndim != 3:
+        raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
+    result = run_segmentation(
+        image, args.model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
+        z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
+        keep_flows=args.save_flows, progress=not args.no_progress, cellprob_threshold=args.cellprob_threshold,
+        flow_threshold=args.flow_threshold, min_size=args.min_size, niter=args.niter)
+
+    written = []
+    write_labels(labels_path, result.labels, voxel_size=image.voxel_size)
+    written.append(labels_path)
+    if args.save_flows:
+        flows_path, prob_path = Path(f"{prefix}_flows.tif"), Path(f"{prefix}_prob.tif")
+        write_image(flows_path, result.flows.astype(np.float32), voxel_size=image.voxel_size)
+        write_image(prob_path, result.probability.astype(np.float32), voxel_size=image.voxel_size)
+        written += [flows_path, prob_path]
+    if args.preview:
+        from mediar3d.inference.preview import render_preview
+
+        preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
+        render_preview(preview_path, image.data, result.labels, anisotropy=result.params["anisotropy"],
+                       title=f"{source.name}: {result.params['n_objects']} objects")
+        written.append(preview_path)
+    params_path = Path(f"{prefix}_params.json")
+    params = dict(result.params, input=str(source), labels=str(labels_path), command="mediar3d segment")
+    from mediar3d.io import atomic_output
+
+    with atomic_output(params_path) as temp:
+        temp.write_text(json.dumps(params, indent=2) + "\n")
+    written.append(params_path)
+
+    n = result.params["n_objects"]
+    print(f"found {n} {'cell' if n == 1 else 'cells'} in {source.name} "
+          f"({'x'.join(map(str, result.labels.shape))}, {result.params['time_total_s']:.1f} s)")
+    for path in written:
+        print(f"  wrote {path}")
+    return 0
