@@ -16,8 +16,10 @@ from scipy import sparse
 
 from mediar3d.errors import InputError
 
-# Below this many (gt, pred) bins a dense bincount is used; above it, a hash count.
+# A dense bincount is used while the (gt, pred) bins number at most the larger of
+# _BINCOUNT_BINS and _BINCOUNT_PER_KEY per overlapping voxel; beyond that, a hash count.
 _BINCOUNT_BINS = 1 << 25
+_BINCOUNT_PER_KEY = 4
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def overlap_table(gt: np.ndarray, pred: np.ndarray) -> OverlapTable:
     stride = pred_ids.size + 1
     keys = g[both].astype(np.int64) * stride + p[both]
     n_bins = (gt_ids.size + 1) * stride
-    if n_bins <= max(_BINCOUNT_BINS, 4 * keys.size):
+    if n_bins <= max(_BINCOUNT_BINS, _BINCOUNT_PER_KEY * keys.size):
         counts = np.bincount(keys, minlength=n_bins)
         keys = np.flatnonzero(counts)
         inter = counts[keys]
