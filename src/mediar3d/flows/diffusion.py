@@ -1,0 +1,289 @@
+"""Cellpose heat diffusion, one object at a time on its own bounding box.
+
+Cellpose (v4, ``dynamics.masks_to_flows_gpu(_3d)``) puts a unit heat source on each
+object's centre (the object voxel nearest to the mean of its coordinates) and, for
+``niter`` Jacobi steps, replaces every object voxel by the mean of its neighbourhood,
+counting neighbours outside the object as 0: a 7-point stencil (self + 6 faces) divided
+by 7 in 3D, the 3x3 stencil divided by 9 in 2D. The flow is the central difference of the
+heat ``T`` (``T[z+1] - T[z-1]`` ...), normalised to unit length.
+
+Here the same diffusion runs per object on its bounding box (padded by one voxel), so the
+cost grows with the foreground volume rather than with objects x volume, and objects are
+spread over threads with numba. Two deliberate differences from Cellpose: the number of
+steps is taken from each object's own bounding box (Cellpose uses the largest object's for
+all), and the gradient at a voxel that touches another object reads that neighbour as 0
+(Cellpose reads the other object's heat there).
+
+Both 2D and 3D kernels take a 3D label stack ``(S, Y, X)`` with 1..N labels and a
+``(N, 6)`` box table; in 2D every object lies in one slice of the stack, which lets
+:func:`~mediar3d.flows.ortho.ortho2d_flows` treat all slices of a volume in one call.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "object_boxes",
+    "default_niter",
+    "diffuse_flows",
+    "diffuse_flows_reference",
+    "flow_errors",
+]
+
+_EPS = 1e-60  # as Cellpose: 0 / (0 + eps) keeps an exact zero gradient at zero
+
+
+def object_boxes(labels: np.ndarray) -> np.ndarray:
+    """Bounding boxes of labels 1..N of a 3D stack.
+
+    Args:
+        labels: integer array (S, Y, X), background 0, labels 1..N (gaps allowed).
+
+    Returns:
+        int64 array (N, 6): ``z0, z1, y0, y1, x0, x1`` (half-open); an absent label has
+        ``z1 == z0 == 0``.
+    """
+    slices = ndimage.find_objects(labels)
+    boxes = np.zeros((len(slices), 6), np.int64)
+    for k, sl in enumerate(slices):
+        if sl is not None:
+            boxes[k] = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, sl[2].start, sl[2].stop)
+    return boxes
+
+
+def default_niter(boxes: np.ndarray, ndim: int) -> np.ndarray:
+    """Cellpose's number of diffusion steps, taken per object from its own box.
+
+    3D: ``6 * (dz + dy + dx + 3)``; 2D: ``2 * (dy + dx + 2)`` (box extents).
+
+    Args:
+        boxes: (N, 6) boxes from :func:`object_boxes`.
+        ndim: 2 or 3.
+
+    Returns:
+        int64 array (N,).
+    """
+    ext = boxes[:, 1::2] - boxes[:, 0::2]
+    if ndim == 3:
+        return 6 * (ext.sum(axis=1) + 3)
+    return 2 * (ext[:, 1] + ext[:, 2] + 2)
+
+
+# ---------------------------------------------------------------------------------------
+# numba kernels
+@numba.njit(cache=True, nogil=True)
+def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
+    """Heat T (padded box, float64) and the mask of one object."""
+    z0, z1, y0, y1, x0, x1 = box[0], box[1], box[2], box[3], box[4], box[5]
+    nz, ny, nx = z1 - z0 + 2, y1 - y0 + 2, x1 - x0 + 2
+    m = np.zeros((nz, ny, nx), np.float64)
+    sz = 0.0
+    sy = 0.0
+    sx = 0.0
+    cnt = 0
+    for z in range(z0, z1):
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if labels[z, y, x] == lab:
+                    m[z - z0 + 1, y - y0 + 1, x - x0 + 1] = 1.0
+                    sz += z - z0 + 1
+                    sy += y - y0 + 1
+                    sx += x - x0 + 1
+                    cnt += 1
+    mz, my, mx = sz / cnt, sy / cnt, sx / cnt
+    best = np.inf
+    cz, cy, cx = 1, 1, 1
+    for z in range(1, nz - 1):
+        for y in range(1, ny - 1):
+            for x in range(1, nx - 1):
+                if m[z, y, x] > 0.0:
+                    d = (z - mz) ** 2 + (y - my) ** 2 + (x - mx) ** 2
+                    if d < best:
+                        best = d
+                        cz, cy, cx = z, y, x
+    t = np.zeros((nz, ny, nx), np.float64)
+    t2 = np.zeros((nz, ny, nx), np.float64)
+    for _ in range(niter):
+        t[cz, cy, cx] += 1.0
+        if ndim == 3:
+            for z in range(1, nz - 1):
+                for y in range(1, ny - 1):
+                    for x in range(1, nx - 1):
+                        t2[z, y, x] = m[z, y, x] * (
+                            t[z, y, x] + t[z + 1, y, x] + t[z - 1, y, x] + t[z, y + 1, x]
+                            + t[z, y - 1, x] + t[z, y, x + 1] + t[z, y, x - 1]) / 7.0
+        else:
+            for z in range(1, nz - 1):
+                for y in range(1, ny - 1):
+                    for x in range(1, nx - 1):
+                        t2[z, y, x] = m[z, y, x] * (
+                            t[z, y, x] + t[z, y - 1, x] + t[z, y + 1, x] + t[z, y, x - 1]
+                            + t[z, y, x + 1] + t[z, y - 1, x - 1] + t[z, y - 1, x + 1]
+                            + t[z, y + 1, x - 1] + t[z, y + 1, x + 1]) / 9.0
+        tmp = t
+        t = t2
+        t2 = tmp
+    return t, m
+
+
+@numba.njit(parallel=True, cache=True)
+def _diffuse_kernel(labels, boxes, niters, ndim, out):  # pragma: no cover - compiled
+    n = boxes.shape[0]
+    for k in numba.prange(n):
+        box = boxes[k]
+        if box[1] <= box[0]:
+            continue
+        t, m = _object_heat(labels, box, k + 1, niters[k], ndim)
+        z0, y0, x0 = box[0], box[2], box[4]
+        nz, ny, nx = t.shape
+        for z in range(1, nz - 1):
+            for y in range(1, ny - 1):
+                for x in range(1, nx - 1):
+                    if m[z, y, x] > 0.0:
+                        gy = t[z, y + 1, x] - t[z, y - 1, x]
+                        gx = t[z, y, x + 1] - t[z, y, x - 1]
+                        if ndim == 3:
+                            gz = t[z + 1, y, x] - t[z - 1, y, x]
+                            nrm = _EPS + np.sqrt(gz * gz + gy * gy + gx * gx)
+                            out[0, z0 + z - 1, y0 + y - 1, x0 + x - 1] = gz / nrm
+                            out[1, z0 + z - 1, y0 + y - 1, x0 + x - 1] = gy / nrm
+                            out[2, z0 + z - 1, y0 + y - 1, x0 + x - 1] = gx / nrm
+                        else:
+                            nrm = _EPS + np.sqrt(gy * gy + gx * gx)
+                            out[0, z0 + z - 1, y0 + y - 1, x0 + x - 1] = gy / nrm
+                            out[1, z0 + z - 1, y0 + y - 1, x0 + x - 1] = gx / nrm
+
+
+@numba.njit(parallel=True, cache=True)
+def _error_kernel(labels, boxes, niters, ndim, field, err):  # pragma: no cover - compiled
+    n = boxes.shape[0]
+    for k in numba.prange(n):
+        box = boxes[k]
+        if box[1] <= box[0]:
+            continue
+        t, m = _object_heat(labels, box, k + 1, niters[k], ndim)
+        z0, y0, x0 = box[0], box[2], box[4]
+        nz, ny, nx = t.shape
+        acc = 0.0
+        cnt = 0
+        for z in range(1, nz - 1):
+            for y in range(1, ny - 1):
+                for x in range(1, nx - 1):
+                    if m[z, y, x] > 0.0:
+                        gz = 0.0
+                        if ndim == 3:
+                            gz = t[z + 1, y, x] - t[z - 1, y, x]
+                        gy = t[z, y + 1, x] - t[z, y - 1, x]
+                        gx = t[z, y, x + 1] - t[z, y, x - 1]
+                        nrm = _EPS + np.sqrt(gz * gz + gy * gy + gx * gx)
+                        zz, yy, xx = z0 + z - 1, y0 + y - 1, x0 + x - 1
+                        dz = gz / nrm - field[zz, yy, xx, 0]
+                        dy = gy / nrm - field[zz, yy, xx, 1]
+                        dx = gx / nrm - field[zz, yy, xx, 2]
+                        acc += dz * dz + dy * dy + dx * dx
+                        cnt += 1
+        err[k] = acc / cnt
+
+
+# ---------------------------------------------------------------------------------------
+def _check_stack(labels: np.ndarray, ndim: int) -> np.ndarray:
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    return np.ascontiguousarray(labels, dtype=np.int32)
+
+
+def diffuse_flows(labels: np.ndarray, ndim: int, niter: int | None = None,
+                  boxes: np.ndarray | None = None) -> np.ndarray:
+    """Unit heat-diffusion flows of every object of a label stack (fast, numba).
+
+    Args:
+        labels: int array (S, Y, X), labels 1..N (gaps allowed), 0 background. For
+            ``ndim=2`` each label must lie in one slice of the stack.
+        ndim: 3 for 3D objects, 2 for per-slice 2D objects.
+        niter: diffusion steps for every object; None for Cellpose's per-object default.
+        boxes: precomputed :func:`object_boxes` (optional).
+
+    Returns:
+        float32 array (3, S, Y, X) ordered (dz, dy, dx) for ``ndim=3``, or (2, S, Y, X)
+        ordered (dy, dx) for ``ndim=2``; zero outside objects.
+    """
+    labels = _check_stack(labels, ndim)
+    if boxes is None:
+        boxes = object_boxes(labels)
+    niters = default_niter(boxes, ndim) if niter is None else np.full(len(boxes), int(niter))
+    out = np.zeros((ndim,) + labels.shape, np.float32)
+    if len(boxes):
+        _diffuse_kernel(labels, boxes, niters.astype(np.int64), ndim, out)
+    return out
+
+
+def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
+                boxes: np.ndarray | None = None) -> np.ndarray:
+    """Cellpose's flow-consistency error of every object, without storing its flows.
+
+    The error of an object is the mean over its voxels of the squared distance between
+    its own diffusion flow (recomputed from the mask) and ``field``.
+
+    Args:
+        labels: int array (S, Y, X), labels 1..N (gaps allowed).
+        field: float32 array (S, Y, X, 3) with components (dz, dy, dx) (dz = 0 in 2D).
+        ndim: 3, or 2 for per-slice objects.
+        boxes: precomputed :func:`object_boxes` (optional).
+
+    Returns:
+        float64 array (N,): error of label k+1 at index k; NaN for absent labels.
+    """
+    labels = _check_stack(labels, ndim)
+    if boxes is None:
+        boxes = object_boxes(labels)
+    err = np.full(len(boxes), np.nan)
+    if len(boxes):
+        _error_kernel(labels, boxes, default_niter(boxes, ndim).astype(np.int64), ndim,
+                      np.ascontiguousarray(field, dtype=np.float32), err)
+    return err
+
+
+# ---------------------------------------------------------------------------------------
+def diffuse_flows_reference(labels: np.ndarray, ndim: int, niter: int | None = None) -> np.ndarray:
+    """Plain NumPy version of :func:`diffuse_flows` (slow; for tests).
+
+    Same arguments and result; every object is diffused with whole-array slicing on its
+    padded box.
+    """
+    labels = _check_stack(labels, ndim)
+    out = np.zeros((ndim,) + labels.shape, np.float32)
+    for k, sl in enumerate(ndimage.find_objects(labels)):
+        if sl is None:
+            continue
+        box = np.array([sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, sl[2].start, sl[2].stop])
+        steps = int(default_niter(box[None], ndim)[0]) if niter is None else int(niter)
+        m = np.pad(labels[sl] == k + 1, 1).astype(np.float64)
+        coords = np.argwhere(m > 0)
+        centre = tuple(coords[np.argmin(((coords - coords.mean(0)) ** 2).sum(1))])
+        t = np.zeros_like(m)
+        c = (slice(1, -1),) * 3
+        for _ in range(steps):
+            t[centre] += 1.0
+            if ndim == 3:
+                s = (t[c] + t[2:, 1:-1, 1:-1] + t[:-2, 1:-1, 1:-1] + t[1:-1, 2:, 1:-1]
+                     + t[1:-1, :-2, 1:-1] + t[1:-1, 1:-1, 2:] + t[1:-1, 1:-1, :-2])
+                new = m[c] * s / 7.0
+            else:
+                s = (t[c] + t[1:-1, :-2, 1:-1] + t[1:-1, 2:, 1:-1] + t[1:-1, 1:-1, :-2]
+                     + t[1:-1, 1:-1, 2:] + t[1:-1, :-2, :-2] + t[1:-1, :-2, 2:]
+                     + t[1:-1, 2:, :-2] + t[1:-1, 2:, 2:])
+                new = m[c] * s / 9.0
+            t = np.zeros_like(t)
+            t[c] = new
+        grads = [t[1:-1, 2:, 1:-1] - t[1:-1, :-2, 1:-1], t[1:-1, 1:-1, 2:] - t[1:-1, 1:-1, :-2]]
+        if ndim == 3:
+            grads.insert(0, t[2:, 1:-1, 1:-1] - t[:-2, 1:-1, 1:-1])
+        g = np.stack(grads)
+        g = g / (_EPS + np.sqrt((g ** 2).sum(0)))
+        inside = m[c] > 0
+        for i in range(ndim):
+            out[i][sl][inside] = g[i][inside]
+    return out

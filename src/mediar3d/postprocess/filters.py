@@ -1,0 +1,114 @@
+"""Per-mask clean-up of an instance label volume (Algorithm 4, step 6).
+
+Every operation works on each mask separately, so touching masks keep their own labels
+(never binarise and relabel by connected components).
+"""
+
+from __future__ import annotations
+
+import fastremap
+import numpy as np
+from scipy import ndimage
+
+from mediar3d.flows.diffusion import flow_errors, object_boxes
+
+__all__ = ["size_filter", "drop_labels", "flow_consistency_errors", "fill_holes", "renumber"]
+
+
+def drop_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """Set the given labels to 0, in place.
+
+    Args:
+        labels: int32 labels of any shape, values 0..N.
+        drop: bool array (N + 1,) marking the labels to remove (index 0 ignored).
+
+    Returns:
+        ``labels``.
+    """
+    if drop[1:].any():
+        lut = np.arange(len(drop), dtype=labels.dtype)
+        lut[drop] = 0
+        lut[0] = 0
+        labels[...] = lut[labels]
+    return labels
+
+
+def size_filter(labels: np.ndarray, *, min_size: int = 15, max_size: float | None = None) -> np.ndarray:
+    """Remove masks with fewer than ``min_size`` or more than ``max_size`` voxels, in place.
+
+    Args:
+        labels: int32 labels 0..N of any shape.
+        min_size: smallest mask kept (<= 0 keeps all).
+        max_size: largest mask kept (None keeps all).
+
+    Returns:
+        ``labels``.
+    """
+    counts = np.bincount(labels.ravel(), minlength=1)
+    drop = np.zeros(len(counts), bool)
+    if min_size > 0:
+        drop |= counts < min_size
+    if max_size is not None:
+        drop |= counts > max_size
+    return drop_labels(labels, drop)
+
+
+def flow_consistency_errors(labels: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """Flow-consistency error of every mask (Cellpose's ``flow_error``, in 2D and 3D).
+
+    The error of a mask is the mean, over its voxels, of the squared difference between
+    the unit flows recomputed from the mask alone and the given flows.
+
+    Args:
+        labels: int32 labels 0..N, (Z, Y, X) or (Y, X).
+        field: float32 (Z, Y, X, 3) flows (dz, dy, dx) from
+            :func:`~mediar3d.postprocess.follow.prepare_field` (Z = 1, dz = 0 in 2D).
+
+    Returns:
+        float64 array (N + 1,): error of label k at index k; NaN at 0 and absent labels.
+    """
+    ndim = labels.ndim
+    stack = labels if ndim == 3 else labels[None]
+    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack))
+    return np.concatenate([[np.nan], err])
+
+
+def fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Fill the holes of each mask with its label, in place.
+
+    A hole is a background region (6-connected in 3D, 4-connected in 2D) enclosed by one
+    mask; voxels of other masks inside it are left alone.
+
+    Args:
+        labels: int32 labels, (Z, Y, X) or (Y, X).
+
+    Returns:
+        ``labels``.
+    """
+    for k, sl in enumerate(ndimage.find_objects(labels)):
+        if sl is None:
+            continue
+        crop = labels[sl]
+        outside, n = ndimage.label(crop != k + 1)
+        if n == 0:
+            continue
+        border = np.zeros(n + 1, bool)
+        for a in range(crop.ndim):
+            for end in (0, -1):
+                border[np.take(outside, end, axis=a)] = True
+        hole = ~border[outside] & (crop == 0)
+        crop[hole] = k + 1
+    return labels
+
+
+def renumber(labels: np.ndarray) -> np.ndarray:
+    """Relabel to consecutive 1..N in order of first appearance, as int32.
+
+    Args:
+        labels: integer labels of any shape.
+
+    Returns:
+        int32 array of the same shape.
+    """
+    out, _ = fastremap.renumber(np.ascontiguousarray(labels), preserve_zero=True, in_place=True)
+    return out.astype(np.int32, copy=False)
