@@ -143,3 +143,15 @@ def test_ctc_slice_outside_the_prediction_is_rejected(tmp_path, ellipsoids):
     (pair,) = find_pairs(tmp_path / "SEG", tmp_path / "RES")
     with pytest.raises(InputError, match="z-slice 20 but .*mask000.tif has 12 slices"):
         load_pair(pair)
+
+
+def test_zarr_prediction_pairs_with_tiff_ground_truth(tmp_path, ellipsoids):
+    from mediar3d.io import write_labels
+
+    vol = ellipsoids(shape=(12, 24, 24), seed=1)
+    write(tmp_path / "gt" / "a.tif", vol)
+    write_labels(tmp_path / "pred" / "a.ome.zarr", vol)
+    (pair,) = find_pairs(tmp_path / "gt", tmp_path / "pred")
+    assert pair.pred_path.name == "a.ome.zarr"
+    gt, pred = load_pair(pair)
+    np.testing.assert_array_equal(pred, gt)

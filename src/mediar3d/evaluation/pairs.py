@@ -16,6 +16,7 @@ import numpy as np
 
 from mediar3d.errors import InputError
 from mediar3d.evaluation.ctc import EvalPair, ctc_pairs, is_ctc_layout
+from mediar3d.io import read_labels
 
 logger = logging.getLogger(__name__)
 
@@ -110,20 +111,6 @@ def find_pairs(gt: str | Path, pred: str | Path) -> list[EvalPair]:
     return folder_pairs(gt, pred)
 
 
-def read_label_file(path: Path) -> np.ndarray:
-    """Read an integer label image, (z, y, x) or (y, x)."""
-    try:
-        from mediar3d.io import read_labels
-    except ImportError:  # TEMPORARY until mediar3d.io lands
-        import tifffile
-
-        try:
-            return np.asarray(tifffile.imread(path))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read labels from {path}: {exc}") from exc
-    return read_labels(path)
-
-
 def _squeeze_leading(arr: np.ndarray, ndim: int) -> np.ndarray:
     while arr.ndim > ndim and arr.shape[0] == 1:
         arr = arr[0]
@@ -139,8 +126,8 @@ def load_pair(pair: EvalPair) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         InputError: unreadable files, shape mismatch, slice index out of range.
     """
-    gt = read_label_file(pair.gt_path)
-    pred = read_label_file(pair.pred_path)
+    gt = read_labels(pair.gt_path)
+    pred = read_labels(pair.pred_path)
     if pair.z_slice is not None:
         gt = _squeeze_leading(gt, 2)
         if gt.ndim != 2 or pred.ndim != 3:

@@ -1,0 +1,181 @@
+"""`mediar3d evaluate` end to end, in-process, on generated label volumes."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from mediar3d.cli.main import main
+
+REPORT = ("metrics.csv", "metrics.json", "ap_vs_iou.png")
+
+
+def cells(shape=(24, 60, 60), spacing=12, seed=0) -> np.ndarray:
+    """50 non-touching random ellipsoids on a jittered grid, (z, y, x) uint16."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint16)
+    zz, yy, xx = np.indices(shape)
+    centres = [(z, y, x) for z in range(spacing // 2, shape[0], spacing)
+               for y in range(spacing // 2, shape[1], spacing) for x in range(spacing // 2, shape[2], spacing)]
+    for label, centre in zip(rng.permutation(len(centres)) + 1, centres):
+        r = rng.uniform(2.5, spacing / 2 - 1, size=3)
+        c = np.array(centre) + rng.integers(-1, 2, size=3)
+        labels[((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1] = label
+    return labels
+
+
+def write(path: Path, labels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, labels, photometric="minisblack")
+    return path
+
+
+def run_ok(argv, capsys):
+    code = main(["evaluate", *map(str, argv)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def run_fails(argv, capsys, message):
+    code = main(["evaluate", *map(str, argv)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mediar3d evaluate: error:"), err
+    assert message in lines[0], lines[0]
+    return lines[0]
+
+
+def test_volume_against_itself_gives_ap_one_everywhere(tmp_path, capsys):
+    gt = write(tmp_path / "gt.tif", cells())
+    out_dir = tmp_path / "report"
+    out = run_ok(["--gt", gt, "--pred", gt, "-o", out_dir], capsys)
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(REPORT)
+    report = json.loads((out_dir / "metrics.json").read_text())
+    assert report["thresholds"] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    assert report["pooled"]["ap"] == [1.0] * 10
+    assert report["pooled"]["n_gt"] == 50 and report["pooled"]["seg"] == 1.0
+    assert "0.95      50       0       0     1.0000" in out
+    rows = list(csv.DictReader((out_dir / "metrics.csv").open()))
+    assert len(rows) == 3 * 10 and {float(r["ap"]) for r in rows} == {1.0}
+    assert (out_dir / "ap_vs_iou.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ten_percent_of_cells_removed_gives_recall_090(tmp_path, capsys):
+    labels = cells(seed=3)
+    removed = np.random.default_rng(1).choice(np.arange(1, 51), size=5, replace=False)
+    write(tmp_path / "gt" / "vol.tif", labels)
+    write(tmp_path / "pred" / "vol_labels.tif", np.where(np.isin(labels, removed), 0, labels))
+    run_ok(["--gt", tmp_path / "gt", "--pred", tmp_path / "pred"], capsys)
+    report = json.loads((tmp_path / "pred" / "metrics.json").read_text())  # default: the prediction folder
+    pooled = report["pooled"]
+    assert (pooled["n_gt"], pooled["n_pred"]) == (50, 45)
+    assert pooled["recall"] == [0.9] * 10 and pooled["precision"] == [1.0] * 10
+    assert pooled["ap"] == [0.9] * 10 and pooled["fn"] == [5] * 10
+
+
+def test_custom_thresholds_and_several_images(tmp_path, capsys):
+    a, b = cells(seed=4), cells(seed=5)
+    write(tmp_path / "gt" / "a.tif", a)
+    write(tmp_path / "gt" / "b.tif", b)
+    write(tmp_path / "pred" / "a.tif", a)
+    write(tmp_path / "pred" / "b.tif", np.zeros_like(b))
+    out = run_ok(["--gt", tmp_path / "gt", "--pred", tmp_path / "pred", "-o", tmp_path / "r",
+                  "--thresholds", "0.3", "0.6:0.8:0.1", "--per-image"], capsys)
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert report["thresholds"] == [0.3, 0.6, 0.7, 0.8]
+    assert report["pooled"]["ap"] == [0.5] * 4
+    assert report["mean_over_images"]["ap"] == [0.5] * 4
+    assert [im["name"] for im in report["images"]] == ["a", "b"]
+    assert "b: GT 50  pred 0  AP@0.30 0.0000" in out
+
+
+def test_ctc_slice_annotations_with_sparse_flag(tmp_path, capsys):
+    vol = cells(seed=6)
+    write(tmp_path / "01_RES" / "mask000.tif", vol)
+    annotated = np.where(np.isin(vol[6], np.unique(vol[6])[1:4]), vol[6], 0)  # 3 cells of slice 6
+    write(tmp_path / "01_GT" / "SEG" / "man_seg_000_006.tif", annotated)
+    run_ok(["--gt", tmp_path / "01_GT", "--pred", tmp_path / "01_RES", "--sparse"], capsys)
+    report = json.loads((tmp_path / "01_RES" / "metrics.json").read_text())
+    image = report["images"][0]
+    assert image["z_slice"] == 6 and image["n_gt"] == 3 and image["n_pred"] == 3
+    assert image["ap"] == [1.0] * 10 and image["n_pred_ignored"] > 0
+    run_ok(["--gt", tmp_path / "01_GT", "--pred", tmp_path / "01_RES", "-o", tmp_path / "dense"], capsys)
+    dense = json.loads((tmp_path / "dense" / "metrics.json").read_text())
+    assert dense["pooled"]["fp"][0] == image["n_pred_ignored"]
+
+
+def _shape_mismatch(d):
+    write(d / "gt" / "a.tif", np.ones((4, 8, 8), np.uint8))
+    write(d / "pred" / "a.tif", np.ones((4, 8, 9), np.uint8))
+
+
+def _missing_prediction(d):
+    write(d / "gt" / "a.tif", np.ones((4, 8, 8), np.uint8))
+    write(d / "gt" / "b.tif", np.ones((4, 8, 8), np.uint8))
+    write(d / "pred" / "a.tif", np.ones((4, 8, 8), np.uint8))
+
+
+def _no_pairs(d):
+    (d / "gt").mkdir()
+    (d / "gt" / "notes.txt").write_text("no labels here")
+    write(d / "pred" / "a.tif", np.ones((4, 8, 8), np.uint8))
+
+
+def _missing_gt(d):
+    write(d / "pred" / "a.tif", np.ones((4, 8, 8), np.uint8))
+
+
+def _corrupt_file(d):
+    write(d / "gt" / "a.tif", np.ones((4, 8, 8), np.uint8))
+    (d / "pred").mkdir()
+    (d / "pred" / "a.tif").write_bytes(b"not a tiff at all")
+
+
+def _float_labels(d):
+    write(d / "gt" / "a.tif", np.ones((4, 8, 8), np.uint8))
+    write(d / "pred" / "a.tif", np.full((4, 8, 8), 0.5, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (_shape_mismatch, "shape mismatch"),
+        (_missing_prediction, "no prediction for b.tif"),
+        (_no_pairs, "no label files"),
+        (_missing_gt, "does not exist"),
+        (_corrupt_file, "pred/a.tif"),
+        (_float_labels, "pred/a.tif"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_no_output(tmp_path, capsys, setup, message):
+    setup(tmp_path)
+    before = {p for p in tmp_path.rglob("*")}
+    run_fails(["--gt", tmp_path / "gt", "--pred", tmp_path / "pred", "-o", tmp_path / "report"], capsys, message)
+    assert not (tmp_path / "report").exists()
+    assert {p for p in tmp_path.rglob("*")} == before
+
+
+def test_bad_input_leaves_nothing_in_default_output_folder(tmp_path, capsys):
+    _shape_mismatch(tmp_path)
+    run_fails(["--gt", tmp_path / "gt", "--pred", tmp_path / "pred"], capsys, "shape mismatch")
+    assert [p.name for p in (tmp_path / "pred").iterdir()] == ["a.tif"]
+
+
+def test_bad_thresholds_are_rejected(tmp_path, capsys):
+    gt = write(tmp_path / "gt.tif", cells())
+    run_fails(["--gt", gt, "--pred", gt, "-o", tmp_path / "r", "--thresholds", "0.5", "1.5"], capsys, "1.5")
+    run_fails(["--gt", gt, "--pred", gt, "-o", tmp_path / "r", "--thresholds", "high"], capsys, "'high'")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_output_is_an_error_without_leftovers(tmp_path, capsys):
+    gt = write(tmp_path / "gt.tif", cells())
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the report folder should go")
+    run_fails(["--gt", gt, "--pred", gt, "-o", blocker / "sub"], capsys, "cannot write the report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.tif", "taken"]
