@@ -1,0 +1,98 @@
+"""segment() end to end with an oracle network: 3D, anisotropy, 2D, z-only, diameter, bad input."""
+
+import numpy as np
+import pytest
+
+from mediar3d.errors import InputError, ModelError
+from mediar3d.evaluation import average_precision
+from mediar3d.inference import run_segmentation, segment
+from mediar3d.inference.diameter import estimate_diameter, pick_slices
+from mediar3d.inference.tiling import predict_slices
+
+from .oracle import OracleNet, blob_volume
+
+
+def ap50(gt, pred):
+    result = average_precision(gt, pred, thresholds=(0.5,))
+    value = result[0] if isinstance(result, tuple) else result
+    return float(np.asarray(value).ravel()[0])
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return blob_volume()
+
+
+def test_3d_segmentation_recovers_blobs(blobs):
+    image, labels = blobs
+    result = run_segmentation(image, OracleNet(), keep_flows=True, progress=False, tile=64)
+    assert result.labels.shape == labels.shape and result.labels.dtype == np.int32
+    assert ap50(labels, result.labels) >= 0.95
+    assert result.flows.shape == (3,) + labels.shape and result.probability.shape == labels.shape
+    assert result.params["n_objects"] == result.labels.max() and result.params["mode"] == "3d"
+    # the dz component points towards each object's centre along z
+    obj = labels == labels.max()
+    zc = np.argwhere(obj)[:, 0].mean()
+    z = np.argwhere(obj)[:, 0]
+    dz = result.flows[0][obj]
+    assert np.mean(np.sign(dz[np.abs(z - zc) > 2]) == np.sign(zc - z[np.abs(z - zc) > 2])) > 0.9
+
+
+def test_anisotropic_volume_round_trip(blobs):
+    image, labels = blobs
+    sub_image, sub_labels = image[::2], labels[::2]
+    res = run_segmentation(sub_image, OracleNet(), anisotropy=2.0, progress=False)
+    assert res.params["network_shape"] == [40, 64, 64]
+    assert res.labels.shape == sub_labels.shape
+    assert ap50(sub_labels, res.labels) >= 0.9
+
+
+def test_2d_mode_and_z_only_mode(blobs):
+    image, labels = blobs
+    plane = 21
+    pred2d = segment(image[plane], OracleNet(), do_3d=False, progress=False)
+    assert pred2d.shape == labels[plane].shape and ap50(labels[plane], pred2d) >= 0.9
+    predz = segment(image, OracleNet(), z_only=True, progress=False)
+    assert predz.shape == labels.shape and ap50(labels, predz) >= 0.8
+
+
+def test_diameter_is_estimated_and_used(blobs):
+    image, labels = blobs
+    slice_fn = lambda b: predict_slices(b, OracleNet(), tile=64)  # noqa: E731
+    estimate = estimate_diameter(image, slice_fn, model_diameter=10.0)
+    truth = []
+    for plane in pick_slices(labels, 8):
+        counts = np.bincount(plane.ravel())[1:]
+        truth.append(np.sqrt(4 * counts[counts >= 15] / np.pi))
+    expected = float(np.median(np.concatenate(truth)))
+    assert abs(estimate - expected) / expected < 0.15
+    # with a model trained at half the object size the volume is shrunk by about 2
+    res = run_segmentation(image, OracleNet(), model_diameter=expected / 2, progress=False, tile=64)
+    assert res.params["diameter_estimated"] and 0.4 < res.params["scale"] < 0.6
+    assert res.labels.shape == labels.shape and ap50(labels, res.labels) >= 0.8
+
+
+def test_given_diameter_rescales(blobs):
+    image, labels = blobs
+    res = run_segmentation(image[:20, :40, :40], OracleNet(), diameter=20.0, model_diameter=10.0, progress=False)
+    assert res.params["scale"] == 0.5 and res.params["network_shape"] == [10, 20, 20]
+    assert not res.params["diameter_estimated"] and res.labels.shape == (20, 40, 40)
+
+
+@pytest.mark.parametrize("volume, kwargs, message", [
+    (np.zeros((32, 32), np.float32), {}, "2D"),
+    (np.zeros((2, 8, 32, 32), np.float32), {}, "channel"),
+    (np.full((8, 16, 16), np.nan, np.float32), {}, "NaN"),
+    (np.zeros((8, 16, 16), np.float32), {"anisotropy": -1}, "anisotropy"),
+    (np.zeros((8, 16, 16), np.float32), {"diameter": 0}, "diameter"),
+])
+def test_bad_input_raises_input_error(volume, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        segment(volume, OracleNet(), progress=False, **kwargs)
+
+
+def test_unknown_model_raises_model_error(tmp_path):
+    with pytest.raises(ModelError, match="no-such-model"):
+        segment(np.zeros((8, 16, 16), np.float32), "no-such-model", progress=False)
+    with pytest.raises(ModelError):
+        segment(np.zeros((8, 16, 16), np.float32), str(tmp_path / "missing.pt"), progress=False)
