@@ -109,6 +109,24 @@ def test_ctc_slice_annotations_with_sparse_flag(tmp_path, capsys):
     assert dense["pooled"]["fp"][0] == image["n_pred_ignored"]
 
 
+def test_gt_annotated_on_a_few_slices(tmp_path, capsys):
+    pred = cells(seed=7)
+    gt = np.zeros_like(pred)
+    gt[[5, 17]] = pred[[5, 17]]
+    noisy = pred.copy()
+    noisy[9:14] = 0  # wrong only away from the annotated slices
+    write(tmp_path / "gt.tif", gt)
+    write(tmp_path / "pred.tif", noisy)
+    args = ["--gt", tmp_path / "gt.tif", "--pred", tmp_path / "pred.tif", "--sparse"]
+    run_ok([*args, "-o", tmp_path / "whole"], capsys)
+    run_ok([*args, "-o", tmp_path / "slices", "--annotated-slices"], capsys)
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    slices = json.loads((tmp_path / "slices" / "metrics.json").read_text())
+    assert slices["images"][0]["z_slices"] == [5, 17]
+    assert slices["pooled"]["ap"] == [1.0] * 10
+    assert whole["pooled"]["ap"][0] < 0.5
+
+
 def _shape_mismatch(d):
     write(d / "gt" / "a.tif", np.ones((4, 8, 8), np.uint8))
     write(d / "pred" / "a.tif", np.ones((4, 8, 9), np.uint8))

@@ -9,6 +9,7 @@ from mediar3d.errors import ConfigError, InputError
 from mediar3d.evaluation import (
     DEFAULT_THRESHOLDS,
     aggregate,
+    annotated_slices,
     average_precision,
     dice_score,
     evaluate_instances,
@@ -126,6 +127,7 @@ def test_only_annotated_slices_count(ellipsoids):
     pred = ellipsoids(seed=2)
     gt = np.zeros_like(pred)
     gt[[5, 17]] = pred[[5, 17]]  # two annotated slices
+    assert annotated_slices(gt).tolist() == [5, 17]
     noisy = pred.copy()
     noisy[10:14] = 0  # prediction differs only away from the annotated slices
     r = evaluate_instances(gt, noisy, sparse_gt=True, z_slices=[5, 17])

@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sparse", action="store_true",
         help="GT is partly annotated (e.g. CTC): predicted objects that overlap no GT object are ignored, not false positives",
     )
+    parser.add_argument(
+        "--annotated-slices", action="store_true",
+        help="for 3D GT annotated on a few z-slices only: score just the slices that hold labels",
+    )
     parser.add_argument("--per-image", action="store_true", help="also print AP at the first threshold for every image")
     parser.set_defaults(func=run)
 
@@ -77,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score, print the table and write the report; returns the exit code."""
     from mediar3d.evaluation import aggregate, evaluate_instances, find_pairs, format_table, load_pair, write_report
-    from mediar3d.evaluation.metrics import check_thresholds
+    from mediar3d.evaluation.metrics import annotated_slices, check_thresholds
 
     thresholds = check_thresholds(parse_thresholds(args.thresholds))
     pairs = find_pairs(args.gt, args.pred)
@@ -85,12 +89,20 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for pair in tqdm(pairs, desc="evaluate", unit="image", disable=None):
         gt, pred = load_pair(pair)
-        result = evaluate_instances(gt, pred, thresholds, sparse_gt=args.sparse, name=pair.name)
+        z_slices = None
+        if args.annotated_slices and gt.ndim == 3:
+            z_slices = annotated_slices(gt).tolist() or None
+        result = evaluate_instances(gt, pred, thresholds, sparse_gt=args.sparse, z_slices=z_slices, name=pair.name)
         result.info = {"gt": str(pair.gt_path), "pred": str(pair.pred_path), "z_slice": pair.z_slice}
+        if z_slices is not None:
+            result.info["z_slices"] = z_slices
         results.append(result)
         logger.info("%s: %d GT, %d predicted objects, AP@%.2f %.4f", pair.name, result.n_gt, result.n_pred, thresholds[0], result.ap[0])
     summary = aggregate(results)
-    settings = {"gt": str(args.gt), "pred": str(args.pred), "sparse": bool(args.sparse)}
+    settings = {
+        "gt": str(args.gt), "pred": str(args.pred), "sparse": bool(args.sparse),
+        "annotated_slices": bool(args.annotated_slices),
+    }
     try:
         written = write_report(out_dir, summary, settings)
     except OSError as err:

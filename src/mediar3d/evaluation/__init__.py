@@ -14,6 +14,7 @@ from mediar3d.evaluation.matching import Matching, match_instances, match_overla
 from mediar3d.evaluation.metrics import (
     DEFAULT_THRESHOLDS,
     ImageMetrics,
+    annotated_slices,
     average_precision,
     dice_score,
     evaluate_instances,
@@ -31,6 +32,7 @@ __all__ = [
     "OverlapTable",
     "Summary",
     "aggregate",
+    "annotated_slices",
     "average_precision",
     "ctc_pairs",
     "dice_score",

@@ -178,6 +178,14 @@ def metrics_from_table(
     )
 
 
+def annotated_slices(gt: np.ndarray) -> np.ndarray:
+    """Return the indices of the z-slices of a (z, y, x) GT volume that hold any label."""
+    gt = np.asarray(gt)
+    if gt.ndim != 3:
+        raise InputError(f"annotated slices need a (z, y, x) label volume, got shape {gt.shape}")
+    return np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))
+
+
 def select_slices(gt: np.ndarray, pred: np.ndarray, z_slices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Keep only the annotated z-slices of a (z, y, x) pair; InputError if one is out of range."""
     gt, pred = check_label_pair(gt, pred)

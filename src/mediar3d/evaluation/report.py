@@ -46,7 +46,7 @@ def format_table(summary: Summary) -> str:
     ]
     for k, t in enumerate(p.thresholds):
         row = (
-            f"{t:4.2f} {p.tp[k]:7d} {p.fp[k]:7d} {p.fn[k]:7d}  {p.precision[k]:9.4f}  {p.recall[k]:6.4f}"
+            f"{t:<4.3g} {p.tp[k]:7d} {p.fp[k]:7d} {p.fn[k]:7d}  {p.precision[k]:9.4f}  {p.recall[k]:6.4f}"
             f"  {p.f1[k]:6.4f}  {p.ap[k]:6.4f}  {p.mean_matched_iou[k]:8.4f}"
         )
         if many:
@@ -64,7 +64,7 @@ def _csv_rows(result: ImageMetrics, name: str, counts: bool = True, scores: Mapp
         count = [result.n_gt, result.n_pred, result.tp[k], result.fp[k], result.fn[k]] if counts else [""] * 5
         values = [scores[key][k] for key in PER_THRESHOLD] + [scores["dice"], scores["seg"]]
         rows.append(
-            [name, f"{t:.2f}", *[str(c) for c in count], *[("" if _num(v) is None else f"{_num(v):.6f}") for v in values],
+            [name, f"{t:g}", *[str(c) for c in count], *[("" if _num(v) is None else f"{_num(v):.6f}") for v in values],
              info.get("gt", ""), info.get("pred", ""), "" if info.get("z_slice") is None else info["z_slice"]]
         )
     return rows
