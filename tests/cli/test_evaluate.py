@@ -78,6 +78,22 @@ def test_ten_percent_of_cells_removed_gives_recall_090(tmp_path, capsys):
     assert pooled["ap"] == [0.9] * 10 and pooled["fn"] == [5] * 10
 
 
+def test_touching_synthetic_nuclei(tmp_path, capsys):
+    from mediar3d.data.synthetic import make_nuclei_volume
+
+    _, labels = make_nuclei_volume((24, 64, 64), n_nuclei=20, seed=2)
+    ids = np.unique(labels)[1:]
+    assert ids.size == 20
+    write(tmp_path / "gt.tif", labels)
+    write(tmp_path / "pred.tif", np.where(np.isin(labels, ids[::10]), 0, labels))  # 2 of 20 removed
+    run_ok(["--gt", tmp_path / "gt.tif", "--pred", tmp_path / "gt.tif", "-o", tmp_path / "self"], capsys)
+    run_ok(["--gt", tmp_path / "gt.tif", "--pred", tmp_path / "pred.tif", "-o", tmp_path / "missing"], capsys)
+    same = json.loads((tmp_path / "self" / "metrics.json").read_text())["pooled"]
+    missing = json.loads((tmp_path / "missing" / "metrics.json").read_text())["pooled"]
+    assert same["ap"] == [1.0] * 10
+    assert missing["recall"] == [0.9] * 10 and missing["precision"] == [1.0] * 10
+
+
 def test_custom_thresholds_and_several_images(tmp_path, capsys):
     a, b = cells(seed=4), cells(seed=5)
     write(tmp_path / "gt" / "a.tif", a)
