@@ -1,0 +1,1 @@
+"""Data: synthetic nuclei volumes (and, elsewhere in this package, dataset mapping and slicing)."""
