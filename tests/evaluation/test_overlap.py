@@ -68,3 +68,10 @@ def test_bool_labels_are_accepted():
 def test_bad_labels_raise_input_error(gt, pred, message):
     with pytest.raises(InputError, match=message):
         overlap_table(gt, pred)
+
+
+def test_huge_label_values_and_non_contiguous_views():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 5, (6, 7, 8)).astype(np.uint64) * 2**40
+    pred = rng.integers(0, 4, (8, 7, 6)).astype(np.int16).transpose(2, 1, 0)[:, ::-1]
+    assert_same_table(overlap_table(gt, pred), overlap_table_reference(gt, pred))

@@ -6,7 +6,7 @@ GT files of one sequence live in ``<seq>_GT/SEG/``:
 - ``man_seg_TTT_SSS.tif``: 2D annotation of z-slice SSS of the 3D volume of time
   point TTT (sparse 3D ground truth: only a few slices, often only a few cells).
 
-Predictions of time point TTT are ``mask TTT.tif`` (the CTC ``<seq>_RES`` folder) or,
+Predictions of time point TTT are ``maskTTT.tif`` (the CTC ``<seq>_RES`` folder) or,
 if the folder has no ``mask*`` files, any TIFF whose name ends in the time number
 (``t000.tif``, ``t000_labels.tif``). Time numbers match by value, so ``mask0007``
 pairs with ``man_seg007``.
