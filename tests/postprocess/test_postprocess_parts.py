@@ -1,0 +1,160 @@
+"""Fast kernels against their plain references; filters; input checks; parameters."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from pp_synth import logits, touching_nuclei
+
+from mediar3d.errors import ConfigError, InputError
+from mediar3d.flows import masks_to_flows, ortho2d_flows
+from mediar3d.postprocess import PostprocessParams, compute_masks
+from mediar3d.postprocess.filters import fill_holes, flow_consistency_errors, renumber, size_filter
+from mediar3d.postprocess.follow import follow_flows, follow_flows_reference, prepare_field
+from mediar3d.postprocess.seeds import basin_map, basin_map_reference, find_seeds, find_seeds_reference
+
+
+@pytest.fixture(scope="module")
+def small():
+    return touching_nuclei((20, 40, 40), n=6, radius=(5.0, 7.0), seed=7)
+
+
+@pytest.mark.parametrize("kind", ["3d", "ortho2d"])
+def test_follow_fast_matches_reference(small, kind):
+    flows = masks_to_flows(small) if kind == "3d" else ortho2d_flows(small)
+    fg = small > 0
+    field = prepare_field(flows, fg)
+    coords = np.argwhere(fg)
+    fast = follow_flows(field, coords, 200)
+    ref = follow_flows_reference(field, coords, 200)
+    assert np.abs(fast - ref).max() < 0.01
+    moved = np.abs(ref - coords).max(1) > 1
+    assert moved.mean() > 0.5  # the test would notice a follower that does nothing
+
+
+def test_follow_noisy_field_matches_reference():
+    rng = np.random.default_rng(0)
+    field = rng.normal(0, 0.7, (6, 12, 12, 3)).astype(np.float32)
+    coords = np.argwhere(np.ones((6, 12, 12), bool))
+    fast = follow_flows(field, coords, 30)
+    ref = follow_flows_reference(field, coords, 30)
+    assert np.mean(np.abs(fast - ref).max(1) < 1e-3) > 0.99
+
+
+def test_compute_masks_fast_equals_reference(small):
+    flows = ortho2d_flows(small)
+    fast = compute_masks(flows, logits(small))
+    ref = compute_masks(flows, logits(small), method="reference")
+    assert fast.max() == small.max()
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_seeds_and_basins_match_reference():
+    rng = np.random.default_rng(1)
+    hist = np.zeros((12, 30, 30), np.int32)
+    for _ in range(12):  # blobs of end points with a few ties and noise
+        c = rng.integers(0, [12, 30, 30])
+        sl = tuple(slice(max(ci - 2, 0), ci + 3) for ci in c)
+        hist[sl] += rng.integers(0, 8, hist[sl].shape)
+        hist[tuple(c)] += rng.integers(5, 40)
+    hist += rng.integers(0, 4, hist.shape).astype(np.int32) * (rng.random(hist.shape) < 0.2)
+    seeds = find_seeds(hist, kernel=5, min_count=10)
+    np.testing.assert_array_equal(seeds, find_seeds_reference(hist, kernel=5, min_count=10))
+    assert len(seeds) >= 5
+    basins = basin_map(hist, seeds, box=11, threshold=2)
+    np.testing.assert_array_equal(basins, basin_map_reference(hist, seeds, box=11, threshold=2))
+    assert len(np.unique(basins)) > 5
+
+
+def test_fill_holes_per_mask():
+    lab = np.zeros((9, 9, 16), np.int32)
+    lab[1:8, 1:8, 1:8] = 1
+    lab[3:6, 3:6, 3:6] = 0  # cavity
+    lab[4, 4, 4] = 3  # another cell inside the cavity
+    lab[1:8, 1:8, 8:15] = 2  # touching neighbour
+    lab[4, 4, 10] = 0  # one-voxel hole
+    out = fill_holes(lab.copy())
+    assert out[4, 4, 4] == 3 and out[3, 3, 3] == 1 and out[4, 4, 10] == 2
+    assert set(np.unique(out)) == {0, 1, 2, 3}
+    assert (out == 1).sum() == 7 ** 3 - 1 and (out == 2).sum() == 7 ** 3
+
+
+def test_fill_holes_2d_and_open_cavity_kept():
+    lab = np.zeros((10, 10), np.int32)
+    lab[1:9, 1:9] = 4
+    lab[3:6, 3:6] = 0
+    lab[6:9, 7] = 0  # a slot open to the outside is not a hole
+    out = fill_holes(lab.copy())
+    assert np.all(out[3:6, 3:6] == 4) and np.all(out[6:9, 7] == 0)
+
+
+def test_size_filter_and_renumber():
+    lab = np.zeros((4, 10, 10), np.int32)
+    lab[0, :2, :2] = 2  # 4 voxels
+    lab[1:3, 2:7, 2:7] = 5  # 50 voxels
+    lab[:, :, 9] = 7  # 40 voxels
+    out = size_filter(lab.copy(), min_size=5, max_size=45)
+    assert set(np.unique(out)) == {0, 7}
+    out = renumber(size_filter(lab.copy(), min_size=5))
+    assert out.dtype == np.int32 and set(np.unique(out)) == {0, 1, 2}
+
+
+def test_flow_consistency_error(small):
+    flows = masks_to_flows(small)
+    field = prepare_field(flows, small > 0)
+    err = flow_consistency_errors(small, field)
+    assert np.isnan(err[0]) and np.nanmax(err[1:]) < 1e-6
+    bad = prepare_field(-flows, small > 0)
+    assert np.nanmin(flow_consistency_errors(small, bad)[1:]) > 3.5
+    # a 2D mask pruned when its flows point the wrong way, kept with the check off
+    gt = small[10]
+    f2 = masks_to_flows(gt)
+    one = gt == gt[gt > 0][0]
+    f2[:, one] = np.array([0.0, 1.0], np.float32)[:, None]
+    cp = logits(gt)
+    assert compute_masks(f2, cp).max() < compute_masks(masks_to_flows(gt), cp).max()
+
+
+def test_flow_check_runs_in_3d(small):
+    flows = masks_to_flows(small)
+    cp = logits(small)
+    # corrupt one cell with constant flows: basin survives as one mask, but the check drops it
+    lab = int(small[small > 0][0])
+    corrupted = flows.copy()
+    corrupted[:, small == lab] = np.array([0.0, 0.0, 1.0], np.float32)[:, None]
+    kept = compute_masks(corrupted, cp, flow_threshold=0.0)
+    pruned = compute_masks(corrupted, cp)
+    assert pruned.max() < kept.max()
+
+
+@pytest.mark.parametrize("flows_shape, cp_shape", [((3, 4, 5, 6), (4, 5, 7)), ((2, 4, 5, 6), (4, 5, 6)),
+                                                   ((3, 5, 6), (5, 6)), ((3, 4, 5, 6, 1), (4, 5, 6, 1)),
+                                                   ((2, 5), (5,))])
+def test_bad_shapes_raise(flows_shape, cp_shape):
+    with pytest.raises(InputError):
+        compute_masks(np.zeros(flows_shape, np.float32), np.zeros(cp_shape, np.float32))
+
+
+def test_nan_raises():
+    flows = np.zeros((3, 4, 5, 6), np.float32)
+    flows[0, 1, 1, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        compute_masks(flows, np.zeros((4, 5, 6), np.float32))
+    with pytest.raises(InputError, match="cellprob"):
+        compute_masks(np.zeros((3, 4, 5, 6)), np.full((4, 5, 6), np.inf))
+
+
+def test_params_cover_compute_masks_keywords():
+    params = PostprocessParams()
+    sig = inspect.signature(compute_masks).parameters
+    for name, value in params.to_dict().items():
+        assert sig[name].default == value
+    assert set(sig) - set(params.to_dict()) == {"flows", "cellprob", "method"}
+    assert PostprocessParams.from_dict({"niter": 50}).niter == 50
+    with pytest.raises(ConfigError):
+        PostprocessParams.from_dict({"nitre": 50})
+    with pytest.raises(ConfigError):
+        compute_masks(np.zeros((2, 5, 5)), np.zeros((5, 5)), peak_kernel=4)
+    assert PostprocessParams.help("flow_threshold")
