@@ -8,12 +8,14 @@ is loaded once per worker process and kept, and a worker with a GPU uses it.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 
@@ -50,51 +52,63 @@ class FlowsBlockFn:
 
 @dataclass
 class SegmentBlockFn:
-    """The full pipeline on a block: ``mediar3d.inference.segment(block, model, **options)``.
+    """The full pipeline on a block: ``mediar3d.inference.segment`` (network + post-processing).
+
+    Every block must be processed alike, so nothing is estimated per block: the object
+    diameter (network scale) and anisotropy are fixed here for all blocks.
 
     Args:
-        model: a model name or checkpoint path (loaded once per worker), or None for
-            the bundled default model.
+        model: None / "default" for the bundled model, a bundled name or a checkpoint
+            path; resolved once per worker process and kept.
+        diameter: object diameter in y/x pixels (None: the model's own scale, no rescaling).
+        anisotropy: z spacing over y/x spacing.
         device: "cpu", "cuda", "cuda:1"...; default CUDA when the worker has it.
-        intensity_range: (low, high) to scale intensities by before the network,
-            the same for every block (percentiles of the whole volume; see
-            :func:`mediar3d.distributed.global_percentiles`), so blocks agree with a
-            whole-volume run. None leaves normalisation to ``segment`` per block.
-        options: further keyword arguments of ``segment``.
+        intensity_range: (low, high) intensities mapped to 0 and 1 for every block (e.g.
+            percentiles of the whole volume), passed to ``segment`` when it supports a
+            fixed range; else each block is percentile-normalised on its own.
+        options: further keyword arguments of ``segment`` (thresholds, tile, tta, ...).
     """
 
     model: str | None = None
+    diameter: float | None = None
+    anisotropy: float | None = None
     device: str | None = None
     intensity_range: tuple[float, float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
-    def _model(self, device: str) -> Any:
-        if self.model is None:
-            return None
+    def _resolved(self, device: str) -> Any:
         key = (str(self.model), device)
         with _LOCK:
             if key not in _MODELS:
-                from mediar3d.models import load_model
+                from mediar3d.inference.loader import resolve_model
 
-                net, _config = load_model(self.model)
-                _MODELS[key] = net.to(device).eval()
+                _MODELS[key] = resolve_model(self.model)
             return _MODELS[key]
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        from mediar3d.inference import segment
+        import inspect
+
+        from mediar3d.inference import run_segmentation
 
         device = worker_device(self.device)
-        data = np.asarray(block, np.float32)
         options = dict(self.options)
+        options.setdefault("progress", False)
         if self.intensity_range is not None:
-            lo, hi = self.intensity_range
-            data = (data - lo) / max(hi - lo, 1e-12)
-            options.setdefault("normalize", False)
-        model = self._model(device)
-        return np.asarray(segment(data, model=model if model is not None else self.model, device=device, **options))
+            if "intensity_range" in inspect.signature(run_segmentation).parameters:
+                options["intensity_range"] = tuple(self.intensity_range)
+            else:
+                log.warning("segment() takes no fixed intensity range yet; blocks are normalised one by one")
+        model = self._resolved(device)
+        diameter = self.diameter if self.diameter is not None else model.diameter
+        result = run_segmentation(
+            np.asarray(block), model, diameter=diameter, anisotropy=self.anisotropy,
+            device=device, **options,
+        )
+        return np.asarray(result.labels)
 
     def fingerprint(self) -> str:
         """Stable description for the resume check."""
         return "SegmentBlockFn" + json.dumps(
-            {"model": self.model, "range": self.intensity_range, "options": self.options}, sort_keys=True, default=str
+            {"model": self.model, "diameter": self.diameter, "anisotropy": self.anisotropy,
+             "range": self.intensity_range, "options": self.options}, sort_keys=True, default=str
         )

@@ -106,8 +106,9 @@ def segment_blocks(
             ``memory_limit`` per thread.
         halo: voxels read around each core (z, y, x); default ``default_halo(diameter)``
             (1.5 diameters). Must exceed the largest object's diameter.
-        diameter: expected object diameter in y/x voxels (for the default halo).
-        anisotropy: z spacing over y/x spacing (for the default halo).
+        diameter: expected object diameter in y/x voxels: sets the default halo and,
+            for the default pipeline, the network scale shared by every block.
+        anisotropy: z spacing over y/x spacing (default halo and pipeline).
         channel: channel of a (c, z, y, x) single input.
         scheduler: None (new local cluster), "synchronous", "threads", or a Dask
             scheduler address such as "tcp://host:8786".
@@ -146,7 +147,7 @@ def segment_blocks(
     if block_fn is None:
         from mediar3d.distributed.blockfns import SegmentBlockFn
 
-        block_fn = SegmentBlockFn()
+        block_fn = SegmentBlockFn(diameter=diameter, anisotropy=anisotropy)
     halo3 = default_halo(diameter, anisotropy=anisotropy) if halo is None else halo
     if block_size is None:
         per_thread = parse_memory(memory_limit, workers=workers) // threads_per_worker

@@ -27,25 +27,10 @@ import numpy as np
 from mediar3d.distributed.grid import BlockGrid, Triple
 from mediar3d.errors import ConfigError, InputError
 
-_OME_VERSION = "0.4"
-
-
 def _zarr():
     import zarr
 
     return zarr
-
-
-def _zarr_major() -> int:
-    return int(_zarr().__version__.split(".")[0])
-
-
-def _group_multiscale_path(group: Any) -> str | None:
-    attrs = dict(group.attrs)
-    ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if ms:
-        return str(ms[0]["datasets"][0]["path"])
-    return None
 
 
 def open_lazy(source: Any, *, channel: int | None = None) -> Any:
@@ -53,7 +38,7 @@ def open_lazy(source: Any, *, channel: int | None = None) -> Any:
 
     Args:
         source: path to a ``.zarr`` / ``.ome.zarr`` store (an array, an OME-Zarr image
-            whose first resolution is used, or a group holding a single array), or an
+            whose full resolution is used, or a group holding a single array), or an
             object with ``shape`` and numpy-style slicing (zarr, numpy, h5py arrays).
         channel: for a (c, z, y, x) input, the channel to use.
 
@@ -61,23 +46,9 @@ def open_lazy(source: Any, *, channel: int | None = None) -> Any:
         An array-like of shape (z, y, x) or (c, z, y, x) sliced lazily.
     """
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{path}: no such Zarr store")
-        zarr = _zarr()
-        try:
-            node = zarr.open(str(path), mode="r")
-        except Exception as err:  # zarr raises several unrelated types for non-stores
-            raise InputError(f"{path}: not a readable Zarr store ({err})") from err
-        if not hasattr(node, "shape"):
-            sub = _group_multiscale_path(node)
-            if sub is None:
-                names = list(node.array_keys())
-                if len(names) != 1:
-                    raise InputError(f"{path}: a Zarr group with {len(names)} arrays and no OME multiscales; pass the array path")
-                sub = names[0]
-            node = node[sub]
-        source = node
+        from mediar3d.io import open_zarr_lazy
+
+        source = open_zarr_lazy(source)
     if not hasattr(source, "shape") or not hasattr(source, "__getitem__"):
         raise InputError(f"{type(source).__name__}: not an array-like (needs .shape and slicing)")
     if channel is not None:
@@ -105,20 +76,14 @@ class _ChannelView:
 
 
 def input_voxel_size(source: Any) -> tuple[float, float, float] | None:
-    """(z, y, x) voxel size from an OME-Zarr path's first scale, else None."""
+    """(z, y, x) voxel size in micrometres of an OME-Zarr path, else None."""
     if not isinstance(source, (str, os.PathLike)):
         return None
-    try:
-        node = _zarr().open(str(source), mode="r")
-    except Exception:  # not a store we can read metadata from; the caller reports later
-        return None
-    attrs = dict(getattr(node, "attrs", {}))
-    ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not ms:
-        return None
-    for t in ms[0]["datasets"][0].get("coordinateTransformations", []):
-        if t.get("type") == "scale":
-            return tuple(float(v) for v in t["scale"][-3:])  # type: ignore[return-value]
+    from mediar3d.io import zarr_axes_and_voxel_size
+
+    _, voxel = zarr_axes_and_voxel_size(source)
+    if all(a in voxel for a in "ZYX"):
+        return (voxel["Z"], voxel["Y"], voxel["X"])
     return None
 
 
@@ -219,14 +184,13 @@ def create_output(
     *,
     voxel_size: Sequence[float] | None = None,
 ) -> tuple[Path, str]:
-    """Create an empty label store at a temporary name beside ``path``.
-
-    A path ending in ``.ome.zarr`` gets an OME-Zarr (NGFF 0.4) image with one
-    resolution ``0`` and axes z, y, x; any other ``.zarr`` a plain array.
+    """Create an empty OME-Zarr label image (axes z, y, x) at a temporary name beside ``path``.
 
     Returns:
         (temporary path, array path inside it) to write to, then :func:`commit_output`.
     """
+    from mediar3d.io import create_zarr
+
     path = Path(path)
     if not path.name.endswith(".zarr"):
         raise InputError(f"{path}: block-wise output must be a .zarr or .ome.zarr store")
@@ -234,26 +198,8 @@ def create_output(
     tmp = path.with_name(path.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    zarr = _zarr()
-    v3 = _zarr_major() >= 3
-    if path.name.endswith(".ome.zarr"):
-        group = zarr.open_group(str(tmp), mode="w", **({"zarr_format": 2} if v3 else {}))
-        make = group.create_array if v3 else group.create_dataset
-        kwargs = {"dimension_separator": "/"} if not v3 else {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
-        make("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, **kwargs)
-        scale = [float(v) for v in (voxel_size or (1.0, 1.0, 1.0))]
-        group.attrs["multiscales"] = [{
-            "version": _OME_VERSION,
-            "name": path.name[: -len(".ome.zarr")],
-            "axes": [{"name": a, "type": "space", **({"unit": "micrometer"} if voxel_size else {})} for a in "zyx"],
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }]
-        group.attrs["image-label"] = {"version": _OME_VERSION}
-        return tmp, "0"
-    zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
-    if voxel_size is not None:
-        zarr.open_array(str(tmp), mode="r+").attrs["voxel_size"] = [float(v) for v in voxel_size]
-    return tmp, ""
+    create_zarr(tmp, shape, dtype, axes="ZYX", voxel_size=voxel_size, chunks=chunks, labels=True)
+    return tmp, "0"
 
 
 def open_output_array(tmp: str | os.PathLike, array_path: str) -> Any:
