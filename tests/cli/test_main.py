@@ -10,7 +10,7 @@ def test_help_lists_every_available_command(capsys):
         main(["--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    for name in ("segment", "train", "info"):
+    for name in ("segment", "evaluate", "train", "info"):
         assert name in out
 
 
