@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -84,42 +83,27 @@ def random_crop(image: np.ndarray, labels: np.ndarray, crop: int, rng: np.random
 
 
 # ----------------------------------------------------------------------------- synthetic data
-def synthetic_volume(seed: int, rng: np.random.Generator):
-    """One diverse synthetic volume on an isotropic grid: (image float32 in [0,1], labels)."""
-    from mediar3d.data.synthetic import make_nuclei_volume
+def synthetic_volume(rng: np.random.Generator, isotropic: bool = True):
+    """One diverse synthetic volume on an isotropic grid: (image float32 in [0, 1], labels, anisotropy).
 
-    anisotropy = float(rng.choice([1.0, 1.0, 1.5, 2.0, 3.0, 4.0]))
-    radius = [(3, 6), (4, 8), (6, 12), (6, 12), (8, 16), (12, 24)][rng.integers(0, 6)]
-    side = int(rng.integers(112, 176))
-    depth = max(8, int(round(side * rng.uniform(0.4, 1.0) / anisotropy)))
-    wanted = dict(shape=(depth, side, side), radius_range=radius, anisotropy=anisotropy, seed=seed)
-    params = inspect.signature(make_nuclei_volume).parameters
-    extra = {"snr": float(rng.uniform(2, 30)), "bit_depth": int(rng.choice([8, 16])),
-             "dim_fraction": float(rng.uniform(0, 0.5)), "density": float(rng.uniform(0.3, 1.0))}
-    wanted.update({k: v for k, v in extra.items() if k in params})
-    image, labels = make_nuclei_volume(**wanted)
-    image = np.asarray(image, np.float32)
-    labels = np.asarray(labels)
-    # extra diversity independent of the generator: per-nucleus brightness, uneven
-    # background, shot noise at a random photon budget, 8/16-bit quantisation
-    if labels.max() > 0 and rng.random() < 0.7:
-        gains = rng.uniform(0.15, 1.0, size=int(labels.max()) + 1).astype(np.float32)
-        gains[0] = 1.0
-        image = image * np.where(labels > 0, gains[labels], 1.0).astype(np.float32)
-    image = image - image.min()
-    image /= max(float(image.max()), 1e-6)
-    if rng.random() < 0.5:
-        zz, yy, xx = np.meshgrid(*(np.linspace(0, 1, n, dtype=np.float32) for n in image.shape), indexing="ij")
-        c = rng.uniform(-1, 1, 3).astype(np.float32)
-        image = image + rng.uniform(0.02, 0.3) * np.clip(c[0] * zz + c[1] * yy + c[2] * xx, 0, None)
-    photons = float(rng.choice([20, 50, 200, 1000]))
-    image = rng.poisson(np.clip(image, 0, None) * photons).astype(np.float32) / photons
-    image += rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
-    top = 255 if rng.random() < 0.5 else int(rng.choice([4095, 65535]))
-    image = np.round(np.clip(image / max(float(image.max()), 1e-6), 0, 1) * top * rng.uniform(0.2, 1.0))
-    # to isotropic voxels, as inference does
-    if anisotropy != 1.0:
-        image, labels = zoom_pair(image.astype(np.float32), labels, (anisotropy, 1.0, 1.0))
+    Settings come from ``mediar3d.data.synthetic.sample_nuclei_params`` (SNR, anisotropy 1-4,
+    radius 4-30, density, dim/bright, 8/16-bit, uneven background, border cuts); the volume
+    side grows with the nucleus size so that each volume holds enough nuclei.
+    """
+    from mediar3d.data.synthetic import make_nuclei_volume, sample_nuclei_params
+
+    params = sample_nuclei_params(rng)
+    radius = float(np.mean(params["radius_range"]))
+    anisotropy = float(params["anisotropy"])
+    side = int(np.clip(6 * radius + 64, 96, 224))
+    depth = max(8, int(round(side * rng.uniform(0.5, 1.0) / anisotropy)))
+    params["seed"] = int(rng.integers(0, 2**31 - 1))
+    image, labels = make_nuclei_volume((depth, side, side), **params)
+    image, labels = np.asarray(image, np.float32), np.asarray(labels)
+    if not isotropic:
+        return image, labels, anisotropy
+    if anisotropy != 1.0:  # to isotropic voxels, as inference does
+        image, labels = zoom_pair(image, labels, (anisotropy, 1.0, 1.0))
     return normalise(image), labels, anisotropy
 
 
@@ -127,7 +111,7 @@ def synthetic_crops(n_volumes: int, diameter: float, crop: int, per_axis: int, s
     rng = np.random.default_rng(seed)
     crops = []
     for k in range(n_volumes):
-        image, labels, aniso = synthetic_volume(seed * 1000 + k, rng)
+        image, labels, aniso = synthetic_volume(rng)
         d = median_diameter(labels)
         if d is None:
             continue
@@ -229,12 +213,8 @@ def loss_terms(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tens
 def save(path: Path, model: torch.nn.Module, meta: dict) -> None:
     from mediar3d.models import save_checkpoint
 
-    params = inspect.signature(save_checkpoint).parameters
-    kwargs = {k: v for k, v in meta.items() if k in params}
-    if "metadata" in params:
-        kwargs["metadata"] = {k: v for k, v in meta.items() if k not in params}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, model, **kwargs)
+    save_checkpoint(path, model, normalization={"percentiles": [0.0, 99.5]}, train_diameter=meta["diameter"],
+                    metadata={"training": meta["training"]})
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -246,22 +226,15 @@ def evaluate(checkpoint: Path, real_root: Path | None, n_volumes: int, seed: int
     from mediar3d.inference import segment
 
     def ap50(gt, pred) -> float:
-        result = average_precision(gt, pred, thresholds=(0.5,))
-        value = result[0] if isinstance(result, tuple) else result
-        return float(np.asarray(value).ravel()[0])
+        return float(average_precision(gt, pred, thresholds=(0.5,))[0])
 
-    rng = np.random.default_rng(seed + 12345)
+    rng = np.random.default_rng(10_000 + seed)  # held out: training draws from default_rng(seed)
     report: dict = {"synthetic": [], "real": []}
     for k in range(n_volumes):
-        from mediar3d.data.synthetic import make_nuclei_volume
-
-        aniso = [1.0, 2.0, 3.0][k % 3]
-        radius = [(5, 9), (6, 12), (10, 18)][k % 3]
-        image, labels = make_nuclei_volume(shape=(int(round(64 / aniso)), 128, 128), radius_range=radius,
-                                           anisotropy=aniso, seed=10_000 + seed + k)
+        image, labels, aniso = synthetic_volume(rng, isotropic=False)
         start = time.perf_counter()
         pred = segment(image, str(checkpoint), anisotropy=aniso, progress=False)
-        report["synthetic"].append({"anisotropy": aniso, "radius_range": list(radius), "ap50": ap50(labels, pred),
+        report["synthetic"].append({"shape": list(labels.shape), "anisotropy": aniso, "ap50": ap50(labels, pred),
                                     "n_true": int(labels.max()), "n_pred": int(pred.max()),
                                     "seconds": round(time.perf_counter() - start, 1)})
         logger.info("val synthetic %d: %s", k, report["synthetic"][-1])
@@ -275,7 +248,6 @@ def evaluate(checkpoint: Path, real_root: Path | None, n_volumes: int, seed: int
         values = [r["ap50"] for r in report[key]]
         report[f"{key}_mean_ap50"] = float(np.mean(values)) if values else None
         report[f"{key}_count"] = len(values)
-    del rng
     return report
 
 
@@ -285,13 +257,13 @@ def main() -> int:
     p.add_argument("--real-data", type=Path, default=None, help="root of the real 2D corpus (optional)")
     p.add_argument("--out", type=Path, default=Path("src/mediar3d/weights/unet-small-nuclei.pt"))
     p.add_argument("--minutes", type=float, default=35.0, help="training time budget")
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--diameter", type=float, default=17.0, help="object diameter (pixels) the model is trained at")
-    p.add_argument("--n-volumes", type=int, default=32, help="synthetic training volumes")
-    p.add_argument("--per-axis", type=int, default=24, help="slices per orientation and volume")
+    p.add_argument("--diameter", type=float, default=20.0, help="object diameter (pixels) the model is trained at")
+    p.add_argument("--n-volumes", type=int, default=28, help="synthetic training volumes")
+    p.add_argument("--per-axis", type=int, default=14, help="slices per orientation and volume")
     p.add_argument("--val-volumes", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

@@ -12,8 +12,6 @@ import dataclasses
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from mediar3d.errors import ModelError
@@ -58,22 +56,8 @@ def bundled_checkpoint() -> Path:
     return path
 
 
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    """Read `key` from a config dataclass or dict, also looking inside nested metadata dicts."""
-    if config is None:
-        return default
-    holder = config if isinstance(config, dict) else getattr(config, "__dict__", {})
-    if key in holder and holder[key] is not None:
-        return holder[key]
-    for nested in ("metadata", "extra", "meta", "normalisation", "thresholds", "training"):
-        inner = holder.get(nested)
-        if isinstance(inner, dict) and inner.get(key) is not None:
-            return inner[key]
-    return default
-
-
-def _in_channels(net: torch.nn.Module, config: Any) -> int:
-    value = _get(config, "in_channels") or _get(_get(config, "kwargs", {}), "in_channels")
+def _in_channels(net: torch.nn.Module, config: object) -> int:
+    value = getattr(net, "in_channels", None) or (getattr(config, "kwargs", None) or {}).get("in_channels")
     if value:
         return int(value)
     for module in net.modules():
@@ -87,17 +71,17 @@ def from_checkpoint(path: str | Path, name: str | None = None) -> InferenceModel
     from mediar3d.models import load_model
 
     net, config = load_model(path)
-    percentiles = _get(config, "percentiles") or _get(_get(config, "normalisation", {}), "percentiles") or (0.0, 99.5)
-    thresholds = _get(config, "thresholds", {}) or {}
+    thresholds = dict(getattr(config, "thresholds", None) or {})
+    diameter = getattr(config, "train_diameter", None)
     return InferenceModel(
         net=net,
         name=name or str(path),
         in_channels=_in_channels(net, config),
-        diameter=float(_get(config, "diameter")) if _get(config, "diameter") else None,
-        percentiles=(float(percentiles[0]), float(percentiles[1])),
-        cellprob_threshold=float(thresholds.get("cellprob_threshold", _get(config, "cellprob_threshold", 0.0))),
-        flow_threshold=float(thresholds.get("flow_threshold", _get(config, "flow_threshold", 0.4))),
-        divisor=int(_get(config, "divisor", 32)),
+        diameter=float(diameter) if diameter else None,
+        percentiles=tuple(float(p) for p in config.percentiles),
+        cellprob_threshold=float(thresholds.get("cellprob_threshold", 0.0)),
+        flow_threshold=float(thresholds.get("flow_threshold", 0.4)),
+        divisor=int(getattr(net, "stride", 32)),
     )
 
 
@@ -111,7 +95,8 @@ def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | None = 
     if isinstance(model, InferenceModel):
         resolved = model
     elif isinstance(model, torch.nn.Module):
-        resolved = InferenceModel(net=model, name=type(model).__name__, in_channels=_in_channels(model, None))
+        resolved = InferenceModel(net=model, name=type(model).__name__, in_channels=_in_channels(model, None),
+                                  divisor=int(getattr(model, "stride", 32)))
     elif model is None or (isinstance(model, str) and model in BUNDLED_NAMES):
         resolved = from_checkpoint(bundled_checkpoint(), name=str(model or "default"))
     elif isinstance(model, (str, Path)):
