@@ -66,10 +66,7 @@ def build_2d_encoder(encoder: str, in_channels: int, encoder_depth: int,
         from mediar3d.models.registry import create_model
 
         net = create_model(encoder, in_channels=in_channels, **kwargs)
-        module = getattr(net, "encoder", None)
-        if not isinstance(module, nn.Module):
-            raise ModelError(f"registered model {encoder!r} has no .encoder submodule to embed slices with")
-        return module, int(getattr(net, "stride", 32))
+        return encoder_of(net, encoder), int(getattr(net, "stride", 32))
     if encoder in _smp_encoder_names():
         from segmentation_models_pytorch.encoders import get_encoder
 
@@ -89,14 +86,18 @@ def load_encoder_weights(module: nn.Module, encoder: str, source: str) -> None:
             of a state dict of the whole 2D network (keys ``encoder.*``), or of the encoder alone.
     """
     path = resolve_weights(source)
+    expected = module.state_dict()
     state = _checkpoint_encoder_state(path, encoder)
     if state is None:
         state = strip_prefixes(unwrap_state_dict(read_weights_file(path)))
         state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-        if any(k.startswith("encoder.") for k in state):
-            state = select_prefix(state, "encoder.")
-        state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-    expected = module.state_dict()
+        nested = select_prefix(state, "encoder.")
+        if all(k in state for k in expected):  # a whole 2D network: keep its encoder part
+            state = {k: state[k] for k in expected}
+        elif nested and all(k in nested for k in expected):  # an smp encoder inside a network
+            state = {k: nested[k] for k in expected}
+        else:
+            state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     for key, value in state.items():
         want = expected.get(key)
         if want is not None and value.ndim == 4 and want.ndim == 4 and value.shape[1] != want.shape[1] \
@@ -117,14 +118,49 @@ def _checkpoint_encoder_state(path: Any, encoder: str) -> dict[str, torch.Tensor
         net, _ = load_model(path)
     except ModelError:
         return None
-    arch = getattr(net, ARCH_ATTR, None)
+    arch = str(getattr(net, ARCH_ATTR, None))
     if arch != encoder:
         raise ModelError(f"{path} is a checkpoint of a {arch!r} network; build feature3d with encoder={arch!r} "
                          f"(and the same encoder_kwargs) to use its encoder")
+    return dict(encoder_of(net, arch).state_dict())
+
+
+class StagedEncoder(nn.Module):
+    """Feature extractor of a 2D network whose encoder is a list of stages after a stem (``unet-small``).
+
+    Submodules keep the network's names (``stem``, ``encoder``), so its weights load as they are.
+    Maps (N, C, H, W) to the list of stage outputs, finest first.
+    """
+
+    def __init__(self, stem: nn.Module | None, stages: nn.ModuleList) -> None:
+        super().__init__()
+        self.stem = stem
+        self.encoder = stages
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Run the stem and every stage; return each stage's output."""
+        if self.stem is not None:
+            x = self.stem(x)
+        features = []
+        for stage in self.encoder:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def encoder_of(net: nn.Module, name: str) -> nn.Module:
+    """The multi-level feature extractor of a 2D network (N, C, H, W) -> [features, finest first].
+
+    Uses ``net.encoder`` when it is callable (smp / Hiera encoders of ``mediar``,
+    ``mediar-sam``), or wraps ``net.stem`` + the stage list ``net.encoder`` (``unet-small``).
+    """
     module = getattr(net, "encoder", None)
+    if isinstance(module, nn.ModuleList):
+        stem = getattr(net, "stem", None)
+        return StagedEncoder(stem if isinstance(stem, nn.Module) else None, module)
     if not isinstance(module, nn.Module):
-        raise ModelError(f"{path}: its {arch!r} network has no .encoder submodule")
-    return dict(module.state_dict())
+        raise ModelError(f"2D model {name!r} has no .encoder submodule to embed slices with")
+    return module
 
 
 def _as_list(features: Any) -> list[torch.Tensor]:
@@ -142,9 +178,13 @@ class SliceEncoder(nn.Module):
         stride: H and W must be multiples of this.
         max_stride: Levels coarser than this are not used.
         slice_batch: Slices per encoder call.
+        input_skip: Make the input itself the finest level (full resolution); otherwise a
+            stride-1 encoder output (the identity of smp encoders) is dropped and the
+            finest level is the encoder's first downsampled one.
     """
 
-    def __init__(self, encoder: nn.Module, in_channels: int, stride: int, max_stride: int, slice_batch: int) -> None:
+    def __init__(self, encoder: nn.Module, in_channels: int, stride: int, max_stride: int, slice_batch: int,
+                 input_skip: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.in_channels = in_channels
@@ -160,14 +200,14 @@ class SliceEncoder(nn.Module):
             if feature.ndim != 4 or feature.shape[1] == 0 or feature.shape[-1] == 0:
                 continue
             level_stride = size // feature.shape[-1]
-            if level_stride * feature.shape[-1] != size or level_stride > max_stride:
+            if level_stride * feature.shape[-1] != size or level_stride > max_stride or level_stride == 1:
                 continue
             chosen[level_stride] = (index, int(feature.shape[1]))  # a later level of equal stride wins
         if not chosen:
             raise ModelError(f"encoder {type(encoder).__name__} returned no usable feature maps "
                              f"(strides up to {max_stride})")
         strides = sorted(chosen)
-        self.input_skip = strides[0] != 1
+        self.input_skip = bool(input_skip)
         self.level_indices = [chosen[s][0] for s in strides]
         self.level_strides = ([1] if self.input_skip else []) + strides
         self.level_channels = ([in_channels] if self.input_skip else []) + [chosen[s][1] for s in strides]
@@ -217,7 +257,7 @@ class SliceEncoder(nn.Module):
 
         Returns:
             Feature volumes (B, C_l, Z, H / s_l, W / s_l), finest level first (level 0 is
-            the input itself when the encoder has no stride-1 output).
+            the input itself with `input_skip`).
         """
         b, c, z, h, w = volume.shape
         slices = volume.permute(0, 2, 1, 3, 4).reshape(b * z, c, h, w)
@@ -248,7 +288,10 @@ class Feature3DNet(nn.Module):
 
     Output channels: 0-2 = dz, dy, dx flows on the x5 training scale, 3 = cell-probability
     logit. Y and X may be any size (padded to the encoder's stride, cropped back); Z any
-    size >= 1.
+    size >= 1. Unless `input_skip`, the decoder ends at the encoder's finest stride
+    (2 for ``unet-small`` and ResNets) and its 4 output channels are interpolated
+    (bilinearly in y and x) to the input size, which costs far less than 3D convolutions at
+    full resolution (as in ``unet-small``'s head).
     """
 
     #: Marks the network as volumetric (5D input) for inference and training code.
@@ -257,14 +300,14 @@ class Feature3DNet(nn.Module):
 
     def __init__(self, encoder: nn.Module, in_channels: int, stride: int, max_stride: int,
                  decoder_channels: Sequence[int] | None, norm: str, act: str, slice_batch: int,
-                 unfreeze_stages: int) -> None:
+                 unfreeze_stages: int, input_skip: bool = False) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.stride = int(stride)
-        self.slice_encoder = SliceEncoder(encoder, in_channels, stride, max_stride, slice_batch)
+        self.slice_encoder = SliceEncoder(encoder, in_channels, stride, max_stride, slice_batch, input_skip)
         n_levels = len(self.slice_encoder.level_channels)
         if decoder_channels is None:
-            decoder_channels = [min(256, 16 * 2 ** i) for i in range(n_levels)][::-1]
+            decoder_channels = [min(256, 32 * 2 ** i) for i in range(n_levels)][::-1]
         self.decoder = Decoder3d(self.slice_encoder.level_channels, decoder_channels, norm, act)
         self.freeze_encoder(unfreeze_stages)
 
@@ -304,6 +347,8 @@ class Feature3DNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (left, pad_w - left, top, pad_h - top))
         y = self.decoder(self.slice_encoder(x))
+        if y.shape[-2:] != x.shape[-2:]:
+            y = F.interpolate(y, size=tuple(x.shape[-3:]), mode="trilinear", align_corners=False)
         if pad_h or pad_w:
             y = y[..., top:top + height, left:left + width]
         return y
@@ -314,7 +359,7 @@ class Feature3DNet(nn.Module):
 def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weights: str | None = None,
               encoder_kwargs: dict[str, Any] | None = None, encoder_depth: int = 4,
               decoder_channels: Sequence[int] | None = None, norm: str = "batch", activation: str = "mish",
-              slice_batch: int = 16, unfreeze_stages: int = 0) -> Feature3DNet:
+              slice_batch: int = 16, unfreeze_stages: int = 0, input_skip: bool = False) -> Feature3DNet:
     """Hybrid 3D feature network (thesis 3.5.3, Algorithm 3).
 
     Args:
@@ -327,11 +372,14 @@ def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weig
         encoder_kwargs: Extra options of the 2D model / smp encoder.
         encoder_depth: Coarsest feature level used is 2**depth (16 for the default 4).
         decoder_channels: Channels of the decoder blocks, deepest level first, one per
-            level; default 16 at full resolution doubling per level (at most 256).
+            level; default 32 at the finest level, doubling per level (at most 256).
         norm: Decoder normalisation: ``batch`` (tiling-safe), ``instance`` or ``group``.
         activation: Decoder activation: ``mish``, ``relu``, ``leakyrelu`` or ``gelu``.
         slice_batch: Slices per encoder call (bounds the encoder's memory).
         unfreeze_stages: Number of last encoder stages to train (0 = frozen encoder).
+        input_skip: Add the input volume as a full-resolution decoder level (slower);
+            otherwise the decoder ends at the encoder's finest stride and its output is
+            interpolated to full resolution.
     """
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ModelError(f"in_channels={in_channels!r} is invalid; use a positive integer (1 for grey images)")
@@ -343,4 +391,5 @@ def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weig
     if encoder_weights is not None:
         load_encoder_weights(module, encoder, encoder_weights)
     max_stride = 2 ** int(encoder_depth)
-    return Feature3DNet(module, in_channels, max(stride, max_stride), max_stride, decoder_channels, norm, activation, int(slice_batch), int(unfreeze_stages))
+    return Feature3DNet(module, in_channels, max(stride, max_stride), max_stride, decoder_channels, norm, activation,
+                        int(slice_batch), int(unfreeze_stages), bool(input_skip))
