@@ -11,17 +11,51 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["smooth_noise", "smooth_field", "photon_scale", "blur", "haze", "add_noise", "digitize"]
+__all__ = ["fine_noise", "smooth_noise", "smooth_field", "photon_scale", "blur", "haze", "add_noise", "digitize"]
+
+
+def _standardize(field: np.ndarray) -> np.ndarray:
+    field -= field.mean()
+    field /= max(float(field.std()), 1e-12)
+    return field
+
+
+def fine_noise(rng: np.random.Generator, shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
+    """Gaussian noise smoothed by a [1, 2, 1] / 4 kernel (sigma 0.71 px) along every axis whose
+    spacing is below 1.5 px, rescaled to zero mean and unit std (float32).
+
+    The binomial kernel is done with shifted adds: about 4x cheaper than a Gaussian filter.
+    """
+    field = rng.standard_normal(size=tuple(shape), dtype=np.float32)
+    for axis, s in enumerate(spacing):
+        if s >= 1.5 or field.shape[axis] < 3:
+            continue
+        f = np.moveaxis(field, axis, 0)
+        out = 0.5 * f
+        out[1:] += 0.25 * f[:-1]
+        out[:-1] += 0.25 * f[1:]
+        out[0] += 0.25 * f[0]
+        out[-1] += 0.25 * f[-1]
+        field = np.moveaxis(out, 0, axis)
+    return _standardize(np.ascontiguousarray(field))
 
 
 def smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: float,
                  spacing: Sequence[float]) -> np.ndarray:
-    """Gaussian noise smoothed with a physical ``sigma``, rescaled to zero mean and unit std (float32)."""
-    field = rng.standard_normal(size=tuple(shape), dtype=np.float32)
-    field = ndimage.gaussian_filter(field, sigma=[sigma / s for s in spacing], mode="wrap", truncate=3.0)
-    field -= field.mean()
-    field /= max(float(field.std()), 1e-12)
-    return field
+    """Gaussian noise smoothed with a physical ``sigma``, rescaled to zero mean and unit std (float32).
+
+    Axes where ``sigma`` spans 2 or more voxels are generated at a lower resolution and
+    interpolated back, which keeps the cost well below a full-resolution filter.
+    """
+    factors = [max(1, int(sigma / s)) for s in spacing]
+    small_shape = [-(-n // f) for n, f in zip(shape, factors)]
+    field = rng.standard_normal(size=tuple(small_shape), dtype=np.float32)
+    field = ndimage.gaussian_filter(field, sigma=[sigma / (s * f) for s, f in zip(spacing, factors)],
+                                    mode="wrap", truncate=3.0)
+    if any(f > 1 for f in factors):
+        field = _upsample_linear(field, [m * f for m, f in zip(small_shape, factors)])
+        field = np.ascontiguousarray(field[tuple(slice(0, n) for n in shape)])
+    return _standardize(field)
 
 
 def smooth_field(rng: np.random.Generator, shape: Sequence[int], spacing: Sequence[float],

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Nuclei", "sample_nuclei", "rasterize_nuclei", "keep_largest_fragment"]
+__all__ = ["Nuclei", "PlacementDraws", "sample_nuclei", "place_reference", "rasterize_nuclei",
+           "keep_largest_fragment"]
 
 N_BUMPS = 3
 
@@ -63,13 +64,14 @@ def _directional_radius(forms: np.ndarray, u: np.ndarray) -> np.ndarray:
 def sample_nuclei(rng: np.random.Generator, extent: Sequence[float], n: int, *,
                   radius_range: tuple[float, float], elongation: float = 0.2, flatten: float = 1.0,
                   irregularity: float = 0.08, overlap: float = 0.88, cluster: float = 0.5,
-                  border_cut: bool = True, n_tries: int = 24) -> Nuclei:
+                  border_cut: bool = True, n_tries: int = 24, fast: bool = True) -> Nuclei:
     """Place up to ``n`` non-overlapping (up to ``overlap``) ellipsoids in a box, largest first.
 
     Each nucleus tries ``n_tries`` positions, a fraction ``cluster`` of them right next to an
     already placed nucleus (so that nuclei touch even when sparse), and takes the first one
     at which the centre distance to every placed nucleus is at least ``overlap`` times the sum
-    of their radii along the joining line. Nuclei that find no place are dropped.
+    of their radii along the joining line. Nuclei that find no place are dropped. All random
+    numbers are drawn up front, so the numba and the reference placement agree.
 
     Args:
         rng: random generator (the only source of randomness).
@@ -83,6 +85,7 @@ def sample_nuclei(rng: np.random.Generator, extent: Sequence[float], n: int, *,
         cluster: fraction of candidate positions drawn next to a placed nucleus.
         border_cut: allow centres up to 0.6 radius outside the box (nuclei cut by the border).
         n_tries: candidate positions per nucleus.
+        fast: use the numba kernel (False: the plain numpy reference).
 
     Returns:
         :class:`Nuclei` with the placed nuclei.
@@ -102,52 +105,89 @@ def sample_nuclei(rng: np.random.Generator, extent: Sequence[float], n: int, *,
     bump_phases = rng.uniform(0.0, 2 * np.pi, size=(n, N_BUMPS))
     order = np.argsort(-radii, kind="stable")
     bound = 1.0 / np.sqrt(np.linalg.eigvalsh(forms)[:, 0]) if n else np.zeros(0)  # longest semi-axis
+    # inside the box, the whole nucleus (bumps included) stays clear of the border
+    margin = -0.6 * radii if border_cut else (1.0 + irr) * bound + 1.0
+    low = np.repeat(margin[:, None], ndim, axis=1)
+    high = np.maximum(extent[None] - low, low + 1e-6)
+    draws = PlacementDraws(
+        uniform=rng.random((n, n_tries, ndim)), neighbour=rng.random((n, n_tries)),
+        direction=rng.normal(size=(n, n_tries, ndim)), reach=rng.uniform(overlap, 1.0, size=(n, n_tries)),
+        priority=np.argsort(rng.random((n, n_tries)), axis=1))
+    n_near = int(round(cluster * n_tries))
+    if fast:
+        from mediar3d.data.synthetic_kernels import place_numba
 
-    placed: list[int] = []
-    centers = np.zeros((n, ndim))
-    for i in order:
-        # inside the box, the whole nucleus (bumps included) stays clear of the border
-        margin = -0.6 * radii[i] if border_cut else (1.0 + irr[i]) * bound[i] + 1.0
-        low = np.full(ndim, margin)
-        high = extent - margin
-        high = np.maximum(high, low + 1e-6)
-        cand = rng.uniform(low, high, size=(n_tries, ndim))
-        if placed:
-            n_near = int(round(cluster * n_tries))
-            if n_near:
-                j = rng.choice(placed, size=n_near)
-                v = rng.normal(size=(n_near, ndim))
-                v /= np.linalg.norm(v, axis=1, keepdims=True)
-                reach = _directional_radius(forms[j], v) + _directional_radius(forms[i][None], v)
-                cand[:n_near] = centers[j] + v * (reach * rng.uniform(overlap, 1.0, size=n_near))[:, None]
-            inside = np.all((cand >= low) & (cand <= high), axis=1)
-            cand = cand[inside]
-            if len(cand) == 0:
-                continue
-            rng.shuffle(cand)
-            p = np.asarray(placed)
-            diff = cand[:, None, :] - centers[p][None]
-            dist = np.linalg.norm(diff, axis=2)
-            close = dist < overlap * (bound[p][None] + bound[i])  # only these can collide
-            ok = np.ones(len(cand), bool)
-            if close.any():
-                ci, pj = np.nonzero(close)
-                u = diff[ci, pj] / np.maximum(dist[ci, pj], 1e-9)[:, None]
-                reach = _directional_radius(forms[p[pj]], u) + _directional_radius(forms[i][None], u)
-                hit = dist[ci, pj] < overlap * reach
-                ok[ci[hit]] = False
-            if not ok.any():
-                continue
-            centers[i] = cand[np.argmax(ok)]
-        else:
-            centers[i] = cand[0]
-        placed.append(i)
+        centers, placed = place_numba(order, low, high, draws.uniform, draws.neighbour, draws.direction,
+                                      draws.reach, draws.priority, forms, bound, float(overlap), n_near)
+    else:
+        centers, placed = place_reference(order, low, high, draws, forms, bound, overlap, n_near)
     nuclei = Nuclei(centers, forms, semi, rotations, irr, bump_freqs, bump_phases)
-    return nuclei.subset(np.asarray(placed, dtype=int))
+    return nuclei.subset(order[placed[order]])
+
+
+@dataclass
+class PlacementDraws:
+    """Random numbers of the placement, drawn up front: per nucleus and candidate position."""
+
+    uniform: np.ndarray  # (n, T, d) in [0, 1): position in the allowed box
+    neighbour: np.ndarray  # (n, T) in [0, 1): which placed nucleus a near candidate leans on
+    direction: np.ndarray  # (n, T, d) normal: direction from that neighbour
+    reach: np.ndarray  # (n, T) in [overlap, 1): fraction of the two radii to step
+    priority: np.ndarray  # (n, T) permutation: order in which candidates are tried
+
+
+def place_reference(order: np.ndarray, low: np.ndarray, high: np.ndarray, draws: PlacementDraws,
+                    forms: np.ndarray, bound: np.ndarray, overlap: float,
+                    n_near: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plain numpy placement (reference for the numba kernel): returns (centers (n, d), placed (n,) bool)."""
+    n, n_tries, ndim = draws.uniform.shape
+    centers = np.zeros((n, ndim))
+    placed = np.zeros(n, bool)
+    placed_list: list[int] = []
+    for i in order:
+        cand = low[i] + draws.uniform[i] * (high[i] - low[i])
+        m = len(placed_list)
+        if m and n_near:
+            j = np.asarray(placed_list)[(draws.neighbour[i, :n_near] * m).astype(int)]
+            v = draws.direction[i, :n_near]
+            v = v / np.sqrt((v * v).sum(axis=1))[:, None]
+            reach = _directional_radius(forms[j], v) + _directional_radius(forms[i][None], v)
+            cand[:n_near] = centers[j] + v * (reach * draws.reach[i, :n_near])[:, None]
+        cand = cand[draws.priority[i]]
+        ok = np.all((cand >= low[i]) & (cand <= high[i]), axis=1)
+        if m:
+            p = np.asarray(placed_list)
+            diff = cand[:, None, :] - centers[p][None]
+            dist = np.sqrt((diff * diff).sum(axis=2))
+            close = dist < overlap * (bound[p][None] + bound[i])  # only these can collide
+            ci, pj = np.nonzero(close)
+            u = diff[ci, pj] / np.maximum(dist[ci, pj], 1e-9)[:, None]
+            reach = _directional_radius(forms[p[pj]], u) + _directional_radius(forms[i][None], u)
+            hit = dist[ci, pj] < overlap * reach
+            ok[ci[hit]] = False
+        if ok.any():
+            centers[i] = cand[np.argmax(ok)]
+            placed[i] = True
+            placed_list.append(i)
+    return centers, placed
+
+
+def _boxes(nuclei: Nuclei, shape: tuple[int, ...], spacing: np.ndarray,
+           margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel bounding boxes (lo, hi) of every nucleus and its distance cutoff (normalised units)."""
+    ndim = len(shape)
+    if not len(nuclei):
+        return np.zeros((0, ndim), np.int64), np.zeros((0, ndim), np.int64), np.zeros(0)
+    inv = np.linalg.inv(nuclei.forms)
+    half = np.sqrt(np.diagonal(inv, axis1=1, axis2=2)) * (1.0 + nuclei.irregularity)[:, None] + margin * spacing
+    lo = np.maximum(np.floor((nuclei.centers - half) / spacing).astype(np.int64), 0)
+    hi = np.minimum(np.ceil((nuclei.centers + half) / spacing).astype(np.int64) + 1, np.asarray(shape))
+    cutoff = 1.0 + margin * spacing.max() / nuclei.semi_axes.min(axis=1)
+    return lo, hi, cutoff
 
 
 def rasterize_nuclei(nuclei: Nuclei, shape: Sequence[int], spacing: Sequence[float],
-                     margin: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+                     margin: float = 2.0, *, fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Assign every voxel to the nucleus of smallest normalised distance.
 
     Works per nucleus on its bounding box. Overlaps are split where the normalised distances
@@ -159,6 +199,7 @@ def rasterize_nuclei(nuclei: Nuclei, shape: Sequence[int], spacing: Sequence[flo
         spacing: physical size of a voxel along each axis.
         margin: also record distances up to ``margin`` voxels outside each nucleus (for
             anti-aliased edges).
+        fast: use the numba kernel (False: the plain numpy reference).
 
     Returns:
         ``(owner, dist)``: owner (int32, index of the nearest nucleus or -1) and normalised
@@ -168,32 +209,41 @@ def rasterize_nuclei(nuclei: Nuclei, shape: Sequence[int], spacing: Sequence[flo
     spacing = np.asarray(spacing, float)
     owner = np.full(shape, -1, np.int32)
     best = np.full(shape, np.inf, np.float32)
-    inv = np.linalg.inv(nuclei.forms) if len(nuclei) else np.zeros((0,) + (len(shape),) * 2)
+    lo, hi, cutoff = _boxes(nuclei, shape, spacing, margin)
+    if fast:
+        from mediar3d.data.synthetic_kernels import rasterize_numba
+
+        pad = 3 - len(shape)  # the kernel is 3D: a 2D image is one z-slice
+        eye = np.zeros((len(nuclei), 3, 3))
+        eye[:, pad:, pad:] = nuclei.forms
+        freqs = np.zeros((len(nuclei), N_BUMPS, 3))
+        freqs[:, :, pad:] = nuclei.bump_freqs
+        rasterize_numba(
+            np.pad(nuclei.centers, ((0, 0), (pad, 0))), eye, nuclei.irregularity, freqs, nuclei.bump_phases,
+            np.pad(lo, ((0, 0), (pad, 0))), np.pad(hi, ((0, 0), (pad, 0)), constant_values=1),
+            np.pad(spacing, (pad, 0), constant_values=1.0), cutoff,
+            owner.reshape((1,) * pad + shape), best.reshape((1,) * pad + shape))
+        return owner, best
     for i in range(len(nuclei)):
+        if np.any(hi[i] <= lo[i]):
+            continue
         c = nuclei.centers[i]
         irr = float(nuclei.irregularity[i])
-        half = np.sqrt(np.diag(inv[i])) * (1.0 + irr) + margin * spacing
-        lo = np.maximum(np.floor((c - half) / spacing).astype(int), 0)
-        hi = np.minimum(np.ceil((c + half) / spacing).astype(int) + 1, shape)
-        if np.any(hi <= lo):
-            continue
-        grids = np.ogrid[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        g = [(grid * s - ci).astype(np.float32) for grid, s, ci in zip(grids, spacing, c)]
+        grids = np.ogrid[tuple(slice(a, b) for a, b in zip(lo[i], hi[i]))]
+        g = [grid * s - ci for grid, s, ci in zip(grids, spacing, c)]
         m = nuclei.forms[i]
         q = sum(float(m[a, b]) * (2.0 if a != b else 1.0) * (g[a] * g[b])
                 for a in range(len(g)) for b in range(a, len(g)))
         r = np.sqrt(np.maximum(q, 0.0))
         if irr > 0:
-            norm = np.sqrt(sum(x * x for x in g))
-            norm = np.maximum(norm, 1e-6)
+            norm = np.maximum(np.sqrt(sum(x * x for x in g)), 1e-6)
             bump = sum(np.cos(sum(float(nuclei.bump_freqs[i, k, a]) * (g[a] / norm) for a in range(len(g)))
                               * np.pi + float(nuclei.bump_phases[i, k])) for k in range(N_BUMPS))
-            r = r / (1.0 + irr * bump / N_BUMPS)
-        min_semi = float(nuclei.semi_axes[i].min())
-        r = np.broadcast_to(r, tuple(hi - lo))
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            r = r / (1.0 + irr * (bump / N_BUMPS))
+        r = np.broadcast_to(r, tuple(hi[i] - lo[i]))
+        box = tuple(slice(a, b) for a, b in zip(lo[i], hi[i]))
         view_best, view_owner = best[box], owner[box]
-        closer = (r < view_best) & (r < 1.0 + margin * spacing.max() / min_semi)
+        closer = (r < view_best) & (r < cutoff[i])
         view_best[closer] = r[closer]
         view_owner[closer] = i
     return owner, best
