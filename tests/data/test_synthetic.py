@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mediar3d.data.synthetic import (make_nuclei_image, make_nuclei_volume, random_nuclei_volume,
-                                     sample_nuclei_params)
+from mediar3d.data.synthetic import (NucleiSettings, _stripes, make_nuclei_image, make_nuclei_volume,
+                                     random_nuclei_volume, sample_nuclei_params)
 from mediar3d.errors import ConfigError
 
 SMALL = (20, 64, 64)
@@ -44,6 +44,17 @@ def test_deterministic_from_seed(default_volume):
     other_image, other_labels = make_nuclei_volume(SMALL, radius_range=(5, 8), seed=12)
     assert not np.array_equal(labels, other_labels)
     assert not np.allclose(image, other_image)
+
+
+def test_deterministic_with_every_effect_on():
+    options = dict(radius_range=(4, 7), anisotropy=2.5, mitotic=0.3, stripes=0.4, z_attenuation=0.5,
+                   haze=0.3, bit_depth=16, fill=0.1, flatten=1.4, overlap=0.8)
+    first = make_nuclei_volume((12, 40, 40), seed=5, **options)
+    second = make_nuclei_volume((12, 40, 40), seed=5, **options)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    flat = make_nuclei_image((50, 50), seed=5, stripes=0.4, mitotic=0.3)
+    np.testing.assert_array_equal(flat[0], make_nuclei_image((50, 50), seed=5, stripes=0.4, mitotic=0.3)[0])
 
 
 def test_types_and_consecutive_labels(default_volume):
@@ -145,6 +156,32 @@ def test_brightness_spread_dim_next_to_bright():
                                        haze=0.0, texture=0.0, nucleoli=0.0)
     means = ndimage.mean(image, labels, index=np.arange(1, labels.max() + 1))
     assert np.percentile(means, 95) / np.percentile(means, 5) > 4
+
+
+def test_mitotic_nuclei_are_brighter():
+    common = dict(radius_range=(5, 6), seed=9, snr=40.0, background=0.0, haze=0.0, brightness_range=(0.5, 0.5),
+                  border_cut=False)
+    fractions = {}
+    for mitotic in (0.0, 0.3):
+        image, labels = make_nuclei_volume((24, 80, 80), mitotic=mitotic, **common)
+        means = ndimage.mean(image, labels, index=np.arange(1, labels.max() + 1))
+        fractions[mitotic] = float(np.mean(means > 1.6 * np.median(means)))
+    assert fractions[0.0] < 0.05
+    assert 0.1 < fractions[0.3] < 0.5
+
+
+def test_stripes_run_along_x():
+    factor = _stripes(np.random.default_rng(0), (6, 30, 20), np.array([2.0, 1.0, 1.0]), 0.5)
+    assert factor.shape == (6, 30, 1)
+    assert factor.min() < 0.8 and factor.max() <= 1.0 and factor.min() > 0
+
+
+def test_settings_defaults_and_validation():
+    assert NucleiSettings().bit_depth is None
+    with pytest.raises(ConfigError, match="overlap"):
+        NucleiSettings(overlap=1.5)
+    with pytest.raises(ConfigError, match="haze"):
+        NucleiSettings.from_options({"haze": -1.0})
 
 
 def test_2d_image():

@@ -2,47 +2,117 @@
 
 The generator places touching, randomly oriented, slightly irregular ellipsoids of varying
 size (cut by the volume border), paints them with per-nucleus brightness (dim next to
-bright), chromatin-like texture, chromocentres and dark nucleoli, then images them: depth
-attenuation, anisotropic Gaussian PSF, out-of-focus haze, uneven background, Poisson shot
-noise and Gaussian read noise at a chosen SNR, and optionally an 8- or 16-bit camera range.
-Labels are the objects before blurring, so they agree with the blurred image at half
-maximum. Everything runs per nucleus on its bounding box or as separable filters.
+bright), chromatin-like texture, chromocentres, dark nucleoli and a few bright condensed
+(mitotic) nuclei, then images them: depth attenuation, light-sheet stripes, anisotropic
+Gaussian PSF, out-of-focus haze, uneven background, Poisson shot noise and Gaussian read
+noise at a chosen SNR, and optionally an 8- or 16-bit camera range. Labels are the objects
+before blurring, so they agree with the blurred image at half maximum. Per-nucleus work
+runs on bounding boxes (numba), the rest as separable filters.
 
 Volumes are (z, y, x). Physical units are y/x pixels; a z step is ``anisotropy`` pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import fastremap
 import numpy as np
+from scipy import ndimage
 
 from mediar3d.data import synthetic_optics as optics
-from mediar3d.data.synthetic_shapes import keep_largest_fragment, rasterize_nuclei, sample_nuclei
+from mediar3d.data.synthetic_shapes import Nuclei, keep_largest_fragment, rasterize_nuclei, sample_nuclei
 from mediar3d.errors import ConfigError
 
-__all__ = ["make_nuclei_volume", "make_nuclei_image", "sample_nuclei_params", "random_nuclei_volume"]
+__all__ = ["NucleiSettings", "make_nuclei_volume", "make_nuclei_image", "sample_nuclei_params",
+           "random_nuclei_volume"]
 
 logger = logging.getLogger(__name__)
 
 
-def _check(shape: Sequence[int], radius_range: Sequence[float], anisotropy: float, snr: float,
-           bit_depth: int | None, brightness_range: Sequence[float]) -> None:
-    if len(shape) not in (2, 3) or any(int(s) < 1 for s in shape):
-        raise ConfigError(f"shape {tuple(shape)} must be 2 or 3 positive sizes, (z, y, x) or (y, x)")
-    if len(radius_range) != 2 or not 0 < radius_range[0] <= radius_range[1]:
-        raise ConfigError(f"radius_range {tuple(radius_range)} must be (min, max) with 0 < min <= max")
-    if not anisotropy >= 1.0:
-        raise ConfigError(f"anisotropy {anisotropy} must be >= 1 (z step in units of the x/y pixel size)")
-    if not snr > 0:
-        raise ConfigError(f"snr {snr} must be > 0")
-    if bit_depth not in (None, 8, 16):
-        raise ConfigError(f"bit_depth {bit_depth} must be None, 8 or 16")
-    if len(brightness_range) != 2 or not 0 < brightness_range[0] <= brightness_range[1]:
-        raise ConfigError(f"brightness_range {tuple(brightness_range)} must be (min, max) with 0 < min <= max")
+@dataclass(frozen=True)
+class NucleiSettings:
+    """Appearance options of :func:`make_nuclei_volume` (lengths in x/y pixels).
+
+    Attributes:
+        density: fraction of the volume to fill with nuclei (when ``n_nuclei`` is None).
+        elongation: log-normal spread of the three semi-axes (0: spheres).
+        flatten: extra flattening of nuclei along z (adherent cells are flat).
+        irregularity: amplitude of low-frequency boundary bumps (0: exact ellipsoids).
+        overlap: neighbours may overlap down to this fraction of their radii before the overlap
+            is split between them (lower: more squeezed, polyhedral packing).
+        border_cut: let nuclei be cut by the volume border.
+        cluster: fraction of placement attempts right next to a placed nucleus (touching).
+        brightness_range: per-nucleus brightness range, drawn log-uniformly (0.1-1: 10x spread).
+        texture: strength of the chromatin texture.
+        nucleoli: mean number of dark nucleoli per nucleus / 1.3.
+        chromocenters: strength of bright chromatin foci (in half of the nuclei).
+        mitotic: fraction of bright, clumpy, condensed nuclei.
+        psf_sigma: Gaussian PSF sigma (x/y, z) in x/y pixels.
+        background: background level relative to a brightness-1 nucleus.
+        background_unevenness: relative amplitude of the smooth background variation.
+        haze: amount of out-of-focus light (wide blur of the signal).
+        haze_sigma: width of the haze blur.
+        z_attenuation: fraction of the signal lost at the deepest slice.
+        stripes: strength of light-sheet shadow stripes (along x).
+        snr: signal-to-noise ratio of a median-brightness nucleus.
+        read_noise: camera read noise, photo-electrons.
+        bit_depth: None (float photo-electrons), 8 or 16 (whole numbers in the integer range).
+        fill: fraction of the integer range reached by the brightest voxels (> 1 saturates).
+        min_size: objects smaller than this (voxels, e.g. border slivers) are dropped.
+    """
+
+    density: float = 0.45
+    elongation: float = 0.2
+    flatten: float = 1.0
+    irregularity: float = 0.12
+    overlap: float = 0.88
+    border_cut: bool = True
+    cluster: float = 0.5
+    brightness_range: tuple[float, float] = (0.1, 1.0)
+    texture: float = 0.3
+    nucleoli: float = 1.0
+    chromocenters: float = 0.3
+    mitotic: float = 0.02
+    psf_sigma: tuple[float, float] = (0.9, 2.2)
+    background: float = 0.08
+    background_unevenness: float = 0.5
+    haze: float = 0.15
+    haze_sigma: float = 8.0
+    z_attenuation: float = 0.0
+    stripes: float = 0.0
+    snr: float = 8.0
+    read_noise: float = 1.5
+    bit_depth: int | None = None
+    fill: float = 0.8
+    min_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.brightness_range[0] <= self.brightness_range[1]:
+            raise ConfigError(f"brightness_range {self.brightness_range} must be (min, max) with 0 < min <= max")
+        if not self.snr > 0:
+            raise ConfigError(f"snr {self.snr} must be > 0")
+        if self.bit_depth not in (None, 8, 16):
+            raise ConfigError(f"bit_depth {self.bit_depth} must be None, 8 or 16")
+        if not 0 < self.overlap <= 1.0:
+            raise ConfigError(f"overlap {self.overlap} must be in (0, 1]")
+        for name in ("density", "texture", "nucleoli", "chromocenters", "mitotic", "background", "haze",
+                     "z_attenuation", "stripes", "read_noise", "elongation", "irregularity"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> NucleiSettings:
+        """Build from keyword options; unknown names raise :class:`ConfigError`."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ConfigError(f"unknown synthetic option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        return cls(**options)
 
 
 def _expected_count(extent: np.ndarray, radius_range: Sequence[float], density: float, border_cut: bool) -> int:
@@ -55,15 +125,36 @@ def _expected_count(extent: np.ndarray, radius_range: Sequence[float], density: 
     return max(1, int(round(density * box / (unit * moment))))
 
 
-def _nucleoli(rng: np.random.Generator, labels: np.ndarray, nuclei: Any, spacing: np.ndarray,
-              amount: float) -> np.ndarray:
-    """Multiplicative factor (float32, 1 outside nucleoli) with 0-3 dark nucleoli per nucleus.
+def _geometry(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator, n_nuclei: int | None,
+              radius_range: Sequence[float], s: NucleiSettings) -> tuple[Nuclei, np.ndarray, np.ndarray, np.ndarray]:
+    """Place and rasterise nuclei: (nuclei, labels int32 = index + 1, owner, normalised distance)."""
+    extent = np.asarray(shape, float) * spacing
+    n_target = n_nuclei if n_nuclei is not None else _expected_count(extent, radius_range, s.density, s.border_cut)
+    nuclei = sample_nuclei(rng, extent, int(n_target), radius_range=(float(radius_range[0]), float(radius_range[1])),
+                           elongation=s.elongation, flatten=s.flatten, irregularity=s.irregularity,
+                           overlap=s.overlap, cluster=s.cluster, border_cut=s.border_cut)
+    owner, dist = rasterize_nuclei(nuclei, shape, spacing)
+    labels = np.where(dist < 1.0, owner + 1, 0).astype(np.int32)
+    dropped = keep_largest_fragment(labels)
+    sizes = np.bincount(labels.ravel(), minlength=len(nuclei) + 1)
+    small = np.flatnonzero((sizes > 0) & (sizes < s.min_size))
+    if small.size:
+        tiny = np.isin(labels, small)
+        labels[tiny] = 0
+        dropped |= tiny
+    dist[dropped] = np.inf
+    owner[dropped] = -1
+    return nuclei, labels, owner, dist
+
+
+def _nucleoli(rng: np.random.Generator, labels: np.ndarray, nuclei: Nuclei, spacing: np.ndarray,
+              counts: np.ndarray) -> np.ndarray:
+    """Multiplicative factor (float32, 1 outside nucleoli) with ``counts[i]`` dark nucleoli in nucleus i.
 
     Each nucleolus is a soft ball (profile exp(-(d/r)^4)) placed inside its nucleus; it darkens
     only voxels of that nucleus and is computed on its own small bounding box.
     """
     factor = np.ones(labels.shape, np.float32)
-    counts = np.minimum(rng.poisson(1.3 * amount, size=len(nuclei)), 3)
     shape = np.asarray(labels.shape)
     for index in np.flatnonzero(counts):
         semi = nuclei.semi_axes[index]
@@ -78,83 +169,100 @@ def _nucleoli(rng: np.random.Generator, labels: np.ndarray, nuclei: Any, spacing
             if np.any(hi <= lo):
                 continue
             box = tuple(slice(a, b) for a, b in zip(lo, hi))
-            grids = np.ogrid[box]
-            d2 = sum((grid * s - c) ** 2 for grid, s, c in zip(grids, spacing, centre)) / radius**2
+            d2 = sum((grid * sp - c) ** 2 for grid, sp, c in zip(np.ogrid[box], spacing, centre)) / radius**2
             own = labels[box] == index + 1
             view = factor[box]
-            view[own] *= (1.0 - dark * np.exp(-(d2**2)))[own] if np.ndim(d2) else 1.0
+            view[own] *= (1.0 - dark * np.exp(-(d2**2)))[own]
     return factor
 
 
-def _render(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator, *, n_nuclei: int | None,
-            radius_range: Sequence[float], density: float, elongation: float, flatten: float,
-            irregularity: float, border_cut: bool, cluster: float, brightness_range: Sequence[float],
-            texture: float, nucleoli: float, chromocenters: float, psf_sigma: Sequence[float],
-            background: float, background_unevenness: float, haze: float, z_attenuation: float,
-            snr: float, read_noise: float, bit_depth: int | None, fill: float,
-            min_size: int) -> tuple[np.ndarray, np.ndarray]:
-    extent = np.asarray(shape, float) * spacing
-    n_target = n_nuclei if n_nuclei is not None else _expected_count(extent, radius_range, density, border_cut)
-    nuclei = sample_nuclei(rng, extent, int(n_target), radius_range=tuple(radius_range), elongation=elongation,
-                           flatten=flatten, irregularity=irregularity, cluster=cluster, border_cut=border_cut)
-    owner, dist = rasterize_nuclei(nuclei, shape, spacing)
-    labels = np.where(dist < 1.0, owner + 1, 0).astype(np.int32)
-    dropped = keep_largest_fragment(labels)
-    sizes = np.bincount(labels.ravel(), minlength=len(nuclei) + 1)
-    small = np.flatnonzero((sizes > 0) & (sizes < min_size))
-    if small.size:
-        tiny = np.isin(labels, small)
-        labels[tiny] = 0
-        dropped |= tiny
-    dist[dropped] = np.inf
-    owner[dropped] = -1
-
+def _paint(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator, nuclei: Nuclei,
+           labels: np.ndarray, owner: np.ndarray, dist: np.ndarray, s: NucleiSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free fluorescence of the nuclei before the PSF (float32) and per-nucleus brightness."""
     n = len(nuclei)
-    lo, hi = brightness_range
-    bright = np.append(np.exp(rng.uniform(np.log(lo), np.log(hi), size=n)), 0.0).astype(np.float32)
-    rim = np.append(rng.uniform(-0.35, 0.35, size=n), 0.0).astype(np.float32)
-    tex = np.append(texture * rng.uniform(0.4, 1.6, size=n), 0.0).astype(np.float32)
-    spots = np.append(chromocenters * (rng.random(n) < 0.5) * rng.uniform(0.5, 1.5, size=n), 0.0)
-    r_eff = np.append(np.exp(np.log(nuclei.semi_axes).mean(axis=1)), 1.0).astype(np.float32)
-    idx = np.where(owner < 0, n, owner)
+    lo, hi = s.brightness_range
+    bright = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n))
+    rim = rng.uniform(-0.35, 0.35, size=n)
+    tex = s.texture * rng.uniform(0.4, 1.6, size=n)
+    spots = s.chromocenters * (rng.random(n) < 0.5) * rng.uniform(0.5, 1.5, size=n)
+    mitotic = rng.random(n) < s.mitotic
+    bright[mitotic] = np.minimum(bright[mitotic] * rng.uniform(2.0, 3.5, size=mitotic.sum()), 3.0 * hi)
+    rim[mitotic] = 0.0
+    counts = np.where(mitotic, 0, np.minimum(rng.poisson(1.3 * s.nucleoli, size=n), 3))
 
+    def per_voxel(values: np.ndarray, outside: float = 0.0) -> np.ndarray:
+        return np.append(values, outside).astype(np.float32)[idx]
+
+    idx = np.where(owner < 0, n, owner)
+    r_eff = np.exp(np.log(nuclei.semi_axes).mean(axis=1)) if n else np.zeros(0)
     with np.errstate(invalid="ignore"):
-        edge = np.clip(0.5 + (1.0 - dist) * r_eff[idx], 0.0, 1.0)
+        edge = np.clip(0.5 + (1.0 - dist) * per_voxel(r_eff, 1.0), 0.0, 1.0)  # ~1 px anti-aliased edge
     d_in = np.minimum(dist, 1.0)
     fine = optics.fine_noise(rng, shape, spacing)
     coarse = optics.smooth_noise(rng, shape, 2.0, spacing)
-    chrom = np.maximum(1.0 + tex[idx] * (0.6 * fine + 0.5 * coarse), 0.15)
-    chrom += spots.astype(np.float32)[idx] * 2.0 * np.maximum(fine - 1.8, 0.0)
-    signal = bright[idx] * edge * (1.0 + rim[idx] * (d_in * d_in - 0.5)) * chrom
-    if nucleoli > 0:
-        signal *= _nucleoli(rng, labels, nuclei, spacing, nucleoli)
-    if z_attenuation > 0 and len(shape) == 3 and shape[0] > 1:
-        z = np.arange(shape[0], dtype=np.float32) / (shape[0] - 1)
-        signal *= ((1.0 - z_attenuation) ** z)[:, None, None]
+    chrom = np.maximum(1.0 + per_voxel(tex) * (0.6 * fine + 0.5 * coarse), 0.15)
+    chrom += per_voxel(spots) * 2.0 * np.maximum(fine - 1.8, 0.0)
+    if mitotic.any():
+        clumps = np.maximum(0.3 + 0.9 * coarse + 0.5 * fine, 0.05)
+        m = per_voxel(mitotic.astype(float))
+        chrom = chrom * (1.0 - m) + clumps * m
+    signal = per_voxel(bright) * edge * (1.0 + per_voxel(rim) * (d_in * d_in - 0.5)) * chrom
+    if counts.any():
+        signal *= _nucleoli(rng, labels, nuclei, spacing, counts)
+    return signal.astype(np.float32, copy=False), bright
 
-    signal = optics.blur(signal.astype(np.float32, copy=False), psf_sigma[0], psf_sigma[-1], spacing)
-    expected = signal
-    if haze > 0:
-        expected = expected + haze * optics.haze(signal, 8.0, spacing)
-    base = background * (1.0 + background_unevenness
-                         * optics.smooth_field(rng, shape, spacing, wavelength=float(extent.max())))
-    expected = expected + np.maximum(base, 0.0)
-    k = optics.photon_scale(snr, float(np.median(bright[:-1])) if n else 1.0,
-                            float(np.mean(base)), read_noise)
-    photons = (k * expected).astype(np.float32)
-    image = optics.add_noise(rng, photons, read_noise)
-    if bit_depth is not None:
-        image = optics.digitize(image, photons, bit_depth, fill=fill)
+
+def _stripes(rng: np.random.Generator, shape: tuple[int, ...], spacing: np.ndarray, strength: float) -> np.ndarray:
+    """Light-sheet shadows: a factor constant along x, varying quickly in y and slowly in z."""
+    plane = rng.standard_normal(size=shape[:-1], dtype=np.float32)
+    sigma = (12.0 / spacing[0], 1.5) if len(shape) == 3 else (1.5,)
+    plane = ndimage.gaussian_filter(plane, sigma=sigma, mode="wrap")
+    plane /= max(float(plane.std()), 1e-12)
+    return np.exp(-strength * np.maximum(plane, 0.0))[..., None].astype(np.float32)
+
+
+def _image(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator, signal: np.ndarray,
+           bright: np.ndarray, s: NucleiSettings) -> np.ndarray:
+    """Image the noise-free signal: attenuation, stripes, PSF, haze, background, noise, digitisation."""
+    if s.z_attenuation > 0 and len(shape) == 3 and shape[0] > 1:
+        z = np.arange(shape[0], dtype=np.float32) / (shape[0] - 1)
+        signal *= ((1.0 - s.z_attenuation) ** z)[:, None, None]
+    if s.stripes > 0:
+        signal *= _stripes(rng, shape, spacing, s.stripes)
+    expected = optics.blur(signal, s.psf_sigma[0], s.psf_sigma[-1], spacing)
+    if s.haze > 0:
+        expected += s.haze * optics.haze(expected, s.haze_sigma, spacing)
+    extent = np.asarray(shape, float) * spacing
+    base = s.background * (1.0 + s.background_unevenness
+                           * optics.smooth_field(rng, shape, spacing, wavelength=float(extent.max())))
+    np.maximum(base, 0.0, out=base)
+    expected += base
+    k = optics.photon_scale(s.snr, float(np.median(bright)) if len(bright) else 1.0, float(base.mean()),
+                            s.read_noise)
+    expected *= np.float32(k)
+    image = optics.add_noise(rng, expected, s.read_noise)
+    if s.bit_depth is not None:
+        image = optics.digitize(image, expected, s.bit_depth, fill=s.fill)
+    return image
+
+
+def _make(shape: Sequence[int], ndim: int, *, n_nuclei: int | None, radius_range: Sequence[float],
+          anisotropy: float, seed: int, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    settings = NucleiSettings.from_options(options)
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != ndim or any(v < 1 for v in shape):
+        raise ConfigError(f"shape {shape} must be {ndim} positive sizes")
+    if len(radius_range) != 2 or not 0 < radius_range[0] <= radius_range[1]:
+        raise ConfigError(f"radius_range {tuple(radius_range)} must be (min, max) with 0 < min <= max")
+    if not anisotropy >= 1.0:
+        raise ConfigError(f"anisotropy {anisotropy} must be >= 1 (z step in units of the x/y pixel size)")
+    spacing = np.array(([float(anisotropy)] if ndim == 3 else []) + [1.0, 1.0])
+    rng = np.random.default_rng(seed)
+    nuclei, labels, owner, dist = _geometry(shape, spacing, rng, n_nuclei, radius_range, settings)
+    signal, bright = _paint(shape, spacing, rng, nuclei, labels, owner, dist, settings)
+    image = _image(shape, spacing, rng, signal, bright, settings)
     labels, _ = fastremap.renumber(labels, in_place=True)
     return image.astype(np.float32, copy=False), labels.astype(np.int32, copy=False)
-
-
-_DEFAULTS: dict[str, Any] = dict(
-    density=0.45, elongation=0.2, flatten=1.0, irregularity=0.12, border_cut=True, cluster=0.5,
-    brightness_range=(0.1, 1.0), texture=0.3, nucleoli=1.0, chromocenters=0.3, psf_sigma=(0.9, 2.2),
-    background=0.08, background_unevenness=0.5, haze=0.15, z_attenuation=0.0, snr=8.0, read_noise=1.5,
-    bit_depth=None, fill=0.8, min_size=8,
-)
 
 
 def make_nuclei_volume(shape: Sequence[int] = (64, 128, 128), *, n_nuclei: int | None = None,
@@ -169,16 +277,8 @@ def make_nuclei_volume(shape: Sequence[int] = (64, 128, 128), *, n_nuclei: int |
         anisotropy: z step in units of the x/y pixel size (the z axis samples an isotropic
             scene every ``anisotropy`` pixels; nuclei look flattened by that factor in z).
         seed: random seed; the same seed and options give the same output.
-        **options: appearance, all optional:
-            density (0.45, fraction of the volume filled with nuclei), elongation (0.2),
-            flatten (1.0, extra z flattening), irregularity (0.12), border_cut (True),
-            cluster (0.5, how much nuclei cluster and touch), brightness_range ((0.1, 1.0),
-            per-nucleus brightness, log-uniform), texture (0.3), nucleoli (1.0),
-            chromocenters (0.3), psf_sigma ((0.9, 2.2) = (x/y, z) in x/y pixels),
-            background (0.08), background_unevenness (0.5), haze (0.15), z_attenuation (0.0,
-            fraction lost at the deepest slice), snr (8.0, median nucleus), read_noise (1.5
-            photo-electrons), bit_depth (None, 8 or 16), fill (0.8, fraction of the integer
-            range reached by the brightest voxels), min_size (8 voxels).
+        **options: appearance options, the fields of :class:`NucleiSettings` (e.g. ``snr``,
+            ``bit_depth``, ``density``, ``border_cut``, ``psf_sigma``, ``background``).
 
     Returns:
         ``(image, labels)``: image float32 (z, y, x) in photo-electrons, or whole numbers in
@@ -186,7 +286,7 @@ def make_nuclei_volume(shape: Sequence[int] = (64, 128, 128), *, n_nuclei: int |
         labels int32 (z, y, x), 0 background, nuclei 1..N.
 
     Raises:
-        ConfigError: invalid shape, radius range, anisotropy, SNR, bit depth or unknown option.
+        ConfigError: invalid shape, radius range, anisotropy or option, or an unknown option.
     """
     return _make(shape, 3, n_nuclei=n_nuclei, radius_range=radius_range, anisotropy=anisotropy,
                  seed=seed, options=options)
@@ -200,27 +300,12 @@ def make_nuclei_image(shape: Sequence[int] = (256, 256), *, n_nuclei: int | None
                  options=options)
 
 
-def _make(shape: Sequence[int], ndim: int, *, n_nuclei: int | None, radius_range: Sequence[float],
-          anisotropy: float, seed: int, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    unknown = sorted(set(options) - set(_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown synthetic option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_DEFAULTS))}")
-    settings = {**_DEFAULTS, **options}
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != ndim:
-        raise ConfigError(f"shape {shape} must have {ndim} sizes")
-    _check(shape, radius_range, float(anisotropy), float(settings["snr"]), settings["bit_depth"],
-           settings["brightness_range"])
-    spacing = np.array(([float(anisotropy)] if ndim == 3 else []) + [1.0, 1.0])
-    rng = np.random.default_rng(seed)
-    return _render(shape, spacing, rng, n_nuclei=n_nuclei, radius_range=radius_range, **settings)
-
-
 def sample_nuclei_params(rng: np.random.Generator) -> dict[str, Any]:
     """Draw diverse generator settings for training data.
 
     Covers low to high SNR, anisotropy 1-4, nucleus radius 4-30 pixels, sparse to crowded,
-    dim-next-to-bright, 8/16-bit and float ranges, flat to strongly uneven background.
+    dim next to bright, 8/16-bit and float ranges, flat to strongly uneven background,
+    light-sheet stripes and depth attenuation.
 
     Returns:
         Keyword arguments for :func:`make_nuclei_volume` (without ``shape`` and ``seed``).
@@ -228,6 +313,9 @@ def sample_nuclei_params(rng: np.random.Generator) -> dict[str, Any]:
     r_lo = float(np.exp(rng.uniform(np.log(4.0), np.log(22.0))))
     r_hi = float(min(30.0, r_lo * rng.uniform(1.15, 1.8)))
     psf_xy = float(rng.uniform(0.6, 1.6))
+    bit_depth = [None, 8, 16][int(rng.choice(3, p=[0.3, 0.3, 0.4]))]
+    # 16-bit files often hold 12- or 14-bit camera data: a small part of the range
+    fill = float(np.exp(rng.uniform(np.log(0.03), np.log(1.0)))) if bit_depth == 16 else float(rng.uniform(0.3, 1.1))
     return {
         "radius_range": (round(r_lo, 2), round(max(r_hi, r_lo), 2)),
         "anisotropy": 1.0 if rng.random() < 0.3 else round(float(rng.uniform(1.0, 4.0)), 2),
@@ -235,20 +323,24 @@ def sample_nuclei_params(rng: np.random.Generator) -> dict[str, Any]:
         "elongation": float(rng.uniform(0.05, 0.35)),
         "flatten": 1.0 if rng.random() < 0.6 else float(rng.uniform(1.0, 1.8)),
         "irregularity": float(rng.uniform(0.0, 0.2)),
+        "overlap": float(rng.uniform(0.75, 0.95)),
         "cluster": float(rng.uniform(0.2, 0.9)),
         "brightness_range": (float(rng.uniform(0.05, 0.6)), 1.0),
         "texture": float(rng.uniform(0.05, 0.6)),
         "nucleoli": float(rng.uniform(0.0, 1.5)),
         "chromocenters": float(rng.uniform(0.0, 0.8)),
+        "mitotic": float(rng.uniform(0.0, 0.06)),
         "psf_sigma": (psf_xy, psf_xy * float(rng.uniform(1.5, 4.0))),
         "background": float(rng.uniform(0.0, 0.3)),
         "background_unevenness": float(rng.uniform(0.0, 0.9)),
         "haze": float(rng.uniform(0.0, 0.4)),
+        "haze_sigma": float(rng.uniform(3.0, 15.0)),
         "z_attenuation": 0.0 if rng.random() < 0.5 else float(rng.uniform(0.0, 0.7)),
-        "snr": float(np.exp(rng.uniform(np.log(1.5), np.log(30.0)))),
+        "stripes": 0.0 if rng.random() < 0.75 else float(rng.uniform(0.1, 0.6)),
+        "snr": float(np.exp(rng.uniform(np.log(2.0), np.log(40.0)))),
         "read_noise": float(rng.uniform(0.5, 6.0)),
-        "bit_depth": [None, 8, 16][int(rng.choice(3, p=[0.3, 0.3, 0.4]))],
-        "fill": float(rng.uniform(0.3, 1.1)),
+        "bit_depth": bit_depth,
+        "fill": fill,
     }
 
 
@@ -258,7 +350,7 @@ def random_nuclei_volume(rng: np.random.Generator, shape: Sequence[int] = (64, 1
 
     Returns:
         ``(image float32 (z, y, x), labels int32 (z, y, x), params)`` where ``params`` holds
-        the settings and the seed used.
+        the settings and the seed used (``make_nuclei_volume(shape, **params)`` repeats it).
     """
     params = sample_nuclei_params(rng)
     params["seed"] = int(rng.integers(0, 2**31 - 1))
