@@ -269,6 +269,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--evaluate", type=Path, default=None, help="only evaluate this checkpoint")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (continue training)")
     p.add_argument("--log", type=Path, default=None)
     args = p.parse_args()
     handlers = [logging.StreamHandler()] + ([logging.FileHandler(args.log)] if args.log else [])
@@ -290,7 +291,14 @@ def main() -> int:
         pool += real_crops(args.real_data, args.diameter, args.crop, args.seed)
     logger.info("pool: %d crops (%d synthetic) built in %.0f s", len(pool), n_synthetic, time.perf_counter() - t0)
 
-    model = create_model(DEFAULT_MODEL)
+    if args.init is not None:
+        from mediar3d.models import load_model
+
+        model, init_config = load_model(args.init)
+        previous_steps = int(init_config.metadata.get("training", {}).get("steps", 0))
+        logger.info("continuing from %s (%d steps)", args.init, previous_steps)
+    else:
+        model, previous_steps = create_model(DEFAULT_MODEL), 0
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng = np.random.default_rng(args.seed)
     budget = args.minutes * 60.0
@@ -299,7 +307,8 @@ def main() -> int:
     meta = {"diameter": args.diameter, "percentiles": [0.0, 99.5], "training": {
         "script": "scripts/train_default_model.py", "crop": args.crop, "batch_size": args.batch_size,
         "lr": args.lr, "n_volumes": args.n_volumes, "real_data": args.real_data is not None,
-        "pool": len(pool), "pool_synthetic": n_synthetic, "seed": args.seed}}
+        "pool": len(pool), "pool_synthetic": n_synthetic, "seed": args.seed,
+        "init": str(args.init) if args.init else None, "previous_steps": previous_steps}}
     model.train()
     running: dict[str, float] = {}
     while True:
@@ -307,7 +316,7 @@ def main() -> int:
         if elapsed >= budget:
             break
         lr = 1e-5 + 0.5 * (args.lr - 1e-5) * (1 + math.cos(math.pi * elapsed / budget))
-        warm = min(1.0, (step + 1) / 50)
+        warm = 1.0 if args.init is not None else min(1.0, (step + 1) / 50)
         for group in optimiser.param_groups:
             group["lr"] = lr * warm
         images, targets = make_batch(pool, args.batch_size, rng)
@@ -318,7 +327,7 @@ def main() -> int:
         optimiser.step()
         step += 1
         for key, value in terms.items():
-            running[key] = running.get(key, 0.0) + float(value)
+            running[key] = running.get(key, 0.0) + float(value.detach())
         if step % 25 == 0:
             logger.info("step %d  %.0f s  lr %.2e  " % (step, elapsed, lr) +
                         "  ".join(f"{k} {v / 25:.4f}" for k, v in running.items()))

@@ -141,11 +141,13 @@ def run_segmentation(
     slice_fn = partial(predict_slices, net_fn=_net_function(resolved, dev, tta), tile=tile, overlap=tile_overlap,
                        batch_size=batch_size, divisor=resolved.divisor, device=dev)
     estimated = False
+    diameter_start = time.perf_counter()
     if diameter is None and resolved.diameter is not None:
         diameter = estimate_diameter(image, slice_fn, resolved.diameter, **mask_options)
         estimated = diameter is not None
         if diameter is None:
             logger.warning("could not estimate the object diameter (no objects found); running at the model's scale")
+    diameter_time = time.perf_counter() - diameter_start
     scale = resolved.diameter / diameter if (diameter and resolved.diameter) else 1.0
     factors = (aniso * scale, scale, scale) if is_3d else (scale, scale)
     work_shape = target_shape(array.shape, factors)
@@ -191,7 +193,7 @@ def run_segmentation(
         "network_shape": list(work_shape), "mode": "3d" if (is_3d and not z_only) else ("z-only" if is_3d else "2d"),
         "tile": tile, "tile_overlap": tile_overlap, "batch_size": batch_size, "tta": tta, "device": str(dev),
         **mask_options, "n_objects": int(labels.max(initial=0)),
-        "time_network_s": round(net_time, 3), "time_postprocess_s": round(post_time, 3),
+        "time_diameter_s": round(diameter_time, 3), "time_network_s": round(net_time, 3), "time_postprocess_s": round(post_time, 3),
         "time_total_s": round(time.perf_counter() - start, 3),
     }
     return result
