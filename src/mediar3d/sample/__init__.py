@@ -3,7 +3,7 @@
 ``nuclei_sample.tif`` is an 8-bit volume (z, y, x) = (32, 160, 160) of touching nuclei of
 varied brightness, cut by the border, imaged with a z step twice the xy pixel size (the
 voxel size, 1.0 x 0.5 x 0.5 um, is stored in the file, so `mediar3d segment --sample`
-resamples z without being told). ``nuclei_sample_labels.tif`` holds its instance labels.
+resamples z without being told). ``nuclei_sample_truth.tif`` holds its ground-truth instance labels.
 Both were made by :func:`make_sample` from a fixed seed; when the package was installed
 without them, they are regenerated into the user cache folder on first use.
 """
@@ -20,7 +20,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 IMAGE_NAME = "nuclei_sample.tif"
-LABELS_NAME = "nuclei_sample_labels.tif"
+LABELS_NAME = "nuclei_sample_truth.tif"
 #: Voxel size (z, y, x) in micrometres written into the sample files.
 VOXEL_SIZE = (1.0, 0.5, 0.5)
 #: Generator settings of the sample (`mediar3d.data.synthetic.make_nuclei_volume`).
