@@ -61,7 +61,7 @@ def _resolve(path: Path, level: int) -> tuple[Any, str | None, dict[str, float]]
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: cannot open as Zarr (corrupt or not a Zarr store: {_reason(exc)})") from exc
     if isinstance(node, zarr.Array):
-        names = node.attrs.get("_ARRAY_DIMENSIONS") or getattr(node.metadata, "dimension_names", None)
+        names = node.attrs.get("_ARRAY_DIMENSIONS") or getattr(getattr(node, "metadata", None), "dimension_names", None)
         hint = None
         if names and all(n is not None for n in names):
             hint = parse_axes(list(names), node.ndim, path, strict=False)
