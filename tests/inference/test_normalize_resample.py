@@ -79,3 +79,13 @@ def test_stitching_joins_overlapping_masks_and_separates_new_ones():
     assert out[1, 0, 8] not in (0, out[0, 2, 2], out[0, 7, 7])
     assert out[2, 7, 7] not in (0, out[0, 7, 7])
     assert len(np.unique(out)) == 5  # background + 2 in a + 1 new in b + 1 new in c
+
+
+def test_fixed_intensity_range_maps_low_high_to_unit_range():
+    from mediar3d.inference.normalize import normalize_range
+
+    values = np.array([0.0, 10.0, 20.0, 30.0], np.float32)
+    np.testing.assert_allclose(normalize_range(values, 10, 20), [0, 0, 1, 1])
+    np.testing.assert_allclose(normalize_range(values, 10, 30, clip=False), [-0.5, 0, 0.5, 1])
+    with pytest.raises(InputError):
+        normalize_range(values, 5, 5)

@@ -48,6 +48,21 @@ def percentile_range(
     return float(low), float(high)
 
 
+def normalize_range(array: np.ndarray, low: float, high: float, *, clip: bool = True) -> np.ndarray:
+    """Map intensities `low` -> 0 and `high` -> 1 (float32), e.g. percentiles of a whole volume for its blocks.
+
+    Raises:
+        InputError: `high` is not above `low`.
+    """
+    low, high = float(low), float(high)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise InputError(f"intensity range ({low}, {high}): need finite low < high")
+    out = (np.asarray(array, dtype=np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
+    if clip:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
 def normalize_percentile(
     array: np.ndarray,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
@@ -67,10 +82,6 @@ def normalize_percentile(
         float32 array of the same shape. A constant input gives all zeros.
     """
     low, high = percentile_range(array, percentiles, max_samples=max_samples)
-    out = np.asarray(array, dtype=np.float32)
     if high - low <= 1e-12:
-        return np.zeros(out.shape, dtype=np.float32)
-    out = (out - np.float32(low)) * np.float32(1.0 / (high - low))
-    if clip:
-        np.clip(out, 0.0, 1.0, out=out)
-    return out
+        return np.zeros(np.shape(array), dtype=np.float32)
+    return normalize_range(array, low, high, clip=clip)

@@ -30,13 +30,16 @@ from mediar3d.inference.anisotropy import (
 from mediar3d.inference.device import autocast, select_device
 from mediar3d.inference.diameter import FLOW_SCALE, estimate_diameter
 from mediar3d.inference.loader import InferenceModel, resolve_model
-from mediar3d.inference.normalize import normalize_percentile
+from mediar3d.inference.normalize import normalize_percentile, normalize_range
 from mediar3d.inference.orthoslice import predict_orthoslices
 from mediar3d.inference.stitch import stitch_slices
 from mediar3d.inference.tiling import predict_slices
 from mediar3d.inference.tta import with_flip_tta
 
 logger = logging.getLogger(__name__)
+
+#: Limits of the zoom applied to match the model's training diameter.
+MIN_SCALE, MAX_SCALE = 1.0 / 16.0, 8.0
 
 
 @dataclasses.dataclass
@@ -117,10 +120,13 @@ def run_segmentation(
     niter: int = 200,
     max_size_fraction: float = 0.4,
     stitch_threshold: float = 0.25,
+    intensity_range: tuple[float, float] | None = None,
 ) -> SegmentResult:
     """Segment and return a SegmentResult (labels, optional flows / probability, parameters).
 
-    Same arguments as `segment`; `keep_flows` asks for flows and probability.
+    Same arguments as `segment`; `keep_flows` asks for flows and probability;
+    `intensity_range` = (low, high) replaces the percentile normalisation by a fixed
+    mapping low -> 0, high -> 1 (so that blocks of one large volume are treated alike).
     """
     start = time.perf_counter()
     array, voxel_anisotropy = _check_volume(volume, do_3d)
@@ -137,7 +143,10 @@ def run_segmentation(
     mask_options = dict(niter=niter, cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold,
                         min_size=min_size, max_size_fraction=max_size_fraction)
 
-    image = normalize_percentile(array, resolved.percentiles)
+    if intensity_range is not None:
+        image = normalize_range(array, *intensity_range)
+    else:
+        image = normalize_percentile(array, resolved.percentiles)
     slice_fn = partial(predict_slices, net_fn=_net_function(resolved, dev, tta), tile=tile, overlap=tile_overlap,
                        batch_size=batch_size, divisor=resolved.divisor, device=dev)
     estimated = False
@@ -149,6 +158,10 @@ def run_segmentation(
             logger.warning("could not estimate the object diameter (no objects found); running at the model's scale")
     diameter_time = time.perf_counter() - diameter_start
     scale = resolved.diameter / diameter if (diameter and resolved.diameter) else 1.0
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        logger.warning("diameter %.1f px vs model diameter %.1f px asks for a zoom of %.2f; limiting it to [%g, %g]",
+                       diameter, resolved.diameter, scale, MIN_SCALE, MAX_SCALE)
+        scale = float(np.clip(scale, MIN_SCALE, MAX_SCALE))
     factors = (aniso * scale, scale, scale) if is_3d else (scale, scale)
     work_shape = target_shape(array.shape, factors)
     voxel_factor = float(np.prod(np.array(work_shape) / np.array(array.shape)))
@@ -232,7 +245,8 @@ def segment(
         return_flows: Return a SegmentResult with flows and probability instead of labels.
         progress: Show a progress bar per slice orientation.
         **options: Post-processing and advanced options: cellprob_threshold, flow_threshold,
-            min_size, niter, max_size_fraction, tile_overlap, model_diameter, stitch_threshold.
+            min_size, niter, max_size_fraction, tile_overlap, model_diameter, stitch_threshold,
+            intensity_range.
 
     Returns:
         int32 labels of the input's shape (0 = background), or a SegmentResult.
