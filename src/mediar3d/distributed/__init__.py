@@ -10,6 +10,7 @@ is started (the ``[dask]`` extra).
 from mediar3d.distributed.blockfns import FlowsBlockFn, SegmentBlockFn, worker_device
 from mediar3d.distributed.blockwise import BlockRunResult, segment_blocks
 from mediar3d.distributed.grid import BlockGrid, choose_block_size, default_halo, should_use_blocks
+from mediar3d.distributed.intensity import global_percentiles
 
 __all__ = [
     "BlockGrid",
@@ -18,6 +19,7 @@ __all__ = [
     "SegmentBlockFn",
     "choose_block_size",
     "default_halo",
+    "global_percentiles",
     "segment_blocks",
     "should_use_blocks",
     "worker_device",

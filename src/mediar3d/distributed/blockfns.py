@@ -7,17 +7,25 @@ is loaded once per worker process and kept, and a worker with a GPU uses it.
 
 from __future__ import annotations
 
+import inspect
 import json
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from mediar3d.errors import ConfigError
+
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
+
+
+def segment_takes_intensity_range() -> bool:
+    """Whether ``mediar3d.inference.run_segmentation`` accepts a fixed ``intensity_range``."""
+    from mediar3d.inference import run_segmentation
+
+    return "intensity_range" in inspect.signature(run_segmentation).parameters
 
 
 def worker_device(device: str | None = None) -> str:
@@ -58,8 +66,8 @@ class SegmentBlockFn:
     diameter (network scale) and anisotropy are fixed here for all blocks.
 
     Args:
-        model: None / "default" for the bundled model, a bundled name or a checkpoint
-            path; resolved once per worker process and kept.
+        model: None / "default" for the bundled model, a bundled name, a checkpoint
+            path (resolved once per worker process and kept) or a torch module.
         diameter: object diameter in y/x pixels (None: the model's own scale, no rescaling).
         anisotropy: z spacing over y/x spacing.
         device: "cpu", "cuda", "cuda:1"...; default CUDA when the worker has it.
@@ -69,7 +77,7 @@ class SegmentBlockFn:
         options: further keyword arguments of ``segment`` (thresholds, tile, tta, ...).
     """
 
-    model: str | None = None
+    model: Any = None
     diameter: float | None = None
     anisotropy: float | None = None
     device: str | None = None
@@ -77,7 +85,7 @@ class SegmentBlockFn:
     options: dict[str, Any] = field(default_factory=dict)
 
     def _resolved(self, device: str) -> Any:
-        key = (str(self.model), device)
+        key = (str(self.model) if not hasattr(self.model, "forward") else f"module-{id(self.model)}", device)
         with _LOCK:
             if key not in _MODELS:
                 from mediar3d.inference.loader import resolve_model
@@ -86,18 +94,15 @@ class SegmentBlockFn:
             return _MODELS[key]
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        import inspect
-
         from mediar3d.inference import run_segmentation
 
         device = worker_device(self.device)
         options = dict(self.options)
         options.setdefault("progress", False)
         if self.intensity_range is not None:
-            if "intensity_range" in inspect.signature(run_segmentation).parameters:
-                options["intensity_range"] = tuple(self.intensity_range)
-            else:
-                log.warning("segment() takes no fixed intensity range yet; blocks are normalised one by one")
+            if not segment_takes_intensity_range():
+                raise ConfigError("intensity_range: this mediar3d.inference.segment cannot take a fixed range")
+            options["intensity_range"] = tuple(self.intensity_range)
         model = self._resolved(device)
         diameter = self.diameter if self.diameter is not None else model.diameter
         result = run_segmentation(

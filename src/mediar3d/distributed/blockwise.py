@@ -68,6 +68,19 @@ def _fingerprint(block_fn: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
+def _default_block_fn(arrays: list[Any], *, diameter: float, anisotropy: float, many: bool) -> Callable:
+    """The full pipeline with one diameter and, where supported, one intensity range for all blocks."""
+    from mediar3d.distributed.blockfns import SegmentBlockFn, segment_takes_intensity_range
+    from mediar3d.distributed.intensity import global_percentiles
+
+    if many:
+        raise ConfigError("several inputs need a block_fn (the default pipeline takes one image volume)")
+    if segment_takes_intensity_range():
+        return SegmentBlockFn(diameter=diameter, anisotropy=anisotropy, intensity_range=global_percentiles(arrays[0]))
+    log.warning("segment() cannot take a fixed intensity range yet: each block is percentile-normalised on its own")
+    return SegmentBlockFn(diameter=diameter, anisotropy=anisotropy)
+
+
 def segment_blocks(
     source: Any,
     output: str | os.PathLike,
@@ -145,9 +158,7 @@ def segment_blocks(
         raise InputError(f"inputs disagree on the (z, y, x) shape: {sorted(spatial)}")
     shape = spatial.pop()
     if block_fn is None:
-        from mediar3d.distributed.blockfns import SegmentBlockFn
-
-        block_fn = SegmentBlockFn(diameter=diameter, anisotropy=anisotropy)
+        block_fn = _default_block_fn(arrays, diameter=diameter, anisotropy=anisotropy, many=many)
     halo3 = default_halo(diameter, anisotropy=anisotropy) if halo is None else halo
     if block_size is None:
         per_thread = parse_memory(memory_limit, workers=workers) // threads_per_worker
