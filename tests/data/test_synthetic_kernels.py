@@ -54,3 +54,38 @@ def test_keep_largest_fragment():
     removed = keep_largest_fragment(labels)
     assert labels[0, 7, 7] == 0 and removed[0, 7, 7] and removed.sum() == 1
     assert (labels == 1).sum() == 9 and (labels == 2).sum() == 6
+
+
+@pytest.mark.parametrize("shape,spacing", [((12, 30, 30), (2.5, 1.0, 1.0)), ((40, 40), (1.0, 1.0))])
+def test_nucleoli_fast_matches_reference(shape, spacing):
+    from mediar3d.data.synthetic import nucleoli_factor
+
+    rng = np.random.default_rng(2)
+    labels = (np.arange(int(np.prod(shape))).reshape(shape) // 97 % 4).astype(np.int32)
+    extent = np.asarray(shape) * np.asarray(spacing)
+    k = 25
+    centres = rng.uniform(-2, 1, size=(k, len(shape))) + rng.uniform(0, 1, size=(k, len(shape))) * extent
+    radii = rng.uniform(1.0, 4.0, size=k)
+    darkness = rng.uniform(0.3, 0.8, size=k)
+    owners = rng.integers(0, 4, size=k)
+    fast = nucleoli_factor(labels, owners, centres, radii, darkness, spacing, fast=True)
+    slow = nucleoli_factor(labels, owners, centres, radii, darkness, spacing, fast=False)
+    assert (slow < 0.9).sum() > 20
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_largest_fragment_random_pieces():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=(6, 14, 14)).astype(np.int32)
+    labels[labels == 3] = 0
+    before = labels.copy()
+    removed = keep_largest_fragment(labels)
+    for value in (1, 2):
+        pieces, count = ndimage.label(before == value)
+        sizes = np.bincount(pieces.ravel())[1:]
+        assert count > 1 and (labels == value).sum() == sizes.max()
+        _, left = ndimage.label(labels == value)
+        assert left == 1
+    np.testing.assert_array_equal(removed, (before != labels))

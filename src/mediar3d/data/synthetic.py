@@ -28,7 +28,7 @@ from mediar3d.data import synthetic_optics as optics
 from mediar3d.data.synthetic_shapes import Nuclei, keep_largest_fragment, rasterize_nuclei, sample_nuclei
 from mediar3d.errors import ConfigError
 
-__all__ = ["NucleiSettings", "make_nuclei_volume", "make_nuclei_image", "sample_nuclei_params",
+__all__ = ["NucleiSettings", "make_nuclei_volume", "nucleoli_factor", "make_nuclei_image", "sample_nuclei_params",
            "random_nuclei_volume"]
 
 logger = logging.getLogger(__name__)
@@ -147,33 +147,59 @@ def _geometry(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Genera
     return nuclei, labels, owner, dist
 
 
-def _nucleoli(rng: np.random.Generator, labels: np.ndarray, nuclei: Nuclei, spacing: np.ndarray,
-              counts: np.ndarray) -> np.ndarray:
-    """Multiplicative factor (float32, 1 outside nucleoli) with ``counts[i]`` dark nucleoli in nucleus i.
+def nucleoli_factor(labels: np.ndarray, owners: np.ndarray, centres: np.ndarray, radii: np.ndarray,
+                    darkness: np.ndarray, spacing: Sequence[float], *, fast: bool = True) -> np.ndarray:
+    """Multiplicative darkening by nucleoli (float32, 1 elsewhere), each on its own small box.
 
-    Each nucleolus is a soft ball (profile exp(-(d/r)^4)) placed inside its nucleus; it darkens
-    only voxels of that nucleus and is computed on its own small bounding box.
+    Nucleolus k is a soft ball, factor ``1 - darkness[k] * exp(-(d / radii[k])**4)``, that
+    darkens only voxels of its nucleus (``labels == owners[k]``).
+
+    Args:
+        labels: (z, y, x) or (y, x) labels.
+        owners: (K,) label of the nucleus holding each nucleolus.
+        centres: (K, d) centres in physical units.
+        radii: (K,) radii in physical units.
+        darkness: (K,) fraction of the intensity removed at the centre.
+        spacing: physical voxel size per axis.
+        fast: use the numba kernel (False: the plain numpy reference).
     """
+    spacing = np.asarray(spacing, float)
     factor = np.ones(labels.shape, np.float32)
     shape = np.asarray(labels.shape)
-    for index in np.flatnonzero(counts):
-        semi = nuclei.semi_axes[index]
-        for _ in range(int(counts[index])):
-            v = rng.normal(size=len(spacing))
-            v *= rng.uniform(0.0, 0.55) / np.linalg.norm(v)
-            centre = nuclei.centers[index] + nuclei.rotations[index] @ (v * semi)
-            radius = float(np.exp(np.log(semi).mean()) * rng.uniform(0.1, 0.25))
-            dark = float(rng.uniform(0.35, 0.75))
-            lo = np.maximum(np.floor((centre - 1.6 * radius) / spacing).astype(int), 0)
-            hi = np.minimum(np.ceil((centre + 1.6 * radius) / spacing).astype(int) + 1, shape)
-            if np.any(hi <= lo):
-                continue
-            box = tuple(slice(a, b) for a, b in zip(lo, hi))
-            d2 = sum((grid * sp - c) ** 2 for grid, sp, c in zip(np.ogrid[box], spacing, centre)) / radius**2
-            own = labels[box] == index + 1
-            view = factor[box]
-            view[own] *= (1.0 - dark * np.exp(-(d2**2)))[own]
+    lo = np.maximum(np.floor((centres - 1.6 * radii[:, None]) / spacing).astype(np.int64), 0)
+    hi = np.minimum(np.ceil((centres + 1.6 * radii[:, None]) / spacing).astype(np.int64) + 1, shape)
+    if fast:
+        from mediar3d.data.synthetic_kernels import nucleoli_numba
+
+        pad = 3 - labels.ndim
+        nucleoli_numba(labels.reshape((1,) * pad + labels.shape), factor.reshape((1,) * pad + labels.shape),
+                       owners.astype(np.int64), np.pad(centres, ((0, 0), (pad, 0))), radii, darkness,
+                       np.pad(lo, ((0, 0), (pad, 0))), np.pad(hi, ((0, 0), (pad, 0)), constant_values=1),
+                       np.pad(spacing, (pad, 0), constant_values=1.0))
+        return factor
+    for k in range(len(owners)):
+        if np.any(hi[k] <= lo[k]):
+            continue
+        box = tuple(slice(a, b) for a, b in zip(lo[k], hi[k]))
+        d2 = sum((grid * sp - c) ** 2 for grid, sp, c in zip(np.ogrid[box], spacing, centres[k])) / radii[k] ** 2
+        own = labels[box] == owners[k]
+        view = factor[box]
+        view[own] *= (1.0 - darkness[k] * np.exp(-(d2**2)))[own]
     return factor
+
+
+def _nucleoli(rng: np.random.Generator, labels: np.ndarray, nuclei: Nuclei, spacing: np.ndarray,
+              counts: np.ndarray) -> np.ndarray:
+    """Darkening factor with ``counts[i]`` nucleoli at random places inside nucleus i."""
+    index = np.repeat(np.arange(len(counts)), counts)
+    ndim = len(spacing)
+    v = rng.normal(size=(len(index), ndim))
+    v *= (rng.uniform(0.0, 0.55, size=len(index)) / np.linalg.norm(v, axis=1))[:, None]
+    semi = nuclei.semi_axes[index]
+    centres = nuclei.centers[index] + np.einsum("kij,kj->ki", nuclei.rotations[index], v * semi)
+    radii = np.exp(np.log(semi).mean(axis=1)) * rng.uniform(0.1, 0.25, size=len(index))
+    darkness = rng.uniform(0.35, 0.75, size=len(index))
+    return nucleoli_factor(labels, index + 1, centres, radii, darkness, spacing)
 
 
 def _paint(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator, nuclei: Nuclei,
