@@ -183,7 +183,7 @@ class _BlobFlowNet:
 
 @pytest.mark.parametrize("model", ["bundled", "blob-flow stand-in"])
 def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
-    from mediar3d.distributed import SegmentBlockFn
+    from mediar3d.distributed import SegmentBlockFn, global_percentiles
     from mediar3d.errors import ModelError
     from mediar3d.evaluation import average_precision
     from mediar3d.inference.loader import bundled_checkpoint
@@ -193,17 +193,17 @@ def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
             bundled_checkpoint()
         except ModelError:
             pytest.skip("the bundled default model is not in this checkout")
-        block_fn = SegmentBlockFn(diameter=11.0, options={"tile": 64})
+        net, diameter, options = None, 11.0, {"tile": 64}
     else:
-        block_fn = SegmentBlockFn(model=_BlobFlowNet.build(), options={"tile": 64, "min_size": 30})
+        net, diameter, options = _BlobFlowNet.build(), None, {"tile": 64, "min_size": 30}
     labels = balls(SHAPE, 30, radius=(4, 6.5), seed=14, centres=CENTRES)
     labels = np.where(ndi.grey_erosion(labels, size=3) == ndi.grey_dilation(labels, size=3), labels, 0)
     rng = np.random.default_rng(14)
-    image = ndi.gaussian_filter((labels > 0).astype(np.float32) * 240 + 20, 1.0) + rng.normal(0, 5, SHAPE)
-    # Saturated at both ends so that segment()'s own per-input percentile normalisation
-    # gives the same scaling on every block as on the whole (it takes no fixed range yet).
-    image = np.clip(image, 30, 200).astype(np.float32)
-    whole = block_fn(image)
+    # brighter towards high z: per-block normalisation would differ from the whole volume's
+    ramp = np.linspace(0.6, 1.4, SHAPE[0], dtype=np.float32)[:, None, None]
+    image = (ndi.gaussian_filter((labels > 0) * 200.0 + 20, 1.0) * ramp + rng.normal(0, 5, SHAPE)).astype(np.float32)
+    whole = SegmentBlockFn(net, diameter, intensity_range=global_percentiles(image), options=options)(image)
     assert whole.max() > 20
-    _, out = _run(image, tmp_path, "out.zarr", block_fn=block_fn, halo=16)
+    # the default pipeline of segment_blocks: whole-volume percentiles, same model and scale
+    _, out = _run(image, tmp_path, "out.zarr", model=net, diameter=diameter or 11.0, segment_options=options, halo=16)
     assert average_precision(whole, out, thresholds=[0.5])[0] >= 0.98

@@ -68,17 +68,25 @@ def _fingerprint(block_fn: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
-def _default_block_fn(arrays: list[Any], *, diameter: float, anisotropy: float, many: bool) -> Callable:
-    """The full pipeline with one diameter and, where supported, one intensity range for all blocks."""
+def _default_block_fn(
+    arrays: list[Any], *, model: Any, diameter: float, anisotropy: float, options: dict[str, Any], many: bool
+) -> Callable:
+    """The full pipeline with one diameter and one whole-volume intensity range for all blocks."""
     from mediar3d.distributed.blockfns import SegmentBlockFn, segment_takes_intensity_range
     from mediar3d.distributed.intensity import global_percentiles
 
     if many:
         raise ConfigError("several inputs need a block_fn (the default pipeline takes one image volume)")
+    intensity = None
     if segment_takes_intensity_range():
-        return SegmentBlockFn(diameter=diameter, anisotropy=anisotropy, intensity_range=global_percentiles(arrays[0]))
-    log.warning("segment() cannot take a fixed intensity range yet: each block is percentile-normalised on its own")
-    return SegmentBlockFn(diameter=diameter, anisotropy=anisotropy)
+        from mediar3d.inference.loader import resolve_model
+
+        percentiles = resolve_model(model).percentiles if not hasattr(model, "forward") else (0.0, 99.5)
+        intensity = global_percentiles(arrays[0], tuple(percentiles))
+    else:
+        log.warning("segment() cannot take a fixed intensity range: each block is percentile-normalised on its own")
+    return SegmentBlockFn(model=model, diameter=diameter, anisotropy=anisotropy, intensity_range=intensity,
+                          options=dict(options))
 
 
 def segment_blocks(
@@ -86,6 +94,8 @@ def segment_blocks(
     output: str | os.PathLike,
     *,
     block_fn: Callable[[Any], np.ndarray] | None = None,
+    model: Any = None,
+    segment_options: dict[str, Any] | None = None,
     block_size: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
     diameter: float = 30.0,
@@ -114,7 +124,12 @@ def segment_blocks(
         output: ``.zarr`` (plain array) or ``.ome.zarr`` (OME-Zarr image) label store.
         block_fn: maps a block extent (array or tuple, spatial axes last) to integer
             labels of the extent's (z, y, x) shape. Default: the full pipeline,
-            :class:`mediar3d.distributed.SegmentBlockFn`.
+            :class:`mediar3d.distributed.SegmentBlockFn` with ``model``, ``diameter``,
+            ``anisotropy``, the whole volume's intensity percentiles and ``segment_options``.
+        model: for the default pipeline: None (bundled model), a name, a checkpoint path
+            or a torch module.
+        segment_options: for the default pipeline: more ``mediar3d.inference.segment``
+            keyword arguments (cellprob_threshold, flow_threshold, min_size, tile, tta, device...).
         block_size: core block (z, y, x); default: the largest that fits
             ``memory_limit`` per thread.
         halo: voxels read around each core (z, y, x); default ``default_halo(diameter)``
@@ -158,7 +173,10 @@ def segment_blocks(
         raise InputError(f"inputs disagree on the (z, y, x) shape: {sorted(spatial)}")
     shape = spatial.pop()
     if block_fn is None:
-        block_fn = _default_block_fn(arrays, diameter=diameter, anisotropy=anisotropy, many=many)
+        block_fn = _default_block_fn(arrays, model=model, diameter=diameter, anisotropy=anisotropy,
+                                     options=segment_options or {}, many=many)
+    elif model is not None or segment_options:
+        raise ConfigError("model and segment_options are for the default pipeline; a block_fn carries its own")
     halo3 = default_halo(diameter, anisotropy=anisotropy) if halo is None else halo
     if block_size is None:
         per_thread = parse_memory(memory_limit, workers=workers) // threads_per_worker

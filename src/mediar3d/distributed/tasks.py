@@ -44,7 +44,7 @@ def segment_block(
     labels = np.asarray(block_fn(data))
     ext = grid.extent(index)
     shape = tuple(s.stop - s.start for s in ext)
-    if labels.shape != shape or labels.dtype.kind not in "iub":
+    if labels.shape != shape or labels.dtype.kind not in "iu":
         raise InputError(
             f"block {index}: block_fn returned {labels.dtype} {labels.shape}, expected integer labels of shape {shape}"
         )
