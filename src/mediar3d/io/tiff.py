@@ -6,6 +6,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -13,7 +14,7 @@ import tifffile
 from mediar3d.errors import InputError
 from mediar3d.io.axes import UNKNOWN, parse_axes
 
-__all__ = ["read_tiff", "write_tiff", "length_to_um"]
+__all__ = ["read_tiff", "open_tiff_lazy", "write_tiff", "length_to_um"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,34 @@ def _imagej_voxel_size(tif: tifffile.TiffFile) -> dict[str, float]:
     return sizes
 
 
+_TIFF_ERRORS = (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, EOFError)
+
+
+def _corrupt(path: Path, exc: BaseException) -> InputError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputError(f"{path}: cannot read TIFF file (corrupt or not a TIFF: {reason})")
+
+
+def _series_axes(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, ndim: int, path: Path) -> str:
+    """Axes of the first series over ``TCZYX?`` (``?``: unknown, to be inferred)."""
+    file_axes = series.axes
+    mapped = parse_axes(file_axes, ndim, path, strict=False)
+    trusted = tif.is_ome or tif.is_imagej
+    if not trusted and "C" in mapped and 0 <= file_axes.find("S") < file_axes.find("Y"):
+        # A plain multi-page TIFF of 3 or 4 slices is stored as planar RGB by some writers
+        # (tifffile included): without ImageJ/OME metadata it is a volume, not colour channels.
+        mapped = mapped.replace("C", UNKNOWN)
+    return mapped
+
+
+def _voxel(tif: tifffile.TiffFile) -> dict[str, float]:
+    if tif.is_ome:
+        return _ome_voxel_size(tif.ome_metadata or "")
+    if tif.is_imagej:
+        return _imagej_voxel_size(tif)
+    return {}
+
+
 def read_tiff(path: Path, axes: str | None = None) -> tuple[np.ndarray, str, dict[str, float]]:
     """Read the first series of a TIFF file.
 
@@ -101,30 +130,41 @@ def read_tiff(path: Path, axes: str | None = None) -> tuple[np.ndarray, str, dic
                 raise InputError(f"{path}: TIFF file holds no images")
             series = tif.series[0]
             data = series.asarray()
-            file_axes = series.axes
             full_shape = series.get_shape(False)
-            if tif.is_ome:
-                voxel = _ome_voxel_size(tif.ome_metadata or "")
-            elif tif.is_imagej:
-                voxel = _imagej_voxel_size(tif)
-            else:
-                voxel = {}
-            trusted = tif.is_ome or tif.is_imagej
+            voxel = _voxel(tif)
+            if axes is None:
+                return data, _series_axes(tif, series, data.ndim, path), voxel
     except InputError:
         raise
-    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: cannot read TIFF file (corrupt or not a TIFF: {reason})") from exc
-    if axes is not None:
-        if len(axes) != data.ndim and len(axes) == len(full_shape):
-            data = data.reshape(full_shape)
-        return data, parse_axes(axes, data.ndim, path), voxel
-    mapped = parse_axes(file_axes, data.ndim, path, strict=False)
-    if not trusted and "C" in mapped and file_axes.find("S") >= 0 and file_axes.find("S") < file_axes.find("Y"):
-        # A plain multi-page TIFF of 3 or 4 slices is stored as planar RGB by some writers
-        # (tifffile included): without ImageJ/OME metadata it is a volume, not colour channels.
-        mapped = mapped.replace("C", UNKNOWN)
-    return data, mapped, voxel
+    except _TIFF_ERRORS as exc:
+        raise _corrupt(path, exc) from exc
+    if len(axes) != data.ndim and len(axes) == len(full_shape):
+        data = data.reshape(full_shape)
+    return data, parse_axes(axes, data.ndim, path), voxel
+
+
+def open_tiff_lazy(path: Path) -> tuple[Any, str, dict[str, float]]:
+    """Open the first series of a TIFF as a read-only zarr array without loading it.
+
+    Returns:
+        ``(array, axes, voxel_size)`` as for :func:`read_tiff` (axes of the squeezed series).
+    """
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"{path}: TIFF file holds no images")
+            series = tif.series[0]
+            axes = _series_axes(tif, series, len(series.shape), path)
+            voxel = _voxel(tif)
+        store = tifffile.imread(path, aszarr=True, series=0, level=0)
+        array = zarr.open(store, mode="r")
+    except InputError:
+        raise
+    except _TIFF_ERRORS as exc:
+        raise _corrupt(path, exc) from exc
+    return array, axes, voxel
 
 
 def _sanitize_voxel(voxel_size: Sequence[float] | None, n_spatial: int) -> tuple[float, ...] | None:

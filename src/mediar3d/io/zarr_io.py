@@ -14,7 +14,7 @@ from mediar3d.errors import InputError
 from mediar3d.io.axes import UNKNOWN, parse_axes
 from mediar3d.io.tiff import length_to_um
 
-__all__ = ["ZARR_V3", "is_zarr", "open_zarr_lazy", "read_zarr", "zarr_axes_and_voxel_size",
+__all__ = ["ZARR_V3", "is_zarr", "resolve_zarr", "open_zarr_lazy", "read_zarr", "zarr_axes_and_voxel_size",
            "write_zarr", "create_zarr", "default_chunks"]
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,12 @@ def _scale_of(transforms: Sequence[Mapping[str, Any]] | None, ndim: int) -> list
     return scale
 
 
-def _resolve(path: Path, level: int) -> tuple[Any, str | None, dict[str, float]]:
-    """Open ``path`` and find the array: (zarr array, axes hint or None, voxel size per axis in um)."""
+def resolve_zarr(path: Path, level: int = 0) -> tuple[Any, str | None, dict[str, float]]:
+    """Open a Zarr store and find the image array (OME-NGFF level, a plain array, or a group's only array).
+
+    Returns:
+        ``(zarr array, axes over TCZYX? or None when unknown, voxel size per axis letter in um)``.
+    """
     if not path.exists():
         raise InputError(f"{path}: file not found")
     try:
@@ -114,12 +118,12 @@ def open_zarr_lazy(path: str | Path, *, level: int = 0) -> Any:
     Returns:
         A read-only ``zarr.Array`` in the stored axis order (see :func:`zarr_axes_and_voxel_size`).
     """
-    return _resolve(Path(path), level)[0]
+    return resolve_zarr(Path(path), level)[0]
 
 
 def zarr_axes_and_voxel_size(path: str | Path, *, level: int = 0) -> tuple[str, dict[str, float]]:
     """Axes of the stored array (letters of ``TCZYX``, ``?`` where unknown) and voxel size per axis (um)."""
-    array, hint, voxel = _resolve(Path(path), level)
+    array, hint, voxel = resolve_zarr(Path(path), level)
     return (hint or UNKNOWN * array.ndim), voxel
 
 
@@ -129,7 +133,7 @@ def read_zarr(path: Path, axes: str | None = None, *, level: int = 0) -> tuple[n
     Returns:
         ``(data, axes, voxel_size)`` as for :func:`mediar3d.io.tiff.read_tiff`.
     """
-    array, hint, voxel = _resolve(path, level)
+    array, hint, voxel = resolve_zarr(path, level)
     try:
         data = np.asarray(array[...])
     except _READ_ERRORS as exc:
