@@ -145,7 +145,7 @@ def test_failed_write_leaves_no_file_and_keeps_old(tmp_path, monkeypatch):
 
     monkeypatch.setattr(image_module, "write_tiff", broken_tiff)
     monkeypatch.setattr(image_module, "write_zarr", broken_zarr)
-    for name in ("l.tif", "l.zarr", "new.tif", "new.ome.zarr"):
+    for name in ("l.tif", "l.zarr", "new.tif", "new.ome.zarr", "sub/dir/new.tif"):
         with pytest.raises(OSError, match="disk full"):
             write_labels(tmp_path / name, np.ones((2, 6, 6), np.uint8))
     _assert_only(tmp_path, "l.tif", "l.zarr")

@@ -42,12 +42,15 @@ def atomic_output(path: str | os.PathLike, *, directory: bool = False) -> Iterat
     neither a partial output nor a temporary file behind.
 
     Args:
-        path: final output path; its parent folder is created if missing.
+        path: final output path; missing parent folders are created (and removed again if
+            the write fails).
         directory: the output is a directory rather than a file.
     """
     final = Path(path)
+    created = [p for p in reversed(final.parents) if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temporary_sibling(final)
+    ok = False
     try:
         yield temp
         if not temp.exists():
@@ -63,7 +66,14 @@ def atomic_output(path: str | os.PathLike, *, directory: bool = False) -> Iterat
             _remove(old)
         else:
             os.replace(temp, final)
+        ok = True
     finally:
         if temp.exists():
             logger.debug("removing temporary output %s", temp)
             _remove(temp)
+        if not ok:
+            for folder in reversed(created):  # folders made for this output, deepest first
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
