@@ -207,3 +207,13 @@ def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
     # the default pipeline of segment_blocks: whole-volume percentiles, same model and scale
     _, out = _run(image, tmp_path, "out.zarr", model=net, diameter=diameter or 11.0, segment_options=options, halo=16)
     assert average_precision(whole, out, thresholds=[0.5])[0] >= 0.98
+
+
+def test_block_size_follows_the_memory_limit(balls, mismatch, tmp_path):
+    labels = balls(SHAPE, 30, seed=16)
+    # half the limit per block at 64 B/voxel: extents (clipped to the volume) of 40 x 44 x 44
+    # voxels (16-voxel cores) fit, 40 x 56 x 56 (32-voxel cores) do not
+    limit = 2 * 64 * 100_000
+    result, out = _run(labels, tmp_path, "out.zarr", block_fn=np.asarray, block_size=None, memory_limit=limit)
+    assert result.grid.block_size == (16, 16, 16) and result.n_blocks == 3 * 4 * 4
+    assert mismatch(labels, out) == ""

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mediar3d.distributed.cluster import Executor, parse_memory
+from mediar3d.distributed.cluster import Executor
 from mediar3d.distributed.grid import BlockGrid, choose_block_size, default_halo
 from mediar3d.distributed.stitch import block_remaps, merge_components
 from mediar3d.distributed.store import WorkStore, commit_output, create_output, input_voxel_size, open_lazy
@@ -177,28 +177,28 @@ def segment_blocks(
                                      options=segment_options or {}, many=many)
     elif model is not None or segment_options:
         raise ConfigError("model and segment_options are for the default pipeline; a block_fn carries its own")
-    halo3 = default_halo(diameter, anisotropy=anisotropy) if halo is None else halo
-    if block_size is None:
-        per_thread = parse_memory(memory_limit, workers=workers) // threads_per_worker
-        block_size = choose_block_size(shape, BlockGrid.create(shape, 1, halo3).halo, memory_limit=per_thread // 2)
-    grid = BlockGrid.create(shape, block_size, halo3)
+    halo3 = BlockGrid.create(shape, 1, default_halo(diameter, anisotropy=anisotropy) if halo is None else halo).halo
     if voxel_size is None and not many:
         voxel_size = input_voxel_size(source)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
-    store = WorkStore(work, grid)
     settings = {
         "block_fn": _fingerprint(block_fn),
         "inputs": [str(s) if isinstance(s, (str, os.PathLike)) else type(s).__name__ for s in items],
         "channel": channel,
     }
-    skipped = store.open(settings, resume=resume)
-    log.info("%d blocks of %s (halo %s) over %s; %d already done", len(grid), grid.block_size, grid.halo, shape, skipped)
     seconds: dict[str, float] = {}
 
     with Executor(
         scheduler=scheduler, client=client, workers=workers, threads_per_worker=threads_per_worker,
         memory_limit=memory_limit, processes=processes, progress=progress,
     ) as ex:
+        if block_size is None:
+            block_size = choose_block_size(shape, halo3, memory_limit=ex.memory_per_thread() // 2)
+        grid = BlockGrid.create(shape, block_size, halo3)
+        store = WorkStore(work, grid)
+        skipped = store.open(settings, resume=resume)
+        log.info("%d blocks of %s (halo %s) over %s; %d already done",
+                 len(grid), grid.block_size, grid.halo, shape, skipped)
         # Paths travel as paths (each worker opens them); in-memory arrays are sent once.
         sent = tuple(
             s if isinstance(s, (str, os.PathLike)) and channel is None else ex.scatter(a)

@@ -111,6 +111,16 @@ class Executor:
             self.client = None
         self._owned = []
 
+    def memory_per_thread(self) -> int:
+        """Bytes one block may use: the tightest worker memory limit divided by its threads."""
+        if self.client is not None:
+            workers = self.client.scheduler_info().get("workers", {}).values()
+            shares = [int(w["memory_limit"]) // max(int(w.get("nthreads") or 1), 1)
+                      for w in workers if w.get("memory_limit")]
+            if shares:
+                return min(shares)
+        return parse_memory(self.memory_limit, workers=self.workers) // self.threads_per_worker
+
     def scatter(self, value: Any) -> Any:
         """Send an in-memory array to the workers once (returned unchanged in-process)."""
         if self.client is None:
