@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import timm
 import torch
@@ -66,13 +67,19 @@ class HieraEncoder(nn.Module):
     """Hiera trunk (timm) + FPN neck: (B, C_in, H, W) -> 4 features of `d_model` channels.
 
     Output strides 4, 8, 16, 32 (finest first); H and W must be multiples of 32.
+    `trunk_kwargs` override timm's `HieraDet` arguments (e.g. ``drop_path_rate``).
     """
 
-    def __init__(self, size: str = "base_plus", in_channels: int = 1, d_model: int = 256) -> None:
+    def __init__(self, size: str = "large", in_channels: int = 1, d_model: int = 256,
+                 trunk_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         if size not in HIERA_TRUNKS:
             raise ModelError(f"Hiera size {size!r} is unknown; choose one of {', '.join(HIERA_TRUNKS)}")
-        self.trunk = timm.create_model(HIERA_TRUNKS[size], pretrained=False, in_chans=in_channels, num_classes=0)
+        try:
+            self.trunk = timm.create_model(HIERA_TRUNKS[size], pretrained=False, in_chans=in_channels, num_classes=0,
+                                           **(trunk_kwargs or {}))
+        except TypeError as error:
+            raise ModelError(f"encoder_kwargs {trunk_kwargs} do not fit timm's {HIERA_TRUNKS[size]}: {error}") from error
         self.trunk.prune_intermediate_layers(indices=4, prune_head=True)
         self.trunk_channels = tuple(info["num_chs"] for info in self.trunk.feature_info)
         self.neck = FpnNeck(self.trunk_channels, d_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,11 +33,11 @@ class MediarSAM(FlowSegmentationNet):
 
     def __init__(self, in_channels: int = 1, encoder: str = "large", encoder_weights: str | None = None,
                  decoder: str = "manet", decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS,
-                 decoder_pab_channels: int = 64) -> None:
+                 decoder_pab_channels: int = 64, encoder_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(in_channels, stride=32)
         if len(decoder_channels) != 5:
             raise ModelError(f"decoder_channels={tuple(decoder_channels)} must have 5 entries (one per decoder block)")
-        self.encoder = HieraEncoder(encoder, in_channels=in_channels)
+        self.encoder = HieraEncoder(encoder, in_channels=in_channels, trunk_kwargs=encoder_kwargs)
         if decoder == "manet":
             self.decoder: nn.Module = HieraMAnetDecoder(self.encoder.out_channels, decoder_channels, decoder_pab_channels)
             replace_activations(self.decoder, nn.ReLU, nn.Mish)
@@ -56,7 +57,8 @@ class MediarSAM(FlowSegmentationNet):
 @register_model("mediar-sam", thesis_params_m=223.12,
                 description="MediarSAM: SAM2 Hiera-L encoder (4 levels) + MA-Net decoder with scaled attention")
 def mediar_sam(in_channels: int = 1, encoder: str = "large", encoder_weights: str | None = None,
-               decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS, decoder_pab_channels: int = 64) -> MediarSAM:
+               decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS, decoder_pab_channels: int = 64,
+               encoder_kwargs: dict[str, Any] | None = None) -> MediarSAM:
     """MediarSAM (thesis 3.3; table 4.3).
 
     Args:
@@ -65,14 +67,17 @@ def mediar_sam(in_channels: int = 1, encoder: str = "large", encoder_weights: st
         encoder_weights: Local path or URL of a SAM2 checkpoint (e.g. ``sam2.1_hiera_large.pt``), or None.
         decoder_channels: Output channels of the five decoder blocks.
         decoder_pab_channels: Channels of the position-wise attention block.
+        encoder_kwargs: Overrides of timm's Hiera arguments (e.g. ``{"drop_path_rate": 0.1}``).
     """
-    return MediarSAM(in_channels, encoder, encoder_weights, "manet", decoder_channels, decoder_pab_channels)
+    return MediarSAM(in_channels, encoder, encoder_weights, "manet", decoder_channels, decoder_pab_channels,
+                     encoder_kwargs)
 
 
 @register_model("mediar-sam-light", thesis_params_m=219.79,
                 description="MediarSAM-light: SAM2 Hiera-L encoder + light U-Net decoder (autocast friendly)")
 def mediar_sam_light(in_channels: int = 1, encoder: str = "large", encoder_weights: str | None = None,
-                     decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS) -> MediarSAM:
+                     decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS,
+                     encoder_kwargs: dict[str, Any] | None = None) -> MediarSAM:
     """MediarSAM with the light decoder (thesis 3.3; table 4.3).
 
     Args:
@@ -80,5 +85,6 @@ def mediar_sam_light(in_channels: int = 1, encoder: str = "large", encoder_weigh
         encoder: Hiera size: ``"tiny"``, ``"small"``, ``"base_plus"`` or ``"large"`` (thesis count).
         encoder_weights: Local path or URL of a SAM2 checkpoint, or None.
         decoder_channels: Output channels of the five decoder blocks.
+        encoder_kwargs: Overrides of timm's Hiera arguments (e.g. ``{"drop_path_rate": 0.1}``).
     """
-    return MediarSAM(in_channels, encoder, encoder_weights, "light", decoder_channels)
+    return MediarSAM(in_channels, encoder, encoder_weights, "light", decoder_channels, encoder_kwargs=encoder_kwargs)

@@ -164,8 +164,8 @@ def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Ten
     For 1 channel the RGB kernels are summed: the network then computes exactly what it
     computed on a grey image replicated to three channels (timm's `adapt_input_conv`).
     """
-    if weight.shape[1] == in_channels:
-        return weight
+    if weight.ndim != 4 or weight.shape[1] == in_channels:
+        return weight  # nothing to adapt (a wrong shape is reported by load_strict)
     from timm.models import adapt_input_conv
 
     return adapt_input_conv(in_channels, weight)
@@ -184,4 +184,5 @@ def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
                 shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
                 parts.append(f"{len(keys)} {label} key(s): {shown}")
         raise ModelError(f"weights in {source} do not fit {type(module).__name__}: " + "; ".join(parts))
-    module.load_state_dict(state_dict, strict=True)
+    # nn.Module's own method: some encoders (smp's MiT) override load_state_dict without `strict`
+    torch.nn.Module.load_state_dict(module, state_dict, strict=True)
