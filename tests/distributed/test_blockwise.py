@@ -217,3 +217,16 @@ def test_block_size_follows_the_memory_limit(balls, mismatch, tmp_path):
     result, out = _run(labels, tmp_path, "out.zarr", block_fn=np.asarray, block_size=None, memory_limit=limit)
     assert result.grid.block_size == (16, 16, 16) and result.n_blocks == 3 * 4 * 4
     assert mismatch(labels, out) == ""
+
+
+def test_ome_zarr_input_gives_anisotropy_halo_and_voxel_size(balls, mismatch, tmp_path):
+    from mediar3d.io import write_labels, zarr_axes_and_voxel_size
+
+    # cells flattened 4x in z, as they are on a grid with 4x coarser z sampling
+    labels = balls((4 * SHAPE[0],) + SHAPE[1:], 60, seed=18)[::4]
+    write_labels(tmp_path / "in.ome.zarr", labels, voxel_size=(2.0, 0.5, 0.5))
+    result = segment_blocks(str(tmp_path / "in.ome.zarr"), tmp_path / "out.ome.zarr", block_fn=np.asarray,
+                            diameter=12.0, anisotropy=None, block_size=BLOCK, scheduler="synchronous", progress=False)
+    assert result.grid.halo == (5, 18, 18) and result.merges > 0
+    assert zarr_axes_and_voxel_size(result.output)[1] == {"Z": 2.0, "Y": 0.5, "X": 0.5}
+    assert mismatch(labels, _read(result.output)) == ""

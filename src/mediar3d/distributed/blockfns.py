@@ -29,8 +29,8 @@ def segment_takes_intensity_range() -> bool:
 
 
 def worker_device(device: str | None = None) -> str:
-    """The device a worker should use: ``device`` if given, else CUDA when present."""
-    if device:
+    """The device a worker should use: ``device`` if given (not "auto"), else CUDA when present."""
+    if device and device != "auto":
         return device
     import torch
 
@@ -96,8 +96,8 @@ class SegmentBlockFn:
     def __call__(self, block: np.ndarray) -> np.ndarray:
         from mediar3d.inference import run_segmentation
 
-        device = worker_device(self.device)
         options = dict(self.options)
+        device = worker_device(options.pop("device", None) or self.device)
         options.setdefault("progress", False)
         if self.intensity_range is not None:
             if not segment_takes_intensity_range():

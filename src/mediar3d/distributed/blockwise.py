@@ -68,6 +68,15 @@ def _fingerprint(block_fn: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
+def _model_diameter(model: Any) -> float | None:
+    """Training diameter of a named / saved model (None for a bare module)."""
+    if hasattr(model, "forward"):
+        return None
+    from mediar3d.inference.loader import resolve_model
+
+    return resolve_model(model).diameter
+
+
 def _default_block_fn(
     arrays: list[Any], *, model: Any, diameter: float, anisotropy: float, options: dict[str, Any], many: bool
 ) -> Callable:
@@ -98,8 +107,8 @@ def segment_blocks(
     segment_options: dict[str, Any] | None = None,
     block_size: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
-    diameter: float = 30.0,
-    anisotropy: float = 1.0,
+    diameter: float | None = 30.0,
+    anisotropy: float | None = 1.0,
     channel: int | None = None,
     scheduler: str | None = None,
     client: Any = None,
@@ -135,8 +144,10 @@ def segment_blocks(
         halo: voxels read around each core (z, y, x); default ``default_halo(diameter)``
             (1.5 diameters). Must exceed the largest object's diameter.
         diameter: expected object diameter in y/x voxels: sets the default halo and,
-            for the default pipeline, the network scale shared by every block.
-        anisotropy: z spacing over y/x spacing (default halo and pipeline).
+            for the default pipeline, the network scale shared by every block. None:
+            the model's training diameter (no rescaling), else 30.
+        anisotropy: z spacing over y/x spacing (default halo and pipeline); None: from
+            the voxel size (given or read from an OME-Zarr input), else 1.
         channel: channel of a (c, z, y, x) single input.
         scheduler: None (new local cluster), "synchronous", "threads", or a Dask
             scheduler address such as "tcp://host:8786".
@@ -172,14 +183,19 @@ def segment_blocks(
     if len(spatial) != 1:
         raise InputError(f"inputs disagree on the (z, y, x) shape: {sorted(spatial)}")
     shape = spatial.pop()
+    if voxel_size is None and not many:
+        voxel_size = input_voxel_size(source)
+    if anisotropy is None:
+        anisotropy = float(voxel_size[0]) / float(voxel_size[2]) if voxel_size else 1.0
+    if diameter is None:
+        diameter = _model_diameter(model) if block_fn is None else None
+        diameter = diameter or 30.0
     if block_fn is None:
         block_fn = _default_block_fn(arrays, model=model, diameter=diameter, anisotropy=anisotropy,
                                      options=segment_options or {}, many=many)
     elif model is not None or segment_options:
         raise ConfigError("model and segment_options are for the default pipeline; a block_fn carries its own")
     halo3 = BlockGrid.create(shape, 1, default_halo(diameter, anisotropy=anisotropy) if halo is None else halo).halo
-    if voxel_size is None and not many:
-        voxel_size = input_voxel_size(source)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     settings = {
         "block_fn": _fingerprint(block_fn),
