@@ -1,0 +1,241 @@
+"""Training samples from a dataset mapping: 2D images as they are, 3D volumes as slices.
+
+:func:`build_index` reads every pair of one split once, checks that labels match their
+image, and lists the samples: one per 2D image, one per slice (orientation, index) of a
+3D volume (unlabelled slices left out for partly annotated datasets). :class:`SliceDataset`
+loads a sample on demand (with a small per-process cache of normalised volumes),
+augments it and makes its targets.
+
+A key passed to ``SliceDataset[...]`` is a sample number or a pair
+``(sample number, augmentation seed)``: the augmentation of a sample depends only on that
+seed, never on worker processes or on what was drawn before, which makes training
+reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair
+from mediar3d.data.slicing import annotated_slices, num_slices, resample_plane, take_slice
+from mediar3d.errors import InputError
+from mediar3d.training.supervision import roi_box
+from mediar3d.training.transforms import finish_sample
+
+log = logging.getLogger(__name__)
+
+PERCENTILES: tuple[float, float] = (0.0, 99.5)
+
+
+@dataclass
+class Item:
+    """One image/label file pair of the index."""
+
+    dataset: DatasetEntry
+    pair: Pair
+    shape: tuple[int, ...]
+    anisotropy: float = 1.0
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """One training sample: item number, orientation (None for a 2D image) and slice index."""
+
+    item: int
+    orientation: str | None
+    index: int
+
+
+@dataclass
+class SampleIndex:
+    """Items and samples of one split of a mapping."""
+
+    items: list[Item]
+    samples: list[SampleRef]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def read_pair(dataset: DatasetEntry, pair: Pair) -> tuple[np.ndarray, np.ndarray, float]:
+    """Read one image/label pair and check they match.
+
+    Returns:
+        image (y, x) or (z, y, x) as stored, labels of the same shape, and the anisotropy
+        (z spacing / xy spacing: the dataset's value, else the image's voxel size, else 1).
+
+    Raises:
+        InputError: unreadable files, or labels whose shape differs from the image's.
+    """
+    from mediar3d.io import read_image, read_labels
+
+    image = read_image(pair.image, channel=dataset.channel)
+    labels = np.asarray(read_labels(pair.label))
+    data = np.asarray(image.data)
+    if data.ndim not in (2, 3):
+        raise InputError(f"{pair.image}: expected a 2D (y, x) image or a 3D (z, y, x) volume, got shape {data.shape}"
+                         f"; set 'channel' for the dataset {dataset.name!r} if it has channels")
+    if labels.shape != data.shape:
+        raise InputError(f"{pair.label}: labels of shape {labels.shape} do not match image {pair.image} of shape "
+                         f"{data.shape}")
+    anisotropy = 1.0
+    if dataset.anisotropy is not None:
+        anisotropy = float(dataset.anisotropy)
+    elif data.ndim == 3 and image.voxel_size is not None and len(image.voxel_size) == 3:
+        vz, vy, vx = (float(v) for v in image.voxel_size)
+        if vz > 0 and vy > 0 and vx > 0:
+            anisotropy = vz / (0.5 * (vy + vx))
+    return data, labels, anisotropy
+
+
+def build_index(mapping: DatasetMapping, split: str | None = "train") -> SampleIndex:
+    """List the samples of one split (reads every pair once to check and measure it).
+
+    Args:
+        mapping: The dataset mapping.
+        split: ``"train"``, ``"val"`` or None for all pairs.
+
+    Returns:
+        The index; empty if the split has no pairs.
+    """
+    items: list[Item] = []
+    samples: list[SampleRef] = []
+    for dataset, pair in mapping.pairs(split):
+        image, labels, anisotropy = read_pair(dataset, pair)
+        n = len(items)
+        items.append(Item(dataset, pair, tuple(image.shape), anisotropy))
+        if image.ndim == 2:
+            if not dataset.skip_empty or labels.any():
+                samples.append(SampleRef(n, None, 0))
+            continue
+        for orientation in dataset.orientations:
+            if dataset.skip_empty:
+                indices = annotated_slices(labels, orientation)
+            else:
+                indices = np.arange(num_slices(labels.shape, orientation))
+            samples.extend(SampleRef(n, orientation, int(i)) for i in indices)
+    log.info("%s split: %d files, %d samples", split or "all", len(items), len(samples))
+    return SampleIndex(items, samples)
+
+
+def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
+    """Median equivalent diameter (pixels) of the 2D masks of the data (z-slices of volumes).
+
+    The same statistic inference uses for a model's training diameter. Reads at most
+    ``max_items`` files, spread evenly over the index.
+
+    Returns:
+        The diameter, or None when no labelled object was found.
+    """
+    if not index.items:
+        return None
+    from mediar3d.io import read_labels
+
+    chosen = np.unique(np.linspace(0, len(index.items) - 1, min(max_items, len(index.items))).round().astype(int))
+    diameters: list[np.ndarray] = []
+    for i in chosen:
+        labels = np.asarray(read_labels(index.items[i].pair.label))
+        planes = labels[None] if labels.ndim == 2 else labels
+        for plane in planes:
+            counts = np.bincount(plane.ravel().astype(np.int64))[1:]
+            counts = counts[counts > 0]
+            if counts.size:
+                diameters.append(np.sqrt(4.0 * counts / np.pi))
+    if not diameters:
+        return None
+    return float(np.median(np.concatenate(diameters)))
+
+
+def normalise(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> np.ndarray:
+    """Percentile normalisation of a whole image or volume to [0, 1] (deterministic), float32."""
+    from mediar3d.inference.normalize import normalize_percentile
+
+    return normalize_percentile(image, (float(percentiles[0]), float(percentiles[1])))
+
+
+class SliceDataset(Dataset):
+    """Map-style dataset over a :class:`SampleIndex`.
+
+    Args:
+        index: Samples to serve.
+        transform: Augmentation (MONAI Compose over image/label/valid) or None (no change).
+        percentiles: Percentile normalisation of every image/volume (whole file, once).
+        cache_size: Normalised files kept in memory per process.
+        pad_to: With no transform, pad each side up to a multiple of this (0: no padding).
+    """
+
+    def __init__(self, index: SampleIndex, transform: Any = None, *, percentiles: Sequence[float] = PERCENTILES,
+                 cache_size: int = 4, pad_to: int = 0) -> None:
+        self.index = index
+        self.transform = transform
+        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+        self.cache_size = max(1, int(cache_size))
+        self.pad_to = int(pad_to)
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def _load(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        if item in self._cache:
+            self._cache.move_to_end(item)
+            return self._cache[item]
+        entry = self.index.items[item]
+        image, labels, _ = read_pair(entry.dataset, entry.pair)
+        loaded = (normalise(image, self.percentiles), labels)
+        self._cache[item] = loaded
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return loaded
+
+    def raw_sample(self, number: int) -> dict[str, np.ndarray]:
+        """The sample before augmentation: ``image``, ``label``, ``valid``, each (1, H, W)."""
+        ref = self.index.samples[number]
+        entry = self.index.items[ref.item]
+        image, labels = self._load(ref.item)
+        if ref.orientation is not None:
+            image = resample_plane(take_slice(image, ref.orientation, ref.index), ref.orientation, entry.anisotropy,
+                                   labels=False)
+            labels = resample_plane(take_slice(labels, ref.orientation, ref.index), ref.orientation,
+                                    entry.anisotropy, labels=True)
+        supervision = entry.dataset.supervision
+        if supervision.mode == "roi":
+            box = roi_box(labels, supervision.buffer)
+            if box is not None:
+                image, labels = image[box], labels[box]
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        labels = np.ascontiguousarray(labels).astype(np.int32)
+        valid = np.ones(image.shape, dtype=np.float32)
+        if supervision.mode == "roi" and not labels.any():
+            valid[:] = 0.0
+        return {"image": image[None], "label": labels[None], "valid": valid[None]}
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        number, seed = (key, None) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
+        sample = self.raw_sample(int(number))
+        if self.transform is not None:
+            if seed is not None:
+                self.transform.set_random_state(seed=seed)
+            sample = self.transform(sample)
+        elif self.pad_to > 1:
+            sample = _pad_to_multiple(sample, self.pad_to)
+        ref = self.index.samples[int(number)]
+        out = finish_sample(sample, self.index.items[ref.item].dataset.supervision)
+        out["sample"] = torch.tensor(int(number))
+        return out
+
+
+def _pad_to_multiple(sample: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    h, w = sample["image"].shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return sample
+    return {k: np.pad(v, ((0, 0), (0, ph), (0, pw))) for k, v in sample.items()}
