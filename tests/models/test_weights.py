@@ -91,6 +91,21 @@ def test_mit_imagenet_file_initialises_a_grey_mediar(tmp_path):
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_safetensors_files_are_read_and_truncation_is_reported(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    rgb = get_encoder("mit_b0", in_channels=3, depth=5, weights=None)
+    save_file(rgb.state_dict(), str(tmp_path / "model.safetensors"))  # smp-hub layout
+    net = create_model("mediar", **SMALL_CONFIGS["mediar"], encoder_weights=str(tmp_path / "model.safetensors"))
+    assert torch.equal(net.encoder.block1[0].attn.q.weight, rgb.block1[0].attn.q.weight)
+    assert torch.allclose(net.encoder.patch_embed1.proj.weight, rgb.patch_embed1.proj.weight.sum(1, keepdim=True))
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelError, match="cut.safetensors.*truncated or corrupt"):
+        create_model("mediar", **SMALL_CONFIGS["mediar"], encoder_weights=str(tmp_path / "cut.safetensors"))
+
+
 def test_wrong_mit_file_is_a_model_error(tmp_path):
     torch.save({"patch_embed1.proj.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(ModelError, match="missing key"):

@@ -104,10 +104,11 @@ def _check_digest(path: Path, sha256: str | None, source: str) -> None:
 
 
 def read_weights_file(path: str | os.PathLike) -> dict:
-    """Load a torch weights file safely (`weights_only=True`); raise ModelError if unreadable.
+    """Load a weights file safely; raise ModelError if unreadable.
 
     Args:
-        path: A file written by `torch.save` (.pt/.pth/.ckpt).
+        path: A `.safetensors` file, or a file written by `torch.save` (.pt/.pth/.ckpt),
+            read with `weights_only=True` (no arbitrary code runs).
 
     Returns:
         The loaded object, which must be a dict.
@@ -115,6 +116,14 @@ def read_weights_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
