@@ -30,6 +30,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -299,7 +300,7 @@ def _parse_supervision(obj: Any, source: str) -> Supervision:
 
 def _resolve(path: str, base: Path) -> Path:
     p = Path(path)
-    return p if p.is_absolute() else base / p
+    return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
 
 def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) -> DatasetEntry:
@@ -414,8 +415,6 @@ def _relative(p: Path, base: Path) -> str:
     try:
         return Path(p).resolve().relative_to(base.resolve()).as_posix()
     except ValueError:
-        import os
-
         try:
             return Path(os.path.relpath(Path(p).resolve(), base.resolve())).as_posix()
         except ValueError:  # other drive on Windows

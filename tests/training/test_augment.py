@@ -1,0 +1,97 @@
+"""Augmentations: seeded, image and labels move together, targets made after augmentation."""
+
+import numpy as np
+import pytest
+
+from mediar3d.data.mapping import Supervision
+from mediar3d.errors import ConfigError
+from mediar3d.flows import masks_to_flows
+from mediar3d.training.transforms import (AugmentConfig, IntensityDiversificationd, build_train_transforms,
+                                          finish_sample, make_targets)
+
+from conftest import blob_image
+
+
+def _sample(shape=(40, 52), seed=0):
+    image, labels = blob_image(shape, 4, 6.0, seed)
+    return {"image": (labels > 0).astype(np.float32)[None], "label": labels[None],
+            "valid": np.ones((1, *shape), np.float32)}
+
+
+def _spatial_only(**kw):
+    return AugmentConfig(diversify_prob=0, noise_prob=0, contrast_prob=0, smooth_prob=0, histogram_prob=0,
+                         sharpen_prob=0, **kw)
+
+
+def test_same_seed_same_sample_other_seed_other_sample():
+    transform = build_train_transforms(32)
+    out = []
+    for seed in (5, 6, 5):
+        transform.set_random_state(seed=seed)
+        out.append(finish_sample(transform(_sample()), Supervision()))
+    assert all(np.array_equal(out[0][k], out[2][k]) for k in out[0])
+    assert not np.array_equal(out[0]["image"], out[1]["image"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_image_and_labels_share_flips_rotations_and_crops(seed):
+    transform = build_train_transforms(32, _spatial_only(zoom_prob=0.0, flip_prob=1.0, rot90_prob=1.0))
+    transform.set_random_state(seed=seed)
+    out = transform(_sample(seed=seed))
+    image = np.asarray(out["image"])[0]
+    labels = np.asarray(out["label"])[0]
+    assert image.shape == (32, 32)
+    assert np.array_equal(image > 0.5, labels > 0)
+
+
+def test_zoom_keeps_image_and_labels_aligned():
+    transform = build_train_transforms(64, _spatial_only(zoom_prob=1.0, zoom_range=(1.4, 1.5)))
+    transform.set_random_state(seed=1)
+    out = transform(_sample())
+    image = np.asarray(out["image"])[0]
+    labels = np.asarray(out["label"])[0]
+    agree = np.mean((image > 0.5) == (labels > 0))
+    assert agree > 0.97
+    assert set(np.unique(labels)) <= set(range(5))     # nearest: no new label values
+
+
+def test_padding_is_outside_the_valid_region():
+    transform = build_train_transforms(64, AugmentConfig(enabled=False))
+    transform.set_random_state(seed=0)
+    out = transform(_sample((30, 30)))
+    valid = np.asarray(out["valid"])[0]
+    assert valid.shape == (64, 64) and valid.sum() == 900
+
+
+def test_intensity_diversification_scales_a_fraction_of_cells():
+    image, labels = blob_image((64, 64), 10, 5.0, 3)
+    ids = np.unique(labels)[1:]
+    t = IntensityDiversificationd(prob=1.0, fraction=0.4, factors=(0.5, 0.5))
+    t.set_random_state(seed=0)
+    out = t({"image": image[None], "label": labels[None]})["image"][0]
+    ratio = [float(np.median(out[labels == i] / image[labels == i])) for i in ids]
+    assert sorted(ratio).count(0.5) == round(0.4 * len(ids))
+    assert np.array_equal(out[labels == 0], image[labels == 0])
+
+
+def test_targets_are_flows_of_the_augmented_labels():
+    transform = build_train_transforms(32)
+    transform.set_random_state(seed=3)
+    sample = transform(_sample())
+    done = finish_sample(sample, Supervision())
+    labels = done["label"][0].numpy()
+    expected = 5 * masks_to_flows(labels)
+    assert np.allclose(done["target"][:2].numpy(), expected)
+    assert np.array_equal(done["target"][2].numpy(), (labels > 0).astype(np.float32))
+
+
+def test_make_targets_for_an_empty_slice():
+    target, weight = make_targets(np.zeros((8, 8), np.int32), None, Supervision("dilate"))
+    assert not target.any() and not weight.any()
+
+
+def test_bad_augment_values_are_config_errors():
+    with pytest.raises(ConfigError, match="zoom_prob"):
+        AugmentConfig(zoom_prob=1.5)
+    with pytest.raises(ConfigError, match="gamma_range"):
+        AugmentConfig(gamma_range=(2.0, 1.0))
