@@ -47,7 +47,7 @@ def test_deterministic_from_seed(default_volume):
 
 
 def test_deterministic_with_every_effect_on():
-    options = dict(radius_range=(4, 7), anisotropy=2.5, mitotic=0.3, stripes=0.4, z_attenuation=0.5,
+    options = dict(radius_range=(4, 7), anisotropy=2.5, mitotic=0.3, stripes=0.4, z_attenuation=0.5, illumination=0.5,
                    haze=0.3, bit_depth=16, fill=0.1, flatten=1.4, overlap=0.8)
     first = make_nuclei_volume((12, 40, 40), seed=5, **options)
     second = make_nuclei_volume((12, 40, 40), seed=5, **options)

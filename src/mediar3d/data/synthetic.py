@@ -59,6 +59,7 @@ class NucleiSettings:
         haze_sigma: width of the haze blur.
         z_attenuation: fraction of the signal lost at the deepest slice.
         stripes: strength of light-sheet shadow stripes (along x).
+        illumination: relative amplitude of smooth uneven illumination / staining of the nuclei.
         snr: signal-to-noise ratio of a median-brightness nucleus.
         read_noise: camera read noise, photo-electrons.
         bit_depth: None (float photo-electrons), 8 or 16 (whole numbers in the integer range).
@@ -85,6 +86,7 @@ class NucleiSettings:
     haze_sigma: float = 8.0
     z_attenuation: float = 0.0
     stripes: float = 0.0
+    illumination: float = 0.0
     snr: float = 8.0
     read_noise: float = 1.5
     bit_depth: int | None = None
@@ -101,7 +103,7 @@ class NucleiSettings:
         if not 0 < self.overlap <= 1.0:
             raise ConfigError(f"overlap {self.overlap} must be in (0, 1]")
         for name in ("density", "texture", "nucleoli", "chromocenters", "mitotic", "background", "haze",
-                     "z_attenuation", "stripes", "read_noise", "elongation", "irregularity"):
+                     "z_attenuation", "stripes", "illumination", "read_noise", "elongation", "irregularity"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
 
@@ -255,10 +257,13 @@ def _image(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator
         signal *= ((1.0 - s.z_attenuation) ** z)[:, None, None]
     if s.stripes > 0:
         signal *= _stripes(rng, shape, spacing, s.stripes)
+    extent = np.asarray(shape, float) * spacing
+    if s.illumination > 0:
+        field = optics.smooth_field(rng, shape, spacing, wavelength=0.7 * float(extent.max()))
+        signal *= np.maximum(1.0 + s.illumination * field, 0.1)
     expected = optics.blur(signal, s.psf_sigma[0], s.psf_sigma[-1], spacing)
     if s.haze > 0:
         expected += s.haze * optics.haze(expected, s.haze_sigma, spacing)
-    extent = np.asarray(shape, float) * spacing
     base = s.background * (1.0 + s.background_unevenness
                            * optics.smooth_field(rng, shape, spacing, wavelength=float(extent.max())))
     np.maximum(base, 0.0, out=base)
@@ -330,8 +335,8 @@ def sample_nuclei_params(rng: np.random.Generator) -> dict[str, Any]:
     """Draw diverse generator settings for training data.
 
     Covers low to high SNR, anisotropy 1-4, nucleus radius 4-30 pixels, sparse to crowded,
-    dim next to bright, 8/16-bit and float ranges, flat to strongly uneven background,
-    light-sheet stripes and depth attenuation.
+    dim next to bright, 8/16-bit and float ranges, flat to strongly uneven background and
+    illumination, light-sheet stripes and depth attenuation.
 
     Returns:
         Keyword arguments for :func:`make_nuclei_volume` (without ``shape`` and ``seed``).
@@ -345,7 +350,7 @@ def sample_nuclei_params(rng: np.random.Generator) -> dict[str, Any]:
     return {
         "radius_range": (round(r_lo, 2), round(max(r_hi, r_lo), 2)),
         "anisotropy": 1.0 if rng.random() < 0.3 else round(float(rng.uniform(1.0, 4.0)), 2),
-        "density": float(rng.uniform(0.15, 0.75)),
+        "density": float(np.exp(rng.uniform(np.log(0.04), np.log(0.75)))),  # sparse cultures to packed tissue
         "elongation": float(rng.uniform(0.05, 0.35)),
         "flatten": 1.0 if rng.random() < 0.6 else float(rng.uniform(1.0, 1.8)),
         "irregularity": float(rng.uniform(0.0, 0.2)),
@@ -367,6 +372,7 @@ def sample_nuclei_params(rng: np.random.Generator) -> dict[str, Any]:
         "read_noise": float(rng.uniform(0.5, 6.0)),
         "bit_depth": bit_depth,
         "fill": fill,
+        "illumination": 0.0 if rng.random() < 0.4 else float(rng.uniform(0.0, 0.6)),
     }
 
 
