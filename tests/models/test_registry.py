@@ -55,6 +55,23 @@ def test_registering_a_taken_name_fails():
         register_model("unet-small")(lambda: None)
 
 
+def test_re_registering_the_same_factory_replaces_it():
+    """What importlib.reload does: the same module defines the same factory again."""
+    from mediar3d.models import registry
+
+    made = []
+    try:
+        for version in (1, 2):
+            def factory(version=version):
+                return version
+
+            register_model("test-reloaded")(factory)
+            made.append(factory)
+        assert get_model_entry("test-reloaded").factory is made[1]
+    finally:
+        registry._REGISTRY.pop("test-reloaded", None)
+
+
 def test_entries_carry_thesis_counts_and_dimensionality():
     assert get_model_entry("mediar").thesis_params_m == pytest.approx(121.30)
     assert get_model_entry("mediar-sam").thesis_params_m == pytest.approx(223.12)

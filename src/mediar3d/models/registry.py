@@ -67,8 +67,11 @@ def register_model(name: str, *, description: str = "", thesis_params_m: float |
     """
 
     def decorator(factory: Factory) -> Factory:
-        if name in _REGISTRY:
-            raise ModelError(f"model name {name!r} is registered twice ({_REGISTRY[name].factory.__module__} "
+        previous = _REGISTRY.get(name)
+        reloaded = previous is not None and (previous.factory.__module__, previous.factory.__qualname__) == (
+            factory.__module__, factory.__qualname__)  # the same module imported again (importlib.reload)
+        if previous is not None and not reloaded:
+            raise ModelError(f"model name {name!r} is registered twice ({previous.factory.__module__} "
                              f"and {factory.__module__}); pick another name")
         doc = description or (inspect.getdoc(factory) or name).splitlines()[0]
         dims = spatial_dims if spatial_dims is not None else _annotated_spatial_dims(factory)
