@@ -97,22 +97,27 @@ def du(path: Path) -> int:
 
 
 class MemorySampler(threading.Thread):
-    """Polls every worker's resident set size; keeps the peak per worker."""
+    """Polls every worker's resident set size and CPU time; keeps the peak RSS and last CPU time."""
 
     def __init__(self, client, every=0.5):
         super().__init__(daemon=True)
-        self.client, self.every, self.peak, self.stop = client, every, {}, threading.Event()
+        self.client, self.every, self.stop = client, every, threading.Event()
+        self.peak, self.cpu, self.cpu0 = {}, {}, {}
 
     def run(self):
         import psutil
 
-        def rss():
-            return psutil.Process().memory_info().rss
+        def usage():
+            proc = psutil.Process()
+            t = proc.cpu_times()
+            return proc.memory_info().rss, t.user + t.system
 
         while not self.stop.is_set():
             try:
-                for addr, value in self.client.run(rss).items():
-                    self.peak[addr] = max(self.peak.get(addr, 0), value)
+                for addr, (rss, cpu) in self.client.run(usage).items():
+                    self.peak[addr] = max(self.peak.get(addr, 0), rss)
+                    self.cpu0.setdefault(addr, cpu)
+                    self.cpu[addr] = cpu
             except (OSError, TimeoutError):
                 pass
             self.stop.wait(self.every)
@@ -171,6 +176,7 @@ def main() -> None:
             voxels_per_s=round(record["voxels"] / wall), n_blocks=result.n_blocks, cells_found=result.n_labels,
             merges=result.merges, output_bytes_on_disk=du(result.output),
             peak_rss_per_worker_MiB=sorted(round(v / 2**20) for v in sampler.peak.values()),
+            cpu_s_per_worker=sorted(round(sampler.cpu[a] - sampler.cpu0[a], 1) for a in sampler.cpu),
         )
     finally:
         if not args.keep:

@@ -6,6 +6,7 @@ The work store is a folder next to the output::
         params.json      grid and stitching settings (a rerun must match them)
         core.zarr        (z, y, x) int32 block-local labels on each block's core
         extent.zarr      (bz, by, bx, ez, ey, ex) int32 block-local labels on each extent
+                         (8 chunks per block, so halo reads decode only what they need)
         done/i_j_k.npz   completion marker per block (label count, ownership), written last
 
 A block counts as done only when its marker exists, so a run killed at any point
@@ -131,9 +132,13 @@ class WorkStore:
         zarr.open_array(str(self.path / "core.zarr"), mode="w", shape=self.grid.shape,
                         chunks=self.grid.block_size, dtype="int32", fill_value=0)
         zarr.open_array(str(self.path / "extent.zarr"), mode="w", shape=self.grid.nblocks + self.grid.extent_size,
-                        chunks=(1, 1, 1) + self.grid.extent_size, dtype="int32", fill_value=0)
+                        chunks=(1, 1, 1) + self._extent_chunks(), dtype="int32", fill_value=0)
         pfile.write_text(json.dumps(params, indent=1))
         return 0
+
+    def _extent_chunks(self) -> Triple:
+        """Halves of the extent per axis: a neighbour reading a halo slab decodes 1-4 of 8 chunks."""
+        return tuple(-(-e // 2) for e in self.grid.extent_size)  # type: ignore[return-value]
 
     # -- per block ----------------------------------------------------------------
     def _marker_path(self, index: Triple) -> Path:
