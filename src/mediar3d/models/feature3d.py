@@ -4,9 +4,11 @@ Every z-slice of the input volume goes through a 2D encoder (taken from a regist
 network, e.g. the CPU default ``unet-small`` or ``mediar``, or an smp encoder such as
 ``resnet18`` / ``mit_b0``), in batches of ``slice_batch`` slices and, while the encoder is
 frozen, without gradients. Each level of the slice features is stacked along z into a 3D
-feature volume (B, C_l, Z, Y / s_l, X / s_l); the raw input is the full-resolution level.
-The 3D decoder of :mod:`mediar3d.models.feature3d_decoder` turns the pyramid into flows
-(dz, dy, dx) on the x5 training scale and a cell-probability logit.
+feature volume (B, C_l, Z, Y / s_l, X / s_l) (z keeps full resolution). The 3D decoder of
+:mod:`mediar3d.models.feature3d_decoder` turns the pyramid into flows (dz, dy, dx) on the
+x5 training scale and a cell-probability logit at the finest level's resolution, which
+is interpolated in y/x to the input size (or, with ``input_skip``, decodes down to the
+input itself at full resolution).
 
 The encoder's normalisation layers stay in evaluation mode (their statistics are those of
 its 2D pretraining) even when the network trains; ``unfreeze_stages`` makes the last
@@ -307,7 +309,7 @@ class Feature3DNet(nn.Module):
         self.slice_encoder = SliceEncoder(encoder, in_channels, stride, max_stride, slice_batch, input_skip)
         n_levels = len(self.slice_encoder.level_channels)
         if decoder_channels is None:
-            decoder_channels = [min(256, 32 * 2 ** i) for i in range(n_levels)][::-1]
+            decoder_channels = [min(128, 16 * 2 ** i) for i in range(n_levels)][::-1]
         self.decoder = Decoder3d(self.slice_encoder.level_channels, decoder_channels, norm, act)
         self.freeze_encoder(unfreeze_stages)
 
@@ -372,7 +374,7 @@ def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weig
         encoder_kwargs: Extra options of the 2D model / smp encoder.
         encoder_depth: Coarsest feature level used is 2**depth (16 for the default 4).
         decoder_channels: Channels of the decoder blocks, deepest level first, one per
-            level; default 32 at the finest level, doubling per level (at most 256).
+            level; default 16 at the finest level, doubling per level (at most 128).
         norm: Decoder normalisation: ``batch`` (tiling-safe), ``instance`` or ``group``.
         activation: Decoder activation: ``mish``, ``relu``, ``leakyrelu`` or ``gelu``.
         slice_batch: Slices per encoder call (bounds the encoder's memory).
