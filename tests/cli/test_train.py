@@ -1,0 +1,79 @@
+"""`mediar3d map-dataset`, `train`, `finetune` and `cluster`, run in-process on tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mediar3d.cli.main import main
+
+TINY = ["--epochs", "1", "--batch-size", "2", "--crop-size", "32", "--samples-per-epoch", "4", "--num-workers", "0",
+        "--device", "cpu", "--set", 'model_kwargs={"channels": [8, 16]}', "--set", "niter=10",
+        "--set", "tensorboard=false", "--set", "progress=false", "--set", "val_max_samples=1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import numba
+    import torch
+
+    saved = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved[0])
+    numba.set_num_threads(saved[1])
+
+
+def _write_data(folder, n=6):
+    from mediar3d.io import write_image, write_labels
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        labels = np.zeros((40, 40), np.int32)
+        for k, (y, x) in enumerate(rng.integers(8, 32, size=(3, 2))):
+            labels[y - 4:y + 4, x - 4:x + 4] = k + 1
+        write_image(folder / "raw" / f"sample{i}.tif", (labels > 0).astype(np.float32) + rng.random((40, 40)) * 0.1)
+        write_labels(folder / "gt" / f"sample{i}_seg.tif", labels)
+
+
+def test_map_train_finetune_cluster(tmp_path, capsys):
+    _write_data(tmp_path)
+    mapping = tmp_path / "map.json"
+    assert main(["map-dataset", "--dataset", "cells", str(tmp_path / "raw" / "*.tif"), str(tmp_path / "gt" / "*.tif"),
+                 "--val-fraction", "0.34", "--seed", "1", "--supervision", "cells=dilate", "-o", str(mapping)]) == 0
+    obj = json.loads(mapping.read_text())
+    pairs = obj["datasets"][0]["pairs"]
+    assert len(pairs) == 6 and sum(p["split"] == "val" for p in pairs) == 2
+    assert all(p["image"].split("/")[-1].replace(".tif", "") in p["label"] for p in pairs)
+    assert obj["datasets"][0]["supervision"]["mode"] == "dilate"
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(mapping), "--save-dir", str(run), "--lr", "1e-3", *TINY]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["lr"] == 1e-3 and saved["model_kwargs"] == {"channels": [8, 16]} and saved["epochs"] == 1
+    assert (run / "model_best.pt").is_file() and (run / "metrics.csv").is_file()
+
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--from", str(run / "model_last.pt"), "--data", str(mapping), "--save-dir", str(ft),
+                 *TINY]) == 0
+    assert (ft / "model_last.pt").is_file()
+
+    out = tmp_path / "balanced.json"
+    assert main(["cluster", str(mapping), "--model", str(run / "model_last.pt"), "-k", "2", "--device", "cpu",
+                 "-o", str(out)]) == 0
+    weights = [p["weight"] for p in json.loads(out.read_text())["datasets"][0]["pairs"] if p["split"] == "train"]
+    assert len(weights) == 4 and np.isclose(np.mean(weights), 1.0)
+
+
+def test_train_errors_are_one_line_exit_1(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "none.json"), "--save-dir", str(tmp_path / "r")]) == 1
+    assert "none.json" in capsys.readouterr().err
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": "x.json", "learning_rate": 1}))
+    assert main(["train", "--config", str(cfg)]) == 1
+    assert "learning_rate" in capsys.readouterr().err
+    assert main(["map-dataset", "-o", str(tmp_path / "m.json")]) == 1
+    assert main(["map-dataset", "--dataset", "a", str(tmp_path / "*.tif"), str(tmp_path / "*.png"),
+                 "-o", str(tmp_path / "m.json")]) == 1
+    assert "no files match" in capsys.readouterr().err
