@@ -210,12 +210,13 @@ def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
 
 
 def test_block_size_follows_the_memory_limit(balls, mismatch, tmp_path):
-    labels = balls(SHAPE, 30, seed=16)
-    # half the limit per block at 64 B/voxel: extents (clipped to the volume) of 40 x 44 x 44
-    # voxels (16-voxel cores) fit, 40 x 56 x 56 (32-voxel cores) do not
+    labels = balls(SHAPE, 60, radius=(2.5, 3.5), seed=16)
+    # half the limit per block at 64 B/voxel: extents (clipped to the volume) of 40 x 48 x 48
+    # voxels (32-voxel cores, halo 8) fit, 40 x 56 x 56 (48-voxel cores) do not
     limit = 2 * 64 * 100_000
-    result, out = _run(labels, tmp_path, "out.zarr", block_fn=np.asarray, block_size=None, memory_limit=limit)
-    assert result.grid.block_size == (16, 16, 16) and result.n_blocks == 3 * 4 * 4
+    result, out = _run(labels, tmp_path, "out.zarr", block_fn=np.asarray, block_size=None, halo=8,
+                       memory_limit=limit)
+    assert result.grid.block_size == (32, 32, 32) and result.n_blocks == 2 * 2 * 2
     assert mismatch(labels, out) == ""
 
 
