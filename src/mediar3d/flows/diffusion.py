@@ -80,6 +80,9 @@ def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
     z0, z1, y0, y1, x0, x1 = box[0], box[1], box[2], box[3], box[4], box[5]
     nz, ny, nx = z1 - z0 + 2, y1 - y0 + 2, x1 - x0 + 2
     m = np.zeros((nz, ny, nx), np.float64)
+    # first and last+1 object voxel of every (z, y) row: the update skips the box corners
+    lo = np.full((nz, ny), nx, np.int64)
+    hi = np.zeros((nz, ny), np.int64)
     sz = 0.0
     sy = 0.0
     sx = 0.0
@@ -88,10 +91,13 @@ def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
         for y in range(y0, y1):
             for x in range(x0, x1):
                 if labels[z, y, x] == lab:
-                    m[z - z0 + 1, y - y0 + 1, x - x0 + 1] = 1.0
-                    sz += z - z0 + 1
-                    sy += y - y0 + 1
-                    sx += x - x0 + 1
+                    zz, yy, xx = z - z0 + 1, y - y0 + 1, x - x0 + 1
+                    m[zz, yy, xx] = 1.0
+                    lo[zz, yy] = min(lo[zz, yy], xx)
+                    hi[zz, yy] = xx + 1
+                    sz += zz
+                    sy += yy
+                    sx += xx
                     cnt += 1
     mz, my, mx = sz / cnt, sy / cnt, sx / cnt
     best = np.inf
@@ -111,14 +117,14 @@ def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
         if ndim == 3:
             for z in range(1, nz - 1):
                 for y in range(1, ny - 1):
-                    for x in range(1, nx - 1):
+                    for x in range(lo[z, y], hi[z, y]):
                         t2[z, y, x] = m[z, y, x] * (
                             t[z, y, x] + t[z + 1, y, x] + t[z - 1, y, x] + t[z, y + 1, x]
                             + t[z, y - 1, x] + t[z, y, x + 1] + t[z, y, x - 1]) / 7.0
         else:
             for z in range(1, nz - 1):
                 for y in range(1, ny - 1):
-                    for x in range(1, nx - 1):
+                    for x in range(lo[z, y], hi[z, y]):
                         t2[z, y, x] = m[z, y, x] * (
                             t[z, y, x] + t[z, y - 1, x] + t[z, y + 1, x] + t[z, y, x - 1]
                             + t[z, y, x + 1] + t[z, y - 1, x - 1] + t[z, y - 1, x + 1]
