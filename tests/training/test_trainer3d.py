@@ -131,7 +131,7 @@ def test_2d_model_is_refused(tmp_path):
 # ---------------------------------------------------------------------------- runs
 def test_short_training_lowers_loss_and_beats_the_untrained_model(tmp_path):
     mapping = write_volumes(tmp_path)
-    config = tiny_config(mapping, tmp_path / "run", epochs=6, samples_per_epoch=8, crop_size=32, crop_depth=12)
+    config = tiny_config(mapping, tmp_path / "run", epochs=8, samples_per_epoch=8, crop_size=32, crop_depth=12)
     trainer = Trainer3D(config)
     encoder_before = {k: v.clone() for k, v in trainer.model.slice_encoder.encoder.state_dict().items()}
     before = validate_volumes(trainer.model, trainer.val_set, trainer.device, config=config, roi_size=trainer.crop)
