@@ -23,12 +23,20 @@ def _scene(name):
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("flow_kind", ["3d", "ortho2d"])
+def _flows(gt, kind):
+    if kind == "3d":
+        return masks_to_flows(gt)
+    if kind == "ortho2d_sum":  # Algorithm 1 / Cellpose: sum of the two views per component
+        return ortho2d_flows(gt)
+    return ortho2d_flows(gt) / 2  # mean of the two views, as mediar3d.inference combines them
+
+
+@pytest.mark.parametrize("flow_kind", ["3d", "ortho2d_sum", "ortho2d_mean"])
 @pytest.mark.parametrize("name", ["touching", "anisotropic", "tiny_and_border"])
 def test_roundtrip_3d(name, flow_kind):
     gt = _scene(name)
     assert gt.max() >= 8 and len(np.unique(gt)) == gt.max() + 1
-    flows = masks_to_flows(gt) if flow_kind == "3d" else ortho2d_flows(gt)
+    flows = _flows(gt, flow_kind)
     pred = compute_masks(flows, logits(gt))
     assert pred.shape == gt.shape and pred.dtype == np.int32
     assert np.array_equal(np.unique(pred), np.arange(pred.max() + 1))  # renumbered 1..N
