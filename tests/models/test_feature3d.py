@@ -102,6 +102,8 @@ def test_smp_encoder_and_input_skip():
 def test_unknown_encoder_lists_choices():
     with pytest.raises(ModelError, match="unet-small"):
         create_model("feature3d", encoder="no-such-encoder")
+    with pytest.raises(ModelError, match="not a 2D network"):
+        create_model("feature3d", encoder="feature3d")
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -62,9 +62,9 @@ def build_2d_encoder(encoder: str, in_channels: int, encoder_depth: int,
         multiple that H and W must be padded to.
     """
     kwargs = dict(encoder_kwargs or {})
-    if encoder == "feature3d":
-        raise ModelError("encoder='feature3d' is not a 2D network; name a 2D model such as 'unet-small' or 'resnet18'")
-    if encoder in list_models():
+    if encoder in list_models(spatial_dims=3):
+        raise ModelError(f"encoder={encoder!r} is not a 2D network; name a 2D model such as 'unet-small' or 'resnet18'")
+    if encoder in list_models(spatial_dims=2):
         from mediar3d.models.registry import create_model
 
         net = create_model(encoder, in_channels=in_channels, **kwargs)
@@ -74,7 +74,7 @@ def build_2d_encoder(encoder: str, in_channels: int, encoder_depth: int,
 
         module = get_encoder(encoder, in_channels=in_channels, depth=encoder_depth, weights=None, **kwargs)
         return module, 2 ** encoder_depth
-    raise ModelError(f"encoder={encoder!r} is neither a registered 2D model ({', '.join(list_models())}) "
+    raise ModelError(f"encoder={encoder!r} is neither a registered 2D model ({', '.join(list_models(spatial_dims=2))}) "
                      f"nor a segmentation_models_pytorch encoder name (e.g. resnet18, mit_b0)")
 
 
