@@ -77,7 +77,8 @@ def test_fpn_neck_matches_sam2_top_down_rule():
     features = [torch.randn(1, c, 32 // 2 ** i, 32 // 2 ** i) for i, c in enumerate(channels)]
     with torch.no_grad():
         out = neck(features)
-        lateral = [F.conv2d(f, neck.convs[3 - i].conv.weight, neck.convs[3 - i].conv.bias) for i, f in enumerate(features)]
+        lateral = [F.conv2d(f, neck.convs[3 - i].conv.weight, neck.convs[3 - i].conv.bias)
+                   for i, f in enumerate(features)]
     assert [o.shape[1] for o in out] == [12] * 4
     assert torch.allclose(out[3], lateral[3])
     assert torch.allclose(out[2], lateral[2] + F.interpolate(lateral[3], scale_factor=2, mode="nearest"), atol=1e-6)

@@ -46,7 +46,8 @@ class FlowSegmentationNet(nn.Module):
             Tensor (B, 3, H, W): dy, dx flows (x5 scale) and the cell-probability logit.
         """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise InputError(f"network input has shape {tuple(x.shape)}; expected (batch, {self.in_channels}, height, width)")
+            raise InputError(f"network input has shape {tuple(x.shape)}; "
+                             f"expected (batch, {self.in_channels}, height, width)")
         height, width = x.shape[-2:]
         pad_h = (-height) % self.stride
         pad_w = (-width) % self.stride

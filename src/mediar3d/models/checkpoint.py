@@ -81,7 +81,8 @@ class ModelConfig:
         if (not isinstance(percentiles, (list, tuple)) or len(percentiles) != 2
                 or not all(isinstance(p, (int, float)) for p in percentiles)
                 or not 0 <= percentiles[0] < percentiles[1] <= 100):
-            raise ModelError(f"{source}: normalization percentiles {percentiles!r} must be two numbers 0 <= low < high <= 100")
+            raise ModelError(f"{source}: normalization percentiles {percentiles!r} must be two numbers "
+                             "0 <= low < high <= 100")
         if not isinstance(self.thresholds, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
                 for k, v in self.thresholds.items()):
@@ -97,9 +98,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable) of the configuration."""
-        return {"arch": self.arch, "kwargs": copy.deepcopy(self.kwargs), "normalization": copy.deepcopy(self.normalization),
-                "thresholds": dict(self.thresholds), "train_diameter": self.train_diameter,
-                "metadata": copy.deepcopy(self.metadata)}
+        return {"arch": self.arch, "kwargs": copy.deepcopy(self.kwargs),
+                "normalization": copy.deepcopy(self.normalization), "thresholds": dict(self.thresholds),
+                "train_diameter": self.train_diameter, "metadata": copy.deepcopy(self.metadata)}
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -135,7 +136,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *,
     net = unwrap_model(model)
     arch = getattr(net, ARCH_ATTR, None)
     if arch is None and config is None:
-        raise ModelError(f"cannot save a {type(net).__name__} that was not built by create_model; pass config=ModelConfig(...)")
+        raise ModelError(f"cannot save a {type(net).__name__} that was not built by create_model; "
+                         "pass config=ModelConfig(...)")
     base = copy.deepcopy(config) if config is not None else ModelConfig(arch=arch)
     if arch is not None:
         base.arch = arch

@@ -82,7 +82,8 @@ class LightDecoder(nn.Module):
                              f"{tuple(feature_channels)} and {tuple(decoder_channels)}")
         in_channels = [feature_channels[-1], *decoder_channels[:-1]]
         skip_channels = [feature_channels[2], feature_channels[1], feature_channels[0], 0, 0]
-        self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels))
+        self.blocks = nn.ModuleList(DecoderBlock(i, s, o)
+                                    for i, s, o in zip(in_channels, skip_channels, decoder_channels))
         initialize_decoder(self)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -79,7 +79,8 @@ class HieraEncoder(nn.Module):
             self.trunk = timm.create_model(HIERA_TRUNKS[size], pretrained=False, in_chans=in_channels, num_classes=0,
                                            **(trunk_kwargs or {}))
         except TypeError as error:
-            raise ModelError(f"encoder_kwargs {trunk_kwargs} do not fit timm's {HIERA_TRUNKS[size]}: {error}") from error
+            raise ModelError(f"encoder_kwargs {trunk_kwargs} do not fit timm's {HIERA_TRUNKS[size]}: "
+                             f"{error}") from error
         self.trunk.prune_intermediate_layers(indices=4, prune_head=True)
         self.trunk_channels = tuple(info["num_chs"] for info in self.trunk.feature_info)
         self.neck = FpnNeck(self.trunk_channels, d_model)

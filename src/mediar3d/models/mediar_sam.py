@@ -39,7 +39,8 @@ class MediarSAM(FlowSegmentationNet):
             raise ModelError(f"decoder_channels={tuple(decoder_channels)} must have 5 entries (one per decoder block)")
         self.encoder = HieraEncoder(encoder, in_channels=in_channels, trunk_kwargs=encoder_kwargs)
         if decoder == "manet":
-            self.decoder: nn.Module = HieraMAnetDecoder(self.encoder.out_channels, decoder_channels, decoder_pab_channels)
+            self.decoder: nn.Module = HieraMAnetDecoder(self.encoder.out_channels, decoder_channels,
+                                                        decoder_pab_channels)
             replace_activations(self.decoder, nn.ReLU, nn.Mish)
         elif decoder == "light":
             self.decoder = LightDecoder(self.encoder.out_channels, decoder_channels)

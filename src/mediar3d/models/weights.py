@@ -100,7 +100,8 @@ def _check_digest(path: Path, sha256: str | None, source: str) -> None:
         return
     actual = sha256_of(path)
     if not actual.startswith(sha256.lower()):
-        raise ModelError(f"weights {source} have sha256 {actual}, expected {sha256}; the file is corrupt or not the one meant")
+        raise ModelError(f"weights {source} have sha256 {actual}, expected {sha256}; "
+                         "the file is corrupt or not the one meant")
 
 
 def read_weights_file(path: str | os.PathLike) -> dict:
