@@ -2,7 +2,7 @@
 
 import pytest
 
-from mediar3d.cli.main import COMMANDS, build_parser, main
+from mediar3d.cli.main import build_parser, main
 
 
 def test_help_lists_every_available_command(capsys):
@@ -28,7 +28,6 @@ def test_info_reports_versions_and_devices(capsys):
 def test_every_registered_command_has_help(capsys):
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    assert set(subparsers.choices) <= {name.replace("_", "-") for name in COMMANDS} | set(COMMANDS)
     for name in subparsers.choices:
         with pytest.raises(SystemExit) as stop:
             main([name, "--help"])
