@@ -81,8 +81,9 @@ class Trainer:
 
     Args:
         config: Resolved training config.
-        model: A network to train instead of building ``config.model`` (tests, custom
-            architectures); it must map (B, C_in, H, W) -> (B, 3, H, W).
+        model: A network to train instead of building ``config.model``; it must come from
+            ``mediar3d.models.create_model`` (checkpoints record its architecture) and map
+            (B, C_in, H, W) -> (B, 3, H, W).
         resume: Continue the run in ``config.save_dir`` from its ``train_state.pt``.
         overwrite: Start afresh even if ``save_dir`` already holds a run.
         callbacks: Functions called after every epoch.
