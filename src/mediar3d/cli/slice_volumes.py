@@ -1,0 +1,137 @@
+"""`mediar3d slice-volumes`: cut annotated 3D volumes into 2D training slices along z, y and x."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+from mediar3d.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Cut annotated 3D volumes into 2D image/label slice pairs along z, y and x (y and x
+slices stretched to isotropic pixels by the anisotropy), leaving out slices without any
+label unless --keep-empty. Writes OUTDIR/<dataset>/images and labels, a mapping JSON for
+`mediar3d train` with one dataset per source dataset and orientation (named
+<dataset>-z, <dataset>-y, <dataset>-x; the slices of a volume keep its train/val split,
+so a volume never lands on both sides) and slices.csv listing every slice's source
+volume, orientation and index.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `slice-volumes` subcommand."""
+    p = subparsers.add_parser("slice-volumes", help="cut annotated 3D volumes into 2D training slices",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="examples:\n  mediar3d slice-volumes --data map3d.json -o slices/\n"
+                                     "  mediar3d slice-volumes --image vol.tif --labels vol_gt.tif --anisotropy 2 "
+                                     "-o slices/ --orientations z,x")
+    p.add_argument("--data", type=Path, metavar="MAP.json", help="mapping whose 3D volumes to slice (all splits)")
+    p.add_argument("--image", action="append", default=[], type=Path, help="volume to slice (repeatable)")
+    p.add_argument("--labels", action="append", default=[], type=Path, help="its labels (repeatable, same order)")
+    p.add_argument("--name", default="volumes", help="dataset name for --image/--labels volumes (default volumes)")
+    p.add_argument("--split", choices=("train", "val"), default="train",
+                   help="split of the --image/--labels volumes in the written mapping (default train)")
+    p.add_argument("--channel", type=int, default=None, help="channel of multi-channel --image files")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder to write into")
+    p.add_argument("--orientations", default=None, metavar="z,y,x",
+                   help="slice orientations (default: each dataset's, else z,y,x)")
+    p.add_argument("--anisotropy", type=float, default=None,
+                   help="z voxel size / xy voxel size (default: the mapping's or the file's voxel size, else 1)")
+    p.add_argument("--keep-empty", action="store_true", help="also write slices without any label")
+    p.set_defaults(func=run)
+
+
+def _sources(args: argparse.Namespace) -> list[tuple[Any, Any]]:
+    """(DatasetEntry, Pair) of every volume to slice."""
+    from mediar3d.data.mapping import DatasetEntry, Pair, load_mapping
+
+    if args.data is not None and (args.image or args.labels):
+        raise InputError("give volumes either with --data or with --image/--labels, not both")
+    if args.data is not None:
+        return load_mapping(args.data).pairs(None)
+    if not args.image:
+        raise InputError("nothing to slice: give --data MAP.json or --image VOL --labels GT pairs")
+    if len(args.image) != len(args.labels):
+        raise InputError(f"{len(args.image)} --image but {len(args.labels)} --labels; give one labels file per volume")
+    dataset = DatasetEntry(name=args.name, pairs=[Pair(i, lab, args.split) for i, lab in zip(args.image, args.labels)],
+                           channel=args.channel)
+    return [(dataset, pair) for pair in dataset.pairs]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def run(args: argparse.Namespace) -> int:
+    """Slice every volume, write the mapping and the slice table; returns 0."""
+    from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair, save_mapping
+    from mediar3d.data.slicing import check_orientations, export_slices
+    from mediar3d.training.dataset import read_pair
+
+    if args.anisotropy is not None and not args.anisotropy > 0:
+        raise ConfigError(f"--anisotropy {args.anisotropy}: must be > 0")
+    wanted = None if args.orientations is None else check_orientations(args.orientations.split(","), "--orientations")
+    out = args.output
+    per_dataset: dict[str, dict[str, list[Pair]]] = {}
+    sources: dict[str, DatasetEntry] = {}
+    table: list[dict[str, Any]] = []
+    used_stems: dict[str, set[str]] = {}
+    for dataset, pair in _sources(args):
+        image, labels, anisotropy = read_pair(dataset, pair)
+        if image.ndim != 3:
+            raise InputError(f"{pair.image}: is 2D (shape {image.shape}); slice-volumes needs (z, y, x) volumes")
+        if args.anisotropy is not None:
+            anisotropy = args.anisotropy
+        sources[dataset.name] = dataset
+        stems = used_stems.setdefault(dataset.name, set())
+        stem = _stem(pair.image)
+        while stem in stems:
+            stem = f"{stem}_{len(stems)}"
+        stems.add(stem)
+        for orientation in wanted or dataset.orientations:
+            written = export_slices(image, labels, out / dataset.name, stem=stem, orientations=[orientation],
+                                    anisotropy=anisotropy, skip_empty=not args.keep_empty)
+            prefix = f"{stem}_{orientation}"
+            for image_path, label_path in written:
+                index = int(image_path.name[len(prefix):].split(".")[0])
+                per_dataset.setdefault(dataset.name, {}).setdefault(orientation, []).append(
+                    Pair(image_path, label_path, pair.split, pair.weight))
+                table.append({"image": image_path, "label": label_path, "dataset": dataset.name,
+                              "orientation": orientation, "index": index, "split": pair.split,
+                              "source_image": pair.image, "source_label": pair.label, "anisotropy": anisotropy})
+            logger.info("%s %s: %d slices", pair.image.name, orientation, len(written))
+    if not table:
+        raise InputError("no slice holds a label; nothing written (use --keep-empty to write unlabelled slices)")
+    entries = []
+    for name, by_orientation in per_dataset.items():
+        source = sources[name]
+        total = sum(len(v) for v in by_orientation.values())
+        for orientation, pairs in by_orientation.items():
+            probability = None if source.probability is None else source.probability * len(pairs) / total
+            entries.append(DatasetEntry(name=f"{name}-{orientation}", pairs=pairs, probability=probability,
+                                        supervision=source.supervision, skip_empty_slices=source.skip_empty_slices))
+    mapping = DatasetMapping(entries, seed=0, val_fraction=0.0)
+    map_path = save_mapping(mapping, out / "mapping.json")
+    csv_path = out / "slices.csv"
+    from mediar3d.io import atomic_output
+
+    with atomic_output(csv_path) as temp:
+        with open(temp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+            writer.writeheader()
+            for row in table:
+                writer.writerow({k: (v.relative_to(out).as_posix() if isinstance(v, Path) and v.is_relative_to(out)
+                                     else v) for k, v in row.items()})
+    counts = {e.name: len(e.pairs) for e in entries}
+    print(f"wrote {len(table)} slice pairs ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    print(f"  wrote {map_path}\n  wrote {csv_path}")
+    return 0

@@ -1,0 +1,222 @@
+"""`mediar3d tune`: tune post-processing thresholds on validation data, or draw a learning curve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from mediar3d.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Tune the post-processing thresholds of a model (cellprob_threshold, flow_threshold,
+min_size) on annotated validation volumes. The network runs once per volume (as
+`mediar3d segment` runs it); every setting then costs only post-processing. The best
+setting is written into a copy of the checkpoint (so `segment --model` uses it by
+default), with tuning.csv, tuning.json and tuning.png (metric vs each threshold).
+
+With --learning-curve DIR, every checkpoint in DIR (e.g. the objects_<N>.pt files that
+training saves at counts of annotated objects) is scored instead, and
+learning_curve.csv / learning_curve.png plot the metric against annotated objects.
+"""
+
+EPILOG = """\
+examples:
+  mediar3d tune --model run/model_best.pt --data map.json
+  mediar3d tune --model model.pt --image val1.tif --labels val1_gt.tif --metric seg -o model_tuned.pt
+  mediar3d tune --learning-curve run/learning_curve --data map.json --tune-each -o curve/
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `tune` subcommand."""
+    p = subparsers.add_parser("tune", help="tune post-processing thresholds on validation data; learning curves",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_argument_group("model and data")
+    what.add_argument("--model", help="checkpoint path or bundled model name to tune")
+    what.add_argument("--learning-curve", metavar="DIR", type=Path,
+                      help="score every .pt checkpoint in DIR against annotated objects seen (no --model)")
+    what.add_argument("--data", type=Path, metavar="MAP.json", help="dataset mapping; its --split pairs are used")
+    what.add_argument("--split", choices=("val", "train", "all"), default="val",
+                      help="which pairs of the mapping to tune on (default val)")
+    what.add_argument("--image", action="append", default=[], type=Path, help="validation image (repeatable)")
+    what.add_argument("--labels", action="append", default=[], type=Path,
+                      help="its ground-truth labels (repeatable, in the order of --image)")
+    what.add_argument("--channel", type=int, default=None, help="channel of multi-channel --image files")
+    what.add_argument("--sparse", action="store_true",
+                      help="ground truth is partly annotated: predictions over no GT object are ignored")
+    out = p.add_argument_group("outputs")
+    out.add_argument("-o", "--output", type=Path, default=None,
+                     help="tuned checkpoint to write (default <model>_tuned.pt); with --learning-curve the "
+                          "report folder (default DIR)")
+    out.add_argument("--in-place", action="store_true", help="write the tuned thresholds into --model itself")
+    out.add_argument("--report", type=Path, default=None,
+                     help="folder for tuning.csv/json/png (default: <output stem>_tuning beside the checkpoint)")
+    out.add_argument("--no-write", action="store_true", help="only report; leave the checkpoint alone")
+    out.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                     help="keep network outputs as .npz in DIR and reuse them on the next run")
+    search = p.add_argument_group("search")
+    search.add_argument("--metric", choices=("ap", "f1", "seg", "dice"), default="ap",
+                        help="score to maximise (default ap, at --iou)")
+    search.add_argument("--iou", type=float, default=0.5, help="IoU threshold of AP and F1 (default 0.5)")
+    search.add_argument("--search", choices=("coordinate", "grid"), default="coordinate",
+                        help="coordinate: one threshold at a time until nothing changes (default); grid: all")
+    search.add_argument("--cellprob-thresholds", nargs="+", type=float, default=None, metavar="T",
+                        help="candidate cell-probability logit thresholds (default -3 ... 3)")
+    search.add_argument("--flow-thresholds", nargs="+", type=float, default=None, metavar="T",
+                        help="candidate flow-consistency thresholds, 0 = off (default 0 ... 1)")
+    search.add_argument("--min-sizes", nargs="+", type=float, default=None, metavar="N",
+                        help="candidate smallest object sizes in voxels (default 0 15 30 60 120)")
+    search.add_argument("--tune-each", action="store_true",
+                        help="with --learning-curve: tune every checkpoint's thresholds before scoring it")
+    run_opts = p.add_argument_group("inference (as in segment)")
+    run_opts.add_argument("--diameter", type=float, default=None, help="object diameter in pixels (default: estimated)")
+    run_opts.add_argument("--anisotropy", type=float, default=None,
+                          help="z voxel size / xy voxel size (default: the mapping's or the file's)")
+    run_opts.add_argument("--tta", action="store_true", help="average the network over flips")
+    run_opts.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    run_opts.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
+    run_opts.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
+    run_opts.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
+    p.set_defaults(func=run)
+
+
+def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[str, Any]]]:
+    """(name, image, labels, per-image options) of the validation images named on the command line."""
+    import numpy as np
+
+    from mediar3d.io import read_image, read_labels
+
+    if args.data is not None and (args.image or args.labels):
+        raise InputError("give validation data either with --data or with --image/--labels, not both")
+    items: list[tuple[str, Any, Any, dict[str, Any]]] = []
+    if args.data is not None:
+        from mediar3d.data.mapping import load_mapping
+        from mediar3d.training.dataset import read_pair
+
+        mapping = load_mapping(args.data)
+        for dataset, pair in mapping.pairs(None if args.split == "all" else args.split):
+            image, labels, anisotropy = read_pair(dataset, pair)
+            items.append((f"{dataset.name}/{pair.image.name}", image, labels, {"anisotropy": anisotropy}))
+        if not items:
+            raise InputError(f"{args.data}: the {args.split} split holds no image/label pairs; use --split")
+        return items
+    if not args.image:
+        raise InputError("no validation data: give --data MAP.json or --image IMG --labels GT pairs")
+    if len(args.image) != len(args.labels):
+        raise InputError(f"{len(args.image)} --image but {len(args.labels)} --labels; give one labels file per image")
+    for image_path, label_path in zip(args.image, args.labels):
+        image = read_image(image_path, channel=args.channel)
+        if "C" in image.axes:
+            raise InputError(f"{image_path}: has channels (axes {image.axes}); choose one with --channel N")
+        labels = np.asarray(read_labels(label_path))
+        items.append((image_path.name, image, labels, {}))
+    return items
+
+
+def segment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`run_segmentation` options from the flags (anisotropy only when given)."""
+    options = {"diameter": args.diameter, "tta": args.tta, "device": args.device, "batch_size": args.batch_size,
+               "tile": args.tile, "niter": args.niter}
+    if args.anisotropy is not None:
+        options["anisotropy"] = args.anisotropy
+    return options
+
+
+def _grid(args: argparse.Namespace) -> dict[str, list[float]]:
+    grid = {}
+    for name, values in (("cellprob_threshold", args.cellprob_thresholds), ("flow_threshold", args.flow_thresholds),
+                         ("min_size", args.min_sizes)):
+        if values is not None:
+            grid[name] = values
+    return grid
+
+
+def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> list:
+    from tqdm.auto import tqdm
+
+    from mediar3d.tuning.outputs import load_outputs, outputs_key, predict_outputs, save_outputs
+
+    outputs = []
+    for index, (name, image, labels, own) in enumerate(tqdm(data, desc="network", unit="image", disable=None)):
+        merged = {**own, **options}
+        cached = None
+        if args.cache is not None:
+            source = args.data if args.data is not None else args.image[index]
+            key = outputs_key(model=args.model, source=str(source), name=name, labels=str(labels.shape), **merged)
+            file = args.cache / f"{index:03d}_{Path(name).name}.npz"
+            cached = load_outputs(file, key)
+        if cached is None:
+            cached = predict_outputs(image, labels, args.model, name=name, **merged)
+            if args.cache is not None:
+                save_outputs(file, cached, key)
+        outputs.append(cached)
+    return outputs
+
+
+def _default_output(model: str) -> Path:
+    from mediar3d.inference.loader import BUNDLED_NAMES
+
+    if model in BUNDLED_NAMES:
+        return Path(f"{model}_tuned.pt")
+    path = Path(model)
+    return path.with_name(f"{path.stem}_tuned.pt")
+
+
+def run_learning_curve(args: argparse.Namespace) -> int:
+    """Score every checkpoint of --learning-curve DIR; write the table and the plot."""
+    from mediar3d.tuning.learning_curve import evaluate_checkpoints, plot_learning_curve, write_curve_table
+
+    data = validation_data(args)
+    out_dir = args.output if args.output is not None else args.learning_curve
+    options = dict(segment_options(args), progress=False)
+    rows = evaluate_checkpoints(args.learning_curve, data, metric=args.metric, iou=args.iou, tune_each=args.tune_each,
+                                grid=_grid(args), sparse_gt=args.sparse, segment_options=options,
+                                progress=lambda r: print(f"  {Path(r['checkpoint']).name}: objects "
+                                                         f"{r['objects_seen']:g}, {args.metric} {r['score']:.4f}"))
+    label = f"{args.metric.upper()}@{args.iou:g}" if args.metric in ("ap", "f1") else args.metric.upper()
+    table = write_curve_table(Path(out_dir) / "learning_curve.csv", rows)
+    plot = plot_learning_curve(Path(out_dir) / "learning_curve.png", rows, metric_label=label)
+    print(f"scored {len(rows)} checkpoints on {len(data)} images; wrote {table}, {plot}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Tune, write the report and the tuned checkpoint; returns 0."""
+    from mediar3d.tuning.report import write_tuned_checkpoint, write_tuning_report
+    from mediar3d.tuning.search import tune_thresholds
+
+    if args.learning_curve is not None:
+        if args.model is not None:
+            raise ConfigError("--learning-curve scores the checkpoints of a folder; leave out --model")
+        return run_learning_curve(args)
+    if args.model is None:
+        raise ConfigError("give --model to tune (or --learning-curve DIR)")
+    if not 0 < args.iou <= 1:
+        raise ConfigError(f"--iou {args.iou}: must be in (0, 1]")
+    if args.in_place and args.output is not None:
+        raise ConfigError("give either --in-place or -o/--output, not both")
+    output = Path(args.model) if args.in_place else (args.output or _default_output(args.model))
+    if args.in_place and not output.is_file():
+        raise InputError(f"--in-place: {args.model} is not a checkpoint file (bundled models cannot be changed); use -o")
+    report = args.report or output.with_name(f"{output.stem}_tuning")
+    data = validation_data(args)
+    outputs = _outputs(args, data, segment_options(args))
+    result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None, method=args.search,
+                             sparse_gt=args.sparse, niter=args.niter)
+    settings = {"model": str(args.model), "data": str(args.data) if args.data else [str(p) for p in args.image],
+                "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
+                "images": [item[0] for item in data], **{k: v for k, v in segment_options(args).items()}}
+    written = write_tuning_report(report, result, settings)
+    if not args.no_write:
+        written.insert(0, write_tuned_checkpoint(args.model, output, result, settings))
+    best = ", ".join(f"{k}={v:g}" for k, v in result.best.items())
+    print(f"{args.metric} on {len(data)} images: {result.start_score:.4f} -> {result.score:.4f} with {best} "
+          f"({len(result.rows)} settings)")
+    for path in written:
+        print(f"  wrote {path}")
+    return 0

@@ -1,0 +1,151 @@
+"""Network outputs of validation volumes, computed once and reused for every threshold setting.
+
+Tuning post-processing thresholds only needs the flows and cell-probability logits of
+each validation volume; the network runs once per volume through
+`mediar3d.inference.run_segmentation` (the same normalisation, diameter scaling,
+anisotropy resampling, tiling and TTA as `mediar3d segment`), and each threshold setting
+then costs one `mediar3d.postprocess.compute_masks` on the network's grid, with labels
+mapped back to the input grid, exactly as `segment` does.
+
+`run_segmentation` hands flows and probabilities back on the input grid; they are
+resampled to the network grid it reports (a no-op when the object diameter matches the
+model's and voxels are isotropic, otherwise a linear interpolation on top of segment's).
+Outputs can be kept on disk as ``.npz`` files (:func:`save_outputs` / :func:`load_outputs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediar3d.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NetworkOutputs", "load_outputs", "outputs_key", "predict_outputs", "save_outputs"]
+
+#: Probabilities are clipped to this distance from 0 and 1 before taking the logit.
+_EPS = 1e-7
+
+
+@dataclasses.dataclass
+class NetworkOutputs:
+    """Cached outputs of one validation image and its ground truth.
+
+    Attributes:
+        name: Image name for reports.
+        flows: float32 (3, Z, Y, X) (dz, dy, dx) or (2, Y, X) (dy, dx) on the network grid,
+            unit scale (as `compute_masks` takes them).
+        logits: float32 cell-probability logits on the network grid, (Z, Y, X) or (Y, X).
+        gt: Integer ground-truth labels on the input grid.
+        voxel_factor: Network voxels per input voxel (scales ``min_size`` as `segment` does).
+        defaults: Thresholds the model would use (``cellprob_threshold``, ``flow_threshold``).
+    """
+
+    name: str
+    flows: np.ndarray
+    logits: np.ndarray
+    gt: np.ndarray
+    voxel_factor: float = 1.0
+    defaults: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.flows.shape != (self.logits.ndim,) + self.logits.shape:
+            raise InputError(f"{self.name}: flows {self.flows.shape} do not fit logits {self.logits.shape}")
+        if self.gt.ndim != self.logits.ndim:
+            raise InputError(f"{self.name}: ground truth of shape {self.gt.shape} is not "
+                             f"{self.logits.ndim}D like the network outputs")
+
+    def labels(self, *, cellprob_threshold: float, flow_threshold: float, min_size: float,
+               **options: Any) -> np.ndarray:
+        """Instance labels (input grid) for one setting; ``min_size`` in input voxels, as in `segment`."""
+        from mediar3d.inference.anisotropy import resample_labels
+        from mediar3d.postprocess import compute_masks
+
+        size = max(1, int(round(float(min_size) * self.voxel_factor)))
+        masks = compute_masks(self.flows, self.logits, cellprob_threshold=float(cellprob_threshold),
+                              flow_threshold=float(flow_threshold), min_size=size, **options)
+        return resample_labels(np.asarray(masks), self.gt.shape)
+
+
+def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", **options: Any) -> NetworkOutputs:
+    """Run the network on one image as `segment` would and keep its outputs.
+
+    Args:
+        image: Volume (z, y, x) or image (y, x): array or `mediar3d.io.Image`.
+        gt: Ground-truth labels of the same shape.
+        model: Anything `segment` takes as ``model`` (name, path, module, InferenceModel).
+        name: Name for reports.
+        **options: `run_segmentation` options (diameter, anisotropy, tta, device, tile,
+            batch_size, ...); ``do_3d`` follows the image's dimensions.
+
+    Raises:
+        InputError: shapes that differ, or z-only mode (its per-slice masks cannot be tuned here).
+    """
+    from mediar3d.inference import run_segmentation
+    from mediar3d.inference.anisotropy import resample_image
+
+    data = np.asarray(getattr(image, "data", image))
+    gt = np.asarray(gt)
+    if gt.shape != data.shape:
+        raise InputError(f"{name or 'image'}: labels of shape {gt.shape} do not match the image of shape {data.shape}")
+    if options.get("z_only"):
+        raise ConfigError("threshold tuning needs the full 3D (or 2D) mode, not z-only")
+    options = {"progress": False, **options, "do_3d": data.ndim == 3}
+    result = run_segmentation(image, model, keep_flows=True, **options)
+    work_shape = tuple(int(n) for n in result.params["network_shape"])
+    probability = np.clip(result.probability.astype(np.float64), _EPS, 1.0 - _EPS)
+    logits = np.log(probability / (1.0 - probability)).astype(np.float32)
+    flows = np.stack([resample_image(f, work_shape) for f in result.flows]).astype(np.float32, copy=False)
+    logits = resample_image(logits, work_shape).astype(np.float32, copy=False)
+    voxel_factor = float(np.prod(np.array(work_shape, dtype=np.float64) / np.array(data.shape)))
+    defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold")}
+    logger.info("%s: network outputs on grid %s (input %s)", name, work_shape, data.shape)
+    return NetworkOutputs(name=name, flows=flows, logits=logits, gt=gt, voxel_factor=voxel_factor, defaults=defaults)
+
+
+def outputs_key(**facts: Any) -> str:
+    """A short hash of what the outputs depend on (model file, image file, options)."""
+    def describe(value: Any) -> Any:
+        if isinstance(value, (str, Path)) and Path(value).is_file():
+            stat = Path(value).stat()
+            return [str(Path(value).resolve()), stat.st_size, stat.st_mtime_ns]
+        return value if isinstance(value, (int, float, str, bool, type(None), list, tuple)) else repr(value)
+
+    blob = json.dumps({k: describe(v) for k, v in sorted(facts.items())}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def save_outputs(path: str | os.PathLike, outputs: NetworkOutputs, key: str = "") -> Path:
+    """Write outputs to an ``.npz`` file atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(temp, flows=outputs.flows, logits=outputs.logits, gt=outputs.gt,
+             voxel_factor=np.float64(outputs.voxel_factor), name=np.str_(outputs.name),
+             defaults=np.str_(json.dumps(outputs.defaults)), key=np.str_(key))
+    os.replace(temp, path)
+    return path
+
+
+def load_outputs(path: str | os.PathLike, key: str | None = None) -> NetworkOutputs | None:
+    """Read outputs written by :func:`save_outputs`; None if missing, unreadable or of another ``key``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if key is not None and str(data["key"]) != key:
+                return None
+            return NetworkOutputs(name=str(data["name"]), flows=data["flows"], logits=data["logits"], gt=data["gt"],
+                                  voxel_factor=float(data["voxel_factor"]), defaults=json.loads(str(data["defaults"])))
+    except (OSError, ValueError, KeyError) as err:
+        logger.warning("ignoring the unreadable cache file %s (%s)", path, err)
+        return None
