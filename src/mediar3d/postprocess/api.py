@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from mediar3d.errors import InputError
+from mediar3d.errors import ConfigError, InputError
 from mediar3d.postprocess.filters import (drop_labels, fill_holes, flow_consistency_errors,
                                           renumber, size_filter)
 from mediar3d.postprocess.follow import follow_flows, follow_flows_reference, prepare_field
@@ -99,7 +99,7 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
 
     Raises:
         InputError: bad arrays (see :func:`check_inputs`).
-        ConfigError: a parameter is out of range.
+        ConfigError: a parameter is out of range or ``method`` is unknown.
     """
     PostprocessParams(niter=niter, cellprob_threshold=cellprob_threshold,
                       flow_threshold=flow_threshold, min_size=min_size,
@@ -107,7 +107,7 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                       seed_min_count=seed_min_count, basin_threshold=basin_threshold,
                       peak_kernel=peak_kernel, basin_box=basin_box)
     if method not in ("fast", "reference"):
-        raise InputError(f"method: expected 'fast' or 'reference', got {method!r}")
+        raise ConfigError(f"compute_masks method: expected 'fast' or 'reference', got {method!r}")
     flows, cellprob = check_inputs(flows, cellprob)
     out_shape = cellprob.shape
     shape3 = cellprob.shape if cellprob.ndim == 3 else (1,) + cellprob.shape
