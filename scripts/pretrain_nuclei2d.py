@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4, help="higher than the fine-tuning default 5e-5: from scratch")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--val-every", type=int, default=5)
+    parser.add_argument("--val-max-samples", type=int, default=16, help="validation images per validation")
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"data": str(mapping_path), "save_dir": str(save_dir), "model": args.model, "epochs": args.epochs,
                      "batch_size": args.batch_size, "crop_size": args.crop_size,
                      "samples_per_epoch": args.samples_per_epoch, "lr": args.lr, "val_every": args.val_every,
+                     "val_max_samples": args.val_max_samples,
                      "num_workers": args.num_workers, "device": args.device, "amp": args.amp, "seed": args.seed}
         config = load_config(args.config, overrides)
         result = Trainer(config, resume=args.resume).fit()

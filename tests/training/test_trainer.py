@@ -117,3 +117,14 @@ def test_partly_annotated_volumes_train_on_their_labelled_slices(tmp_path):
     assert raw["image"].shape == (1, 24, 24)               # z stretched x2
     result = trainer.fit()
     assert np.isfinite(result.history[0]["loss"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_worker_processes_do_not_change_the_result(blobs2d, tmp_path):
+    """Augmentation seeds travel with the draws, so loader workers give the same run (and don't hang)."""
+    runs = []
+    for workers in (0, 2):
+        config = tiny_config(blobs2d, tmp_path / f"w{workers}", epochs=1, num_workers=workers, val_every=0)
+        runs.append(Trainer(config).fit().history[0]["loss"])
+    assert runs[0] == runs[1]

@@ -11,6 +11,9 @@ Every epoch ends with ``model_last.pt`` and ``train_state.pt`` in ``save_dir`` (
 improves on the best of *all* previous epochs, including those before a resume), a row in
 ``metrics.csv`` and TensorBoard scalars. A run killed at any point resumes from the last
 completed epoch and ends with exactly the weights an uninterrupted run would have.
+
+With ``num_workers > 0`` the data workers are started with ``forkserver`` / ``spawn``, so a
+script that trains must guard its entry point with ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ class Trainer:
             self.ddp_model: nn.Module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:
             self.ddp_model = self.model
+        self._train_loader: DataLoader | None = None
         self.start_epoch = 0
         self.best: dict[str, Any] = {"metric": "val_ap" if self._validates() else "loss", "value": None, "epoch": 0}
         if resume:
@@ -175,11 +179,26 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _loader(self, epoch: int) -> DataLoader:
+        """The training loader, built once; workers persist across epochs.
+
+        Workers are started with ``forkserver`` (``spawn`` where unavailable), never
+        ``fork``: a forked child whose parent already runs an OpenMP pool (torch) hangs
+        as soon as numba's parallel flow kernel uses OpenMP in it.
+        """
         self.sampler.set_epoch(epoch)
-        workers = self.config.num_workers
-        return DataLoader(self.train_set, batch_size=self.config.batch_size, sampler=self.sampler,
-                          num_workers=workers, persistent_workers=False, pin_memory=self.device.type == "cuda",
-                          drop_last=False)
+        if self._train_loader is None:
+            workers = self.config.num_workers
+            context = None
+            if workers > 0:
+                import multiprocessing
+
+                methods = multiprocessing.get_all_start_methods()
+                context = "forkserver" if "forkserver" in methods else "spawn"
+            self._train_loader = DataLoader(
+                self.train_set, batch_size=self.config.batch_size, sampler=self.sampler, num_workers=workers,
+                persistent_workers=workers > 0, multiprocessing_context=context,
+                pin_memory=self.device.type == "cuda", drop_last=False)
+        return self._train_loader
 
     def _train_epoch(self, epoch: int, logger: MetricsLogger | None) -> dict[str, float]:
         from tqdm.auto import tqdm
