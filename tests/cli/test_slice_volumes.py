@@ -1,0 +1,83 @@
+"""`mediar3d slice-volumes` in-process: slices, mapping with orientations and splits, slice table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mediar3d.cli.main import main
+
+
+def _volume(seed: int, shape=(6, 10, 12)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.random(shape).astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    labels[1:3, 2:5, 3:7] = 1  # z 1-2, y 2-4, x 3-6 hold labels
+    labels[4, 6:9, 8:11] = 2   # z 4, y 6-8, x 8-10
+    return image, labels
+
+
+@pytest.fixture
+def volumes(tmp_path: Path) -> Path:
+    from mediar3d.io import write_image, write_labels
+
+    pairs = []
+    for i, split in enumerate(("train", "val")):
+        image, labels = _volume(i)
+        write_image(tmp_path / "src" / f"vol{i}.tif", image)
+        write_labels(tmp_path / "src" / f"vol{i}_gt.tif", labels)
+        pairs.append({"image": f"src/vol{i}.tif", "label": f"src/vol{i}_gt.tif", "split": split})
+    path = tmp_path / "map3d.json"
+    path.write_text(json.dumps({"datasets": [{"name": "emb", "probability": 1.0, "pairs": pairs}]}))
+    return path
+
+
+def test_slice_volumes_writes_annotated_slices_and_mapping(tmp_path, volumes, capsys):
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.io import read_image, read_labels
+
+    out = tmp_path / "slices"
+    assert main(["slice-volumes", "--data", str(volumes), "-o", str(out)]) == 0
+    mapping = load_mapping(out / "mapping.json")
+    by_name = {d.name: d for d in mapping.datasets}
+    assert sorted(by_name) == ["emb-x", "emb-y", "emb-z"]
+    # annotated slices per volume: z {1, 2, 4}, y {2, 3, 4, 6, 7, 8}, x {3..6, 8..10}
+    assert {k: len(d.pairs) for k, d in by_name.items()} == {"emb-z": 6, "emb-y": 12, "emb-x": 14}
+    assert sum(d.probability for d in mapping.datasets) == pytest.approx(1.0)
+    for d in mapping.datasets:
+        assert {p.split for p in d.pairs if "vol0" in p.image.name} == {"train"}
+        assert {p.split for p in d.pairs if "vol1" in p.image.name} == {"val"}
+    with open(out / "slices.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 32
+    image, labels = _volume(1)
+    row = next(r for r in rows if r["orientation"] == "y" and r["index"] == "7" and "vol1" in r["source_image"])
+    np.testing.assert_allclose(read_image(out / row["image"]).data, image[:, 7, :])
+    np.testing.assert_array_equal(read_labels(out / row["label"]), labels[:, 7, :])
+    assert all(read_labels(out / r["label"]).any() for r in rows)
+
+
+def test_slice_volumes_from_files_with_anisotropy(tmp_path, volumes, capsys):
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.io import read_labels
+
+    src = tmp_path / "src"
+    out = tmp_path / "aniso"
+    assert main(["slice-volumes", "--image", str(src / "vol0.tif"), "--labels", str(src / "vol0_gt.tif"),
+                 "--anisotropy", "2", "--orientations", "x", "--keep-empty", "-o", str(out)]) == 0
+    mapping = load_mapping(out / "mapping.json")
+    assert [d.name for d in mapping.datasets] == ["volumes-x"]
+    pairs = mapping.datasets[0].pairs
+    assert len(pairs) == 12 and {p.split for p in pairs} == {"train"}
+    assert read_labels(pairs[0].label).shape == (12, 10)  # z stretched 6 -> 12
+
+
+def test_slice_volumes_errors(tmp_path, volumes, capsys):
+    assert main(["slice-volumes", "-o", str(tmp_path / "o")]) == 1
+    assert "nothing to slice" in capsys.readouterr().err
+    assert main(["slice-volumes", "--data", str(volumes), "--orientations", "q", "-o", str(tmp_path / "o")]) == 1
+    assert "orientation" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""`mediar3d tune` in-process on a tiny volume and a tiny untrained network."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mediar3d.cli.main import main
+
+SMALL = ["--cellprob-thresholds", "-2", "0", "2", "--flow-thresholds", "0", "0.4", "--min-sizes", "0", "15",
+         "--niter", "20", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _volume(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((12, 24, 24), np.int32)
+    for k, (z, y, x) in enumerate([(3, 6, 6), (8, 16, 8), (5, 8, 17), (8, 18, 18)], start=1):
+        labels[z - 2:z + 3, y - 3:y + 3, x - 3:x + 3] = k
+    image = np.where(labels > 0, 0.8, 0.1) + rng.normal(0, 0.02, labels.shape)
+    return image.astype(np.float32), labels
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    import torch
+
+    from mediar3d.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "model.pt", create_model("unet-small", channels=[8, 16]),
+                           thresholds={"cellprob_threshold": 0.0, "flow_threshold": 0.4})
+
+
+def _write(folder: Path, n: int) -> list[tuple[Path, Path]]:
+    from mediar3d.io import write_image, write_labels
+
+    pairs = []
+    for i in range(n):
+        image, labels = _volume(i)
+        pairs.append((folder / "img" / f"v{i}.tif", folder / "gt" / f"v{i}.tif"))
+        write_image(pairs[-1][0], image)
+        write_labels(pairs[-1][1], labels)
+    return pairs
+
+
+def test_tune_writes_checkpoint_table_and_plot(tmp_path, tiny_model, capsys):
+    from mediar3d.models import load_model, read_checkpoint
+
+    (image, labels), = _write(tmp_path, 1)
+    before = tiny_model.read_bytes()
+    assert main(["tune", "--model", str(tiny_model), "--image", str(image), "--labels", str(labels), *SMALL]) == 0
+    assert tiny_model.read_bytes() == before  # the source checkpoint is left alone
+    tuned = tmp_path / "model_tuned.pt"
+    report = json.loads((tmp_path / "model_tuned_tuning" / "tuning.json").read_text())
+    _, config = load_model(tuned)
+    assert config.thresholds == pytest.approx(report["best"])
+    assert set(report["best"]) == {"cellprob_threshold", "flow_threshold", "min_size"}
+    assert config.metadata["tuning"]["score"] == pytest.approx(report["score"])
+    with open(tmp_path / "model_tuned_tuning" / "tuning.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == report["n_settings"] >= 3
+    assert max(float(r["ap"]) for r in rows) == pytest.approx(report["score"], abs=1e-5)
+    assert (tmp_path / "model_tuned_tuning" / "tuning.png").read_bytes()[:4] == b"\x89PNG"
+    assert read_checkpoint(tiny_model)[0].thresholds["cellprob_threshold"] == 0.0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_tune_from_a_mapping_with_cache_in_place(tmp_path, tiny_model):
+    from mediar3d.models import read_checkpoint
+
+    pairs = _write(tmp_path, 2)
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"datasets": [{"name": "vols", "pairs": [
+        {"image": str(i), "label": str(lab), "split": "val"} for i, lab in pairs]}]}))
+    args = ["tune", "--model", str(tiny_model), "--data", str(mapping), "--cache", str(tmp_path / "cache"),
+            "--in-place", "--report", str(tmp_path / "rep"), *SMALL]
+    assert main(args) == 0
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    first = json.loads((tmp_path / "rep" / "tuning.json").read_text())
+    assert read_checkpoint(tiny_model)[0].thresholds == pytest.approx(first["best"])
+    assert first["settings"]["images"] == ["vols/v0.tif", "vols/v1.tif"]
+    # the weights did not change, so the cached outputs are reused and give the same table
+    assert main(args) == 0
+    assert json.loads((tmp_path / "rep" / "tuning.json").read_text())["score"] == pytest.approx(first["score"])
+
+
+def test_tune_learning_curve(tmp_path, capsys):
+    import torch
+
+    from mediar3d.models import create_model, save_checkpoint
+
+    (image, labels), = _write(tmp_path, 1)
+    for seen in (100, 10):
+        torch.manual_seed(seen)
+        save_checkpoint(tmp_path / "curve" / f"objects_{seen:07d}.pt", create_model("unet-small", channels=[8, 16]),
+                        metadata={"objects_seen": seen})
+    assert main(["tune", "--learning-curve", str(tmp_path / "curve"), "--image", str(image), "--labels", str(labels),
+                 "-o", str(tmp_path / "lc"), "--niter", "20", "--device", "cpu"]) == 0
+    with open(tmp_path / "lc" / "learning_curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["objects_seen"]) for r in rows] == [10.0, 100.0]
+    assert (tmp_path / "lc" / "learning_curve.png").is_file()
+
+
+def test_tune_usage_errors(tmp_path, tiny_model, capsys):
+    assert main(["tune", "--model", str(tiny_model)]) == 1
+    assert "no validation data" in capsys.readouterr().err
+    (image, labels), = _write(tmp_path, 1)
+    assert main(["tune", "--model", str(tiny_model), "--image", str(image)]) == 1
+    assert "--labels" in capsys.readouterr().err
+    assert main(["tune", "--model", str(tiny_model), "--learning-curve", str(tmp_path)]) == 1
+    assert "leave out --model" in capsys.readouterr().err
+    assert main(["tune", "--model", "default", "--in-place", "--image", str(image), "--labels", str(labels)]) == 1
+    assert "bundled" in capsys.readouterr().err
