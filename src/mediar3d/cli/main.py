@@ -22,7 +22,9 @@ COMMANDS = (
     "tune",
     "map_dataset",
     "slice_volumes",
+    "simulate_partial",
     "cluster",
+    "filter_masks",
     "info",
 )
 
