@@ -77,3 +77,28 @@ def test_train_errors_are_one_line_exit_1(tmp_path, capsys):
     assert main(["map-dataset", "--dataset", "a", str(tmp_path / "*.tif"), str(tmp_path / "*.png"),
                  "-o", str(tmp_path / "m.json")]) == 1
     assert "no files match" in capsys.readouterr().err
+
+
+def test_train_routes_volumetric_networks_to_3d_training(tmp_path):
+    from tests.training.test_trainer3d import TINY_MODEL, write_volumes
+
+    mapping = write_volumes(tmp_path, count=2)
+    run = tmp_path / "run3d"
+    args = ["train", "--data", str(mapping), "--save-dir", str(run), "--model", "feature3d", "--epochs", "1",
+            "--batch-size", "1", "--crop-size", "32", "--crop-depth", "8", "--samples-per-epoch", "1",
+            "--num-workers", "0", "--device", "cpu", "--val-every", "0", "--set", f"model_kwargs={json.dumps(TINY_MODEL)}",
+            "--set", "tensorboard=false", "--set", "progress=false"]
+    assert main(args) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["crop_depth"] == 8 and saved["model"] == "feature3d"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "flow_z" in header
+    rows = (run / "metrics.csv").read_text().splitlines()[1].split(",")
+    assert rows[header.index("flow_z")] not in ("", "nan")
+
+
+def test_crop_depth_is_refused_for_slice_networks(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": "x.json"}))
+    assert main(["train", "--config", str(cfg), "--crop-depth", "8", "--save-dir", str(tmp_path / "r")]) == 1
+    assert "crop_depth" in capsys.readouterr().err

@@ -18,7 +18,7 @@ _FLAGS = {
     "data": "data", "save_dir": "save_dir", "model": "model", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "lr", "crop_size": "crop_size", "samples_per_epoch": "samples_per_epoch", "device": "device",
     "num_workers": "num_workers", "val_every": "val_every", "seed": "seed", "init_from": "init_from",
-    "grad_clip": "grad_clip",
+    "grad_clip": "grad_clip", "crop_depth": "crop_depth",
 }
 
 
@@ -36,7 +36,9 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--epochs", type=int, help="number of epochs (default: 100)")
     parser.add_argument("--batch-size", type=int, help="samples per step and process (default: 8)")
     parser.add_argument("--lr", type=float, help="AdamW learning rate (default: 5e-5)")
-    parser.add_argument("--crop-size", type=int, help="square training crop side (default: 512)")
+    parser.add_argument("--crop-size", type=int, help="square training crop side (default: 512; 128 for 3D networks)")
+    parser.add_argument("--crop-depth", type=int,
+                        help="z size of the training crops of a 3D network such as feature3d (default: 32)")
     parser.add_argument("--samples-per-epoch", type=int, help="draws per epoch (default: number of training samples)")
     parser.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     parser.add_argument("--val-every", type=int, help="validate every N epochs, 0 = never (default: 1)")
@@ -90,14 +92,37 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _architecture(args: argparse.Namespace, overrides: dict[str, Any]) -> str | None:
+    """The architecture this run trains: the checkpoint's, else the flag's, else the config file's."""
+    init_from = overrides.get("init_from")
+    if init_from:
+        from mediar3d.models import read_checkpoint
+
+        return read_checkpoint(init_from)[0].arch
+    if overrides.get("model"):
+        return str(overrides["model"])
+    if args.config:
+        from mediar3d.training.config import read_config_file
+
+        return read_config_file(args.config).get("model")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0."""
+    """Train; returns 0. Volumetric networks (e.g. feature3d) train on 3D crops with Trainer3D."""
     import logging
 
-    from mediar3d.training import Trainer, load_config
+    from mediar3d.models import list_models
 
-    config = load_config(args.config, overrides_from_args(args))
-    result = Trainer(config, resume=args.resume, overwrite=args.overwrite).fit()
+    overrides = overrides_from_args(args)
+    if _architecture(args, overrides) in list_models(spatial_dims=3):
+        from mediar3d.training.trainer3d import Trainer3D as trainer_class
+        from mediar3d.training.trainer3d import load_config3d as load
+    else:
+        from mediar3d.training import Trainer as trainer_class
+        from mediar3d.training import load_config as load
+    config = load(args.config, overrides)
+    result = trainer_class(config, resume=args.resume, overwrite=args.overwrite).fit()
     logging.getLogger(__name__).info("done: best %s = %.4f at epoch %d", result.best_metric, result.best_value,
                                      result.best_epoch)
     print(f"trained {result.epochs} epochs; best {result.best_metric} {result.best_value:.4f} "

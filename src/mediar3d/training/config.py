@@ -188,6 +188,20 @@ def config_from_dict(values: dict[str, Any], *, base: TrainConfig | None = None,
     return config
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw key/value pairs of a JSON training config file (not yet checked or resolved)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {path} does not exist")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object of config keys")
+    return values
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults, then the JSON file at ``path``, then ``overrides`` (e.g. command-line flags).
 
@@ -200,12 +214,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     config = TrainConfig()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config {path} does not exist")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        values = read_config_file(path)
         config = config_from_dict(values, source=str(path))
         for key in PATH_KEYS:
             value = getattr(config, key)

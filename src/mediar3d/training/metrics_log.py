@@ -15,8 +15,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
-COLUMNS = ("epoch", "lr", "loss", "flow_y", "flow_x", "cellprob", "val_loss", "val_flow_y", "val_flow_x",
-           "val_cellprob", "val_ap", "best", "seconds")
+COLUMNS = ("epoch", "lr", "loss", "flow_z", "flow_y", "flow_x", "cellprob", "val_loss", "val_flow_z", "val_flow_y",
+           "val_flow_x", "val_cellprob", "val_ap", "best", "seconds")
 
 
 class MetricsLogger:

@@ -20,7 +20,6 @@ resume from ``train_state.pt``, metrics and sampling. What changes for volumes:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import OrderedDict
@@ -36,7 +35,7 @@ from torch import nn
 from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
 from mediar3d.training import distributed
-from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict
+from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file
 from mediar3d.training.dataset import SampleIndex, SampleRef, SliceDataset, normalise, read_pair
 from mediar3d.training.flow3d import TERMS_3D
 from mediar3d.training.losses import FLOW_SCALE, _masked_sample_mean
@@ -87,12 +86,7 @@ def load_config3d(path: str | Path | None = None, overrides: Mapping[str, Any] |
     layers: list[tuple[dict[str, Any], str, Path | None]] = []
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config {path} does not exist")
-        try:
-            layers.append((json.loads(path.read_text()), str(path), path.parent))
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        layers.append((read_config_file(path), str(path), path.parent))
     if overrides:
         layers.append(({k: v for k, v in overrides.items() if v is not None}, "command line", None))
     for values, source, folder in layers:
