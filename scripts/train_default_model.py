@@ -217,6 +217,19 @@ def save(path: Path, model: torch.nn.Module, meta: dict) -> None:
                     metadata={"training": meta["training"]})
 
 
+def export_half(source: Path, target: Path) -> None:
+    """Copy a checkpoint with its float32 weights stored as float16 (half the file size).
+
+    ``load_model`` copies them back into the float32 network, so inference is unchanged
+    apart from float16 rounding of the weights.
+    """
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    payload["state_dict"] = {k: (v.half() if v.dtype == torch.float32 else v) for k, v in payload["state_dict"].items()}
+    payload.setdefault("metadata", {})["weights_stored_as"] = "float16"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, target)
+
+
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(checkpoint: Path, real_root: Path | None, n_volumes: int, seed: int) -> dict:
     """AP@0.5 of the checkpoint on held-out synthetic volumes and held-out real 2D images."""
@@ -269,6 +282,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--evaluate", type=Path, default=None, help="only evaluate this checkpoint")
+    p.add_argument("--export-half", type=Path, nargs=2, default=None, metavar=("SRC", "DST"),
+                   help="only copy checkpoint SRC to DST with float16 weights")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (continue training)")
     p.add_argument("--log", type=Path, default=None)
     args = p.parse_args()
@@ -277,6 +292,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
+    if args.export_half is not None:
+        export_half(*args.export_half)
+        return 0
     if args.evaluate is not None:
         report = evaluate(args.evaluate, args.real_data, args.val_volumes, args.seed)
         print(json.dumps(report, indent=1))
