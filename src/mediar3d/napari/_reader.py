@@ -1,0 +1,101 @@
+"""napari reader for what `mediar3d segment` writes: labels, flows and probability files.
+
+Claims only files named like our outputs: ``<name>_labels.tif`` (also ``.tiff``,
+``.ome.tif``, ``.zarr``, ``.ome.zarr``), ``<name>_flows.tif`` and ``<name>_prob.tif``.
+Opening the labels also opens the flows and probability written beside them, if any, and
+attaches ``<name>_params.json`` to the Labels layer's metadata. Layers get the voxel
+size stored in the file as their scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediar3d.napari._layers import LayerData, flows_layer, labels_layer, probability_layer
+
+#: Output kinds by file-name ending (lower case).
+KINDS = {"_labels": "labels", "_flows": "flows", "_prob": "prob"}
+SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr")
+
+
+def split_output_name(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(prefix, kind) of an output path such as ``out/cells_labels.tif`` -> (``out/cells``, ``labels``), else None."""
+    text = str(path).rstrip("/\\")
+    lower = text.lower()
+    for suffix in SUFFIXES:
+        if lower.endswith(suffix):
+            stem = text[: -len(suffix)]
+            for ending, kind in KINDS.items():
+                if stem.lower().endswith(ending):
+                    return stem[: -len(ending)], kind
+            return None
+    return None
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return `read_outputs` when `path` is one mediar3d output file, else None (napari tries others)."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return read_outputs if split_output_name(path) is not None else None
+
+
+def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None, str]:
+    from mediar3d.io import read_image
+
+    image = read_image(path)
+    return image.data, image.voxel_size, image.axes
+
+
+def _flows_tuple(path: Path) -> LayerData:
+    data, voxel, axes = _read(path)
+    if axes == "ZYX" and data.shape[0] == 2:  # 2D flows (dy, dx) are stored as a 3-plane stack
+        voxel = voxel[1:] if voxel else None
+    return flows_layer(data, path.name.split(".")[0], scale=voxel)
+
+
+def _prob_tuple(path: Path) -> LayerData:
+    data, voxel, _ = _read(path)
+    return probability_layer(data, path.name.split(".")[0], scale=voxel)
+
+
+def _labels_tuple(path: Path, prefix: str) -> LayerData:
+    from mediar3d.io import validate_labels
+
+    data, voxel, _ = _read(path)
+    validate_labels(data, path)
+    metadata: dict[str, Any] = {}
+    params = Path(f"{prefix}_params.json")
+    if params.is_file():
+        metadata["mediar3d"] = json.loads(params.read_text())
+    return labels_layer(data, path.name.split(".")[0], scale=voxel, metadata=metadata)
+
+
+def read_outputs(path: str | list[str]) -> list[LayerData]:
+    """Read one mediar3d output (and, for labels, its flows / probability siblings) as layer data."""
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    split = split_output_name(path)
+    if split is None:
+        return []
+    prefix, kind = split
+    path = Path(path)
+    if kind == "flows":
+        return [_flows_tuple(path)]
+    if kind == "prob":
+        return [_prob_tuple(path)]
+    layers = []
+    prob, flows = Path(f"{prefix}_prob.tif"), Path(f"{prefix}_flows.tif")
+    if prob.is_file():
+        layers.append(_prob_tuple(prob))
+    if flows.is_file():
+        layers.append(_flows_tuple(flows))
+    layers.append(_labels_tuple(path, prefix))
+    return layers

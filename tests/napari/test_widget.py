@@ -1,0 +1,140 @@
+"""The dock widget on a small synthetic volume: same labels as `mediar3d.segment`, cancel, user mistakes."""
+
+import numpy as np
+import pytest
+
+import mediar3d
+from mediar3d.data.synthetic import make_nuclei_volume
+from mediar3d.napari._job import expected_network_calls
+from mediar3d.napari._widget import CHECKPOINT, SegmentWidget
+
+pytestmark = pytest.mark.napari
+
+# The bundled model was trained on nuclei about 20 px across; a volume of such nuclei at
+# anisotropy 2 stays small on the network grid (24 x 32 x 48), so a run takes a few seconds.
+SHAPE, DIAMETER, ANISOTROPY = (12, 32, 48), 20.0, 2.0
+
+
+@pytest.fixture(scope="module")
+def volume():
+    image, _ = make_nuclei_volume(SHAPE, radius_range=(8.0, 11.0), anisotropy=ANISOTROPY, seed=5)
+    return image
+
+
+def _widget(make_napari_viewer, data, **layer_kwargs):
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="cells", **layer_kwargs)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+
+
+def test_widget_labels_match_segment(make_napari_viewer, qtbot, volume):
+    viewer, widget = _widget(make_napari_viewer, volume, scale=(ANISOTROPY, 0.5, 0.5), translate=(3.0, 0.0, 0.0))
+    assert widget._image.value is viewer.layers["cells"]
+    assert widget._anisotropy.value == pytest.approx(ANISOTROPY * 2)  # z 2.0 over xy 0.5 -> 4
+    widget._anisotropy.value = ANISOTROPY
+    widget._diameter.value = DIAMETER
+    widget._model_thresholds.value = False
+    widget._cellprob.value = -0.5
+    widget._add_flows.value = True
+    widget._add_prob.value = True
+    widget.run()
+    assert widget.running and not widget._run.enabled and widget._cancel.enabled
+    _wait(qtbot, widget)
+
+    expected = mediar3d.segment(volume, "default", diameter=DIAMETER, anisotropy=ANISOTROPY, cellprob_threshold=-0.5,
+                                progress=False)
+    labels = viewer.layers["cells_labels"]
+    assert expected.max() >= 2
+    np.testing.assert_array_equal(labels.data, expected)
+    assert tuple(labels.scale) == (ANISOTROPY, 0.5, 0.5) and tuple(labels.translate) == (3.0, 0.0, 0.0)
+    assert labels.metadata["mediar3d"]["cellprob_threshold"] == -0.5
+    flows, prob = viewer.layers["cells_flows"], viewer.layers["cells_prob"]
+    assert flows.rgb and flows.data.shape == SHAPE + (3,) and tuple(flows.scale) == (ANISOTROPY, 0.5, 0.5)
+    assert prob.data.shape == SHAPE and 0.0 <= prob.data.min() and prob.data.max() <= 1.0
+    total = expected_network_calls(SHAPE, mode="3d", model_diameter=20.0, diameter=DIAMETER, anisotropy=ANISOTROPY)
+    assert widget._progress.max == total and widget._progress.value == total
+    assert widget._run.enabled and not widget._cancel.enabled
+
+
+def test_cancel_stops_at_the_next_network_call(make_napari_viewer, qtbot, volume, notifications):
+    viewer, widget = _widget(make_napari_viewer, volume)
+    widget._diameter.value = DIAMETER
+    reports = []
+
+    def on_progress(done, total):
+        reports.append((done, total))
+        widget.cancel()
+
+    widget._relay.progress.connect(on_progress)
+    widget.run()
+    _wait(qtbot, widget)
+    qtbot.wait(50)
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    total = reports[0][1]
+    assert total > 2 and len(reports) < total
+    assert widget._status.value == "cancelled"
+    assert any("cancelled" in str(n.message) for n in notifications)
+    assert widget._run.enabled and not widget._cancel.enabled
+
+
+def test_user_mistakes_are_notifications_and_add_no_layer(make_napari_viewer, qtbot, volume, notifications, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([volume, volume]), name="two_channels")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert not widget._channel.native.isHidden() and widget._channel.choices == ("none", "0", "1")
+
+    widget.run()  # 4D layer, no channel chosen
+    assert not widget.running
+    assert "choose the channel" in str(notifications[-1].message)
+    assert notifications[-1].severity == "error"
+
+    widget._channel.value = "1"
+    widget._model.value = CHECKPOINT
+    assert not widget._checkpoint.native.isHidden()
+    widget._checkpoint.value = tmp_path / "missing.pt"
+    widget.run()
+    assert not widget.running and "missing.pt" in str(notifications[-1].message)
+
+    viewer.add_image(np.zeros((2, 3, 8, 16, 16), dtype=np.float32), name="five_d")
+    widget._image.value = viewer.layers["five_d"]
+    widget._model.value = "default"
+    widget.run()
+    assert not widget.running and "expected (z, y, x)" in str(notifications[-1].message)
+
+    # a mistake only the pipeline finds (NaN values) still arrives as a notification from the worker
+    bad = volume.astype(np.float32)
+    bad[0, 0, 0] = np.nan
+    viewer.add_image(bad, name="with_nan")
+    widget._image.value = viewer.layers["with_nan"]
+    widget.run()
+    _wait(qtbot, widget)
+    qtbot.wait(50)
+    assert "NaN" in str(notifications[-1].message) and notifications[-1].severity == "error"
+    assert not any(layer.name.endswith("_labels") for layer in viewer.layers)
+
+
+def test_two_dimensional_layer_runs_in_2d(make_napari_viewer, qtbot, volume):
+    viewer, widget = _widget(make_napari_viewer, volume[6])
+    assert widget._mode.choices == ("2d",) and not widget._anisotropy.enabled
+    widget._diameter.value = DIAMETER
+    widget.run()
+    _wait(qtbot, widget)
+    expected = mediar3d.segment(volume[6], "default", diameter=DIAMETER, do_3d=False, progress=False)
+    assert expected.max() >= 1
+    np.testing.assert_array_equal(viewer.layers["cells_labels"].data, expected)
+    assert widget._channel.native.isHidden()
+
+    # a second run replaces the layer's data instead of adding "cells_labels [1]"
+    widget._model_thresholds.value = False
+    widget._cellprob.value = 12.0
+    widget.run()
+    _wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells_labels"]
+    assert viewer.layers["cells_labels"].data.max() == 0
