@@ -66,3 +66,17 @@ def test_should_use_blocks_compares_estimate_with_memory():
 def test_bad_grid_settings_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         BlockGrid.create((8, 8, 8), **kwargs)
+
+
+@pytest.mark.parametrize("model_d,d,aniso", [(17.0, 8.1, 1.0), (30.0, 41.0, 2.7), (11.0, 11.0, 3.3), (None, None, 1.9)])
+def test_snapped_zoom_puts_every_block_on_one_grid(model_d, d, aniso):
+    from mediar3d.distributed.blockfns import snap_scale
+
+    new_d, new_a, q = snap_scale(model_d, d, aniso)
+    s = model_d / new_d if model_d else 1.0
+    factors = np.array([new_a * s, s, s])
+    old_s = model_d / d if model_d else 1.0
+    assert np.allclose(factors, [aniso * old_s, old_s, old_s], rtol=1 / 16 + 1e-9)
+    # a block starting at k*q with size m*q zooms to whole voxels: factor*q is an integer
+    np.testing.assert_allclose(factors * q, np.round(factors * q), atol=1e-9)
+    assert (q == 1) == (d == model_d and aniso == 1.0)

@@ -181,31 +181,41 @@ class _BlobFlowNet:
         return Net().eval()
 
 
-@pytest.mark.parametrize("model", ["bundled", "blob-flow stand-in"])
+@pytest.mark.parametrize("model", [pytest.param("bundled", marks=pytest.mark.slow), "blob-flow stand-in"])
 def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
-    from mediar3d.distributed import SegmentBlockFn, global_percentiles
+    from mediar3d.distributed import default_halo
+    from mediar3d.distributed.blockfns import default_segment_fn
     from mediar3d.errors import ModelError
     from mediar3d.evaluation import average_precision
-    from mediar3d.inference.loader import bundled_checkpoint
+    from mediar3d.inference.loader import InferenceModel, bundled_checkpoint
 
     if model == "bundled":
         try:
             bundled_checkpoint()
         except ModelError:
             pytest.skip("the bundled default model is not in this checkout")
-        net, diameter, options = None, 11.0, {"tile": 64}
+        # cells at the model's training size (20 px): no zoom, the smallest network run
+        net, options, diameter, radius = None, {"tile": 64}, 20.0, (8.0, 10.5)
     else:
-        net, diameter, options = _BlobFlowNet.build(), None, {"tile": 64, "min_size": 30}
-    labels = balls(SHAPE, 30, radius=(4, 6.5), seed=14, centres=CENTRES)
+        net, options = InferenceModel(_BlobFlowNet.build(), "blob", diameter=11.0), {"tile": 64, "min_size": 30}
+        diameter, radius = None, (4.0, 6.5)  # estimated (about 8), zoomed by 11/8 on an 8-voxel grid
+    labels = balls(SHAPE, 30, radius=radius, seed=14, centres=CENTRES)
     labels = np.where(ndi.grey_erosion(labels, size=3) == ndi.grey_dilation(labels, size=3), labels, 0)
     rng = np.random.default_rng(14)
     # brighter towards high z: per-block normalisation would differ from the whole volume's
     ramp = np.linspace(0.6, 1.4, SHAPE[0], dtype=np.float32)[:, None, None]
     image = (ndi.gaussian_filter((labels > 0) * 200.0 + 20, 1.0) * ramp + rng.normal(0, 5, SHAPE)).astype(np.float32)
-    whole = SegmentBlockFn(net, diameter, intensity_range=global_percentiles(image), options=options)(image)
-    assert whole.max() > 20
-    # the default pipeline of segment_blocks: whole-volume percentiles, same model and scale
-    _, out = _run(image, tmp_path, "out.zarr", model=net, diameter=diameter or 11.0, segment_options=options, halo=16)
+    # the whole-volume set-up: global percentiles, diameter estimated once on the centre
+    whole_fn = default_segment_fn(image, model=net, diameter=diameter, options=options)
+    assert 7.0 < whole_fn.diameter < 22.0
+    whole = whole_fn(image)
+    assert whole.max() > 8
+    # segment_blocks' default pipeline must reach the same set-up and the same masks
+    result, out = _run(image, tmp_path, "out.zarr", model=net, diameter=diameter, segment_options=options, halo=None,
+                       block_size=(24, 32, 32))
+    q = whole_fn.grid_quantum
+    assert result.grid.halo == tuple(-(-h // q) * q for h in default_halo(whole_fn.diameter))
+    assert result.n_blocks == 8 and all(b % q == 0 for b in result.grid.block_size)
     assert average_precision(whole, out, thresholds=[0.5])[0] >= 0.98
 
 

@@ -75,6 +75,7 @@ class SegmentBlockFn:
             percentiles of the whole volume), passed to ``segment`` when it supports a
             fixed range; else each block is percentile-normalised on its own.
         options: further keyword arguments of ``segment`` (thresholds, tile, tta, ...).
+        grid_quantum: block starts and sizes must be multiples of it (see :func:`snap_scale`).
     """
 
     model: Any = None
@@ -83,6 +84,9 @@ class SegmentBlockFn:
     device: str | None = None
     intensity_range: tuple[float, float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: Block starts and sizes must be multiples of this for the blocks' resampled grids
+    #: to be sub-grids of one common grid (see :func:`snap_scale`); 1 when no resampling.
+    grid_quantum: int = 1
 
     def _resolved(self, device: str) -> Any:
         key = (str(self.model) if not hasattr(self.model, "forward") else f"module-{id(self.model)}", device)
@@ -105,11 +109,28 @@ class SegmentBlockFn:
             options["intensity_range"] = tuple(self.intensity_range)
         model = self._resolved(device)
         diameter = self.diameter if self.diameter is not None else model.diameter
-        result = run_segmentation(
-            np.asarray(block), model, diameter=diameter, anisotropy=self.anisotropy,
-            device=device, **options,
-        )
-        return np.asarray(result.labels)
+        block = np.asarray(block)
+        shape = block.shape
+        if self.grid_quantum > 1:
+            # Only extents that end at the volume's far border have sizes off the grid:
+            # extend them there (edge values, as the zoom itself does) and crop back.
+            block = np.pad(block, [(0, -n % self.grid_quantum) for n in shape], mode="edge")
+        result = run_segmentation(block, model, diameter=diameter, anisotropy=self.anisotropy, device=device, **options)
+        return np.asarray(result.labels)[tuple(slice(0, n) for n in shape)]
+
+    def estimate_diameter(self, sample: np.ndarray) -> float | None:
+        """Object diameter that ``segment`` estimates on a (z, y, x) sample, None if none found."""
+        from mediar3d.inference import run_segmentation
+
+        options = dict(self.options)
+        options["progress"] = False
+        device = worker_device(options.pop("device", None) or self.device)
+        if self.intensity_range is not None:
+            options["intensity_range"] = tuple(self.intensity_range)
+        result = run_segmentation(np.asarray(sample), self._resolved(device), diameter=None,
+                                  anisotropy=self.anisotropy, device=device, **options)
+        value = result.params.get("diameter")
+        return float(value) if value else None
 
     def fingerprint(self) -> str:
         """Stable description for the resume check."""
@@ -117,3 +138,79 @@ class SegmentBlockFn:
             {"model": self.model, "diameter": self.diameter, "anisotropy": self.anisotropy,
              "range": self.intensity_range, "options": self.options}, sort_keys=True, default=str
         )
+
+
+def default_segment_fn(
+    volume: Any,
+    *,
+    model: Any = None,
+    diameter: float | None = None,
+    anisotropy: float | None = None,
+    options: dict[str, Any] | None = None,
+    sample_block: tuple[int, int, int] = (64, 256, 256),
+) -> SegmentBlockFn:
+    """The full pipeline set up once for a whole (z, y, x) volume, so all blocks agree.
+
+    Intensities are scaled by the whole volume's percentiles (from a strided sample);
+    without a ``diameter`` it is estimated once, by ``segment`` on the central
+    ``sample_block`` of the volume, and then fixed for every block.
+
+    Args:
+        volume: lazily sliced (z, y, x) array-like.
+        model: as for :class:`SegmentBlockFn`.
+        diameter: object diameter in y/x pixels, or None to estimate it.
+        anisotropy: z spacing over y/x spacing.
+        options: more ``segment`` keyword arguments.
+        sample_block: size (z, y, x) of the central crop used to estimate the diameter.
+
+    Returns:
+        A :class:`SegmentBlockFn`; its ``diameter`` is None only when the model has no
+        training diameter to scale to.
+    """
+    from mediar3d.distributed.intensity import global_percentiles
+    from mediar3d.inference.loader import resolve_model
+
+    resolved = resolve_model(model)
+    intensity = None
+    if segment_takes_intensity_range():
+        intensity = global_percentiles(volume, tuple(resolved.percentiles))
+    fn = SegmentBlockFn(model=model, diameter=diameter, anisotropy=anisotropy, intensity_range=intensity,
+                        options=dict(options or {}))
+    if diameter is None and resolved.diameter is not None:
+        starts = [max((n - s) // 2, 0) for n, s in zip(volume.shape[-3:], sample_block)]
+        box = tuple(slice(a, a + s) for a, s in zip(starts, sample_block))
+        fn.diameter = fn.estimate_diameter(np.asarray(volume[(Ellipsis,) + box]))
+    fn.diameter, fn.anisotropy, fn.grid_quantum = snap_scale(resolved.diameter, fn.diameter, anisotropy)
+    return fn
+
+
+def snap_scale(
+    model_diameter: float | None, diameter: float | None, anisotropy: float | None, *, max_step: float = 1 / 8
+) -> tuple[float | None, float | None, int]:
+    """Round the zoom that ``segment`` applies so every block is resampled onto one grid.
+
+    ``segment`` zooms a volume by (anisotropy * s, s, s) with s = model diameter /
+    diameter, rounding each block's zoomed size on its own; blocks then disagree by
+    sub-voxel shifts and their masks no longer line up. With s = k / q and
+    anisotropy * s = kz / q, a block starting and ending at multiples of q maps onto
+    exactly the voxels the whole volume's zoom would give.
+
+    Args:
+        model_diameter: the model's training diameter (None: no size rescaling).
+        diameter: object diameter in y/x pixels (None: the model's own scale).
+        anisotropy: z spacing over y/x spacing (None: 1).
+        max_step: largest relative step between allowed zoom factors (changes are at
+            most half of it).
+
+    Returns:
+        (diameter, anisotropy, q) to use instead; q = 1 when nothing is resampled.
+    """
+    s = model_diameter / diameter if (model_diameter and diameter) else 1.0
+    fz = (anisotropy or 1.0) * s
+    if abs(s - 1.0) < 1e-9 and abs(fz - 1.0) < 1e-9:
+        return diameter, anisotropy, 1
+    q = max(8, int(np.ceil(1.0 / (max_step * min(s, fz)))))
+    s_q = max(1, round(s * q)) / q
+    fz_q = max(1, round(fz * q)) / q
+    new_diameter = model_diameter / s_q if (model_diameter and diameter) else diameter
+    return new_diameter, fz_q / s_q, q

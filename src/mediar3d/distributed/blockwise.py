@@ -33,6 +33,9 @@ from mediar3d.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
+#: Object diameter (voxels) assumed for the default halo when none is given or estimated.
+DEFAULT_DIAMETER = 30.0
+
 
 @dataclass
 class BlockRunResult:
@@ -68,36 +71,6 @@ def _fingerprint(block_fn: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
-def _model_diameter(model: Any) -> float | None:
-    """Training diameter of a named / saved model (None for a bare module)."""
-    if hasattr(model, "forward"):
-        return None
-    from mediar3d.inference.loader import resolve_model
-
-    return resolve_model(model).diameter
-
-
-def _default_block_fn(
-    arrays: list[Any], *, model: Any, diameter: float, anisotropy: float, options: dict[str, Any], many: bool
-) -> Callable:
-    """The full pipeline with one diameter and one whole-volume intensity range for all blocks."""
-    from mediar3d.distributed.blockfns import SegmentBlockFn, segment_takes_intensity_range
-    from mediar3d.distributed.intensity import global_percentiles
-
-    if many:
-        raise ConfigError("several inputs need a block_fn (the default pipeline takes one image volume)")
-    intensity = None
-    if segment_takes_intensity_range():
-        from mediar3d.inference.loader import resolve_model
-
-        percentiles = resolve_model(model).percentiles if not hasattr(model, "forward") else (0.0, 99.5)
-        intensity = global_percentiles(arrays[0], tuple(percentiles))
-    else:
-        log.warning("segment() cannot take a fixed intensity range: each block is percentile-normalised on its own")
-    return SegmentBlockFn(model=model, diameter=diameter, anisotropy=anisotropy, intensity_range=intensity,
-                          options=dict(options))
-
-
 def segment_blocks(
     source: Any,
     output: str | os.PathLike,
@@ -107,7 +80,7 @@ def segment_blocks(
     segment_options: dict[str, Any] | None = None,
     block_size: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
-    diameter: float | None = 30.0,
+    diameter: float | None = None,
     anisotropy: float | None = 1.0,
     channel: int | None = None,
     scheduler: str | None = None,
@@ -145,7 +118,7 @@ def segment_blocks(
             (1.5 diameters). Must exceed the largest object's diameter.
         diameter: expected object diameter in y/x voxels: sets the default halo and,
             for the default pipeline, the network scale shared by every block. None:
-            the model's training diameter (no rescaling), else 30.
+            estimated once on the central block (default pipeline), else 30.
         anisotropy: z spacing over y/x spacing (default halo and pipeline); None: from
             the voxel size (given or read from an OME-Zarr input), else 1.
         channel: channel of a (c, z, y, x) single input.
@@ -187,15 +160,20 @@ def segment_blocks(
         voxel_size = input_voxel_size(source)
     if anisotropy is None:
         anisotropy = float(voxel_size[0]) / float(voxel_size[2]) if voxel_size else 1.0
-    if diameter is None:
-        diameter = _model_diameter(model) if block_fn is None else None
-        diameter = diameter or 30.0
     if block_fn is None:
-        block_fn = _default_block_fn(arrays, model=model, diameter=diameter, anisotropy=anisotropy,
-                                     options=segment_options or {}, many=many)
+        if many:
+            raise ConfigError("several inputs need a block_fn (the default pipeline takes one image volume)")
+        from mediar3d.distributed.blockfns import default_segment_fn
+
+        block_fn = default_segment_fn(arrays[0], model=model, diameter=diameter, anisotropy=anisotropy,
+                                      options=segment_options)
+        diameter = block_fn.diameter
     elif model is not None or segment_options:
         raise ConfigError("model and segment_options are for the default pipeline; a block_fn carries its own")
+    diameter = diameter or DEFAULT_DIAMETER
     halo3 = BlockGrid.create(shape, 1, default_halo(diameter, anisotropy=anisotropy) if halo is None else halo).halo
+    quantum = int(getattr(block_fn, "grid_quantum", 1) or 1)
+    halo3 = tuple(-(-h // quantum) * quantum for h in halo3)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     settings = {
         "block_fn": _fingerprint(block_fn),
@@ -210,6 +188,9 @@ def segment_blocks(
     ) as ex:
         if block_size is None:
             block_size = choose_block_size(shape, halo3, memory_limit=ex.memory_per_thread() // 2)
+        if quantum > 1:  # block starts on the common resampling grid of the pipeline
+            sizes = BlockGrid.create(shape, block_size, halo3).block_size
+            block_size = tuple(max(quantum, b // quantum * quantum) for b in sizes)
         grid = BlockGrid.create(shape, block_size, halo3)
         store = WorkStore(work, grid)
         skipped = store.open(settings, resume=resume)
