@@ -93,8 +93,10 @@ def test_tune_from_a_mapping_with_cache_in_place(tmp_path, tiny_model):
     first = json.loads((tmp_path / "rep" / "tuning.json").read_text())
     assert read_checkpoint(tiny_model)[0].thresholds == pytest.approx(first["best"])
     assert first["settings"]["images"] == ["vols/v0.tif", "vols/v1.tif"]
-    # the weights did not change, so the cached outputs are reused and give the same table
+    # only the thresholds changed, so the cached outputs are reused and give the same result
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")}
     assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")} == stamps
     assert json.loads((tmp_path / "rep" / "tuning.json").read_text())["score"] == pytest.approx(first["score"])
 
 

@@ -15,8 +15,8 @@ DESCRIPTION = """\
 Tune the post-processing thresholds of a model (cellprob_threshold, flow_threshold,
 min_size) on annotated validation volumes. The network runs once per volume (as
 `mediar3d segment` runs it); every setting then costs only post-processing. The best
-setting is written into a copy of the checkpoint (so `segment --model` uses it by
-default), with tuning.csv, tuning.json and tuning.png (metric vs each threshold).
+setting is written into a copy of the checkpoint (its thresholds, which `segment --model`
+uses by default), with tuning.csv, tuning.json and tuning.png (metric vs each threshold).
 
 With --learning-curve DIR, every checkpoint in DIR (e.g. the objects_<N>.pt files that
 training saves at counts of annotated objects) is scored instead, and
@@ -66,11 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--search", choices=("coordinate", "grid"), default="coordinate",
                         help="coordinate: one threshold at a time until nothing changes (default); grid: all")
     search.add_argument("--cellprob-thresholds", nargs="+", type=float, default=None, metavar="T",
-                        help="candidate cell-probability logit thresholds (default -3 ... 3)")
+                        help="candidate cell-probability logit thresholds (default -2 -1 -0.5 0 0.5 1 2)")
     search.add_argument("--flow-thresholds", nargs="+", type=float, default=None, metavar="T",
-                        help="candidate flow-consistency thresholds, 0 = off (default 0 ... 1)")
+                        help="candidate flow-consistency thresholds, 0 = off (default 0 0.2 0.4 0.6 0.8)")
     search.add_argument("--min-sizes", nargs="+", type=float, default=None, metavar="N",
-                        help="candidate smallest object sizes in voxels (default 0 15 30 60 120)")
+                        help="candidate smallest object sizes in voxels (default 0 15 50 150)")
     search.add_argument("--tune-each", action="store_true",
                         help="with --learning-curve: tune every checkpoint's thresholds before scoring it")
     run_opts = p.add_argument_group("inference (as in segment)")
@@ -85,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[str, Any]]]:
-    """(name, image, labels, per-image options) of the validation images named on the command line."""
+def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[str, Any], tuple[Path, Path]]]:
+    """(name, image, labels, per-image options, (image path, labels path)) of the validation images."""
     import numpy as np
 
     from mediar3d.io import read_image, read_labels
@@ -101,7 +101,8 @@ def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[
         mapping = load_mapping(args.data)
         for dataset, pair in mapping.pairs(None if args.split == "all" else args.split):
             image, labels, anisotropy = read_pair(dataset, pair)
-            items.append((f"{dataset.name}/{pair.image.name}", image, labels, {"anisotropy": anisotropy}))
+            items.append((f"{dataset.name}/{pair.image.name}", image, labels, {"anisotropy": anisotropy},
+                          (pair.image, pair.label)))
         if not items:
             raise InputError(f"{args.data}: the {args.split} split holds no image/label pairs; use --split")
         return items
@@ -114,7 +115,7 @@ def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[
         if "C" in image.axes:
             raise InputError(f"{image_path}: has channels (axes {image.axes}); choose one with --channel N")
         labels = np.asarray(read_labels(label_path))
-        items.append((image_path.name, image, labels, {}))
+        items.append((image_path.name, image, labels, {}, (image_path, label_path)))
     return items
 
 
@@ -139,15 +140,15 @@ def _grid(args: argparse.Namespace) -> dict[str, list[float]]:
 def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> list:
     from tqdm.auto import tqdm
 
-    from mediar3d.tuning.outputs import load_outputs, outputs_key, predict_outputs, save_outputs
+    from mediar3d.tuning.outputs import load_outputs, model_fingerprint, outputs_key, predict_outputs, save_outputs
 
     outputs = []
-    for index, (name, image, labels, own) in enumerate(tqdm(data, desc="network", unit="image", disable=None)):
+    fingerprint = model_fingerprint(args.model) if args.cache is not None else None
+    for index, (name, image, labels, own, files) in enumerate(tqdm(data, desc="network", unit="image", disable=None)):
         merged = {**own, **options}
         cached = None
         if args.cache is not None:
-            source = args.data if args.data is not None else args.image[index]
-            key = outputs_key(model=args.model, source=str(source), name=name, labels=str(labels.shape), **merged)
+            key = outputs_key(model=fingerprint, image=str(files[0]), labels=str(files[1]), name=name, **merged)
             file = args.cache / f"{index:03d}_{Path(name).name}.npz"
             cached = load_outputs(file, key)
         if cached is None:
@@ -156,6 +157,16 @@ def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> l
                 save_outputs(file, cached, key)
         outputs.append(cached)
     return outputs
+
+
+def _start(model: str) -> dict[str, float]:
+    """The model's own thresholds (min_size too, when the checkpoint has one): where the search starts."""
+    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
+    from mediar3d.models import read_checkpoint
+
+    config, _ = read_checkpoint(bundled_checkpoint() if model in BUNDLED_NAMES else Path(model))
+    return {k: float(v) for k, v in config.thresholds.items() if k in ("cellprob_threshold", "flow_threshold",
+                                                                       "min_size")}
 
 
 def _default_output(model: str) -> Path:
@@ -206,8 +217,16 @@ def run(args: argparse.Namespace) -> int:
     report = args.report or output.with_name(f"{output.stem}_tuning")
     data = validation_data(args)
     outputs = _outputs(args, data, segment_options(args))
-    result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None, method=args.search,
-                             sparse_gt=args.sparse, niter=args.niter)
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="settings", unit="setting", disable=None) as bar:
+        def advance(row: dict[str, Any]) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{args.metric} {row[args.metric]:.3f}")
+
+        result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None,
+                                 method=args.search, start=_start(args.model), sparse_gt=args.sparse,
+                                 progress=advance, niter=args.niter)
     settings = {"model": str(args.model), "data": str(args.data) if args.data else [str(p) for p in args.image],
                 "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
                 "images": [item[0] for item in data], **{k: v for k, v in segment_options(args).items()}}

@@ -84,7 +84,6 @@ class ObjectCountCheckpointer:
         self.seen += self.objects_in_epoch(trainer, epoch)
         self.epochs_counted = epoch
         crossed = [t for t in self.targets if before < t <= self.seen]
-        metrics["objects_seen"] = self.seen
         if not crossed or not getattr(getattr(trainer, "dist", None), "is_main", True):
             return
         if len(crossed) > 1:

@@ -29,7 +29,7 @@ from mediar3d.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NetworkOutputs", "load_outputs", "outputs_key", "predict_outputs", "save_outputs"]
+__all__ = ["NetworkOutputs", "load_outputs", "model_fingerprint", "outputs_key", "predict_outputs", "save_outputs"]
 
 #: Probabilities are clipped to this distance from 0 and 1 before taking the logit.
 _EPS = 1e-7
@@ -111,8 +111,24 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     return NetworkOutputs(name=name, flows=flows, logits=logits, gt=gt, voxel_factor=voxel_factor, defaults=defaults)
 
 
+def model_fingerprint(model: str | os.PathLike) -> str:
+    """Hash of what a checkpoint's network outputs depend on: architecture, weights, normalisation,
+    training diameter; not its thresholds (so tuning in place keeps cached outputs valid)."""
+    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
+    from mediar3d.models import read_checkpoint
+
+    path = bundled_checkpoint() if str(model) in BUNDLED_NAMES else Path(model)
+    config, state = read_checkpoint(path)
+    digest = hashlib.sha1(json.dumps([config.arch, config.kwargs, config.normalization, config.train_diameter],
+                                     sort_keys=True, default=str).encode())
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def outputs_key(**facts: Any) -> str:
-    """A short hash of what the outputs depend on (model file, image file, options)."""
+    """A short hash of what the outputs depend on (files by path, size and time; other values as they are)."""
     def describe(value: Any) -> Any:
         if isinstance(value, (str, Path)) and Path(value).is_file():
             stat = Path(value).stat()
