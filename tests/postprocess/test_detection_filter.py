@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from mediar3d.errors import InputError
-from mediar3d.postprocess.detection_filter import (filter_by_markers, filter_by_points, filter_by_points_reference,
-                                                   labels_at_points, read_points_csv)
+from mediar3d.postprocess.detection_filter import (
+    filter_by_markers,
+    filter_by_points,
+    filter_by_points_reference,
+    labels_at_points,
+    read_points_csv,
+)
 
 
 def random_labels(shape=(10, 30, 30), n=25, seed=0) -> np.ndarray:

@@ -48,7 +48,7 @@ def test_segment_with_a_self_ensemble_gives_the_same_labels():
 
     net = tiny_unet(2)
     volume = np.random.default_rng(0).random((8, 24, 24)).astype(np.float32)
-    options = dict(progress=False, cellprob_threshold=-0.5, flow_threshold=0.0, min_size=0, niter=20)
+    options = {"progress": False, "cellprob_threshold": -0.5, "flow_threshold": 0.0, "min_size": 0, "niter": 20}
     single = segment(volume, net, **options)
     both = segment(volume, EnsembleModel([net, net]), **options)
     np.testing.assert_array_equal(single, both)

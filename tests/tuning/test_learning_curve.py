@@ -10,7 +10,11 @@ import pytest
 
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.tuning import ObjectCountCheckpointer, evaluate_checkpoints
-from mediar3d.tuning.learning_curve import checkpoint_objects, plot_learning_curve, write_curve_table
+from mediar3d.tuning.learning_curve import (
+    checkpoint_objects,
+    plot_learning_curve,
+    write_curve_table,
+)
 
 OBJECTS_PER_IMAGE = 5
 CENTRES = ((10, 10), (10, 30), (30, 10), (30, 30), (24, 40))

@@ -25,7 +25,7 @@ def test_cached_outputs_reproduce_segment(blob_volume):
     net = OracleNet2D()
     outputs = predict_outputs(image, labels, net, name="blobs", batch_size=16)
     assert outputs.flows.shape == (3,) + image.shape and outputs.voxel_factor == pytest.approx(1.0)
-    setting = dict(cellprob_threshold=0.5, flow_threshold=0.4, min_size=20)
+    setting = {"cellprob_threshold": 0.5, "flow_threshold": 0.4, "min_size": 20}
     expected = segment(image, net, batch_size=16, progress=False, **setting)
     assert expected.max() >= 5
     np.testing.assert_array_equal(outputs.labels(**setting), expected)

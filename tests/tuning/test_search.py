@@ -8,7 +8,13 @@ from tuning_synth import signed_distance
 
 from mediar3d.errors import ConfigError
 from mediar3d.evaluation import average_precision
-from mediar3d.tuning import NetworkOutputs, load_outputs, save_outputs, score_setting, tune_thresholds
+from mediar3d.tuning import (
+    NetworkOutputs,
+    load_outputs,
+    save_outputs,
+    score_setting,
+    tune_thresholds,
+)
 
 SMALL_GRID = {"cellprob_threshold": (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0), "flow_threshold": (0.0, 0.4),
               "min_size": (0.0, 15.0, 60.0)}
@@ -47,7 +53,7 @@ def test_tuning_raises_min_size_against_small_false_objects(balls):
     outputs = [NetworkOutputs("fragments", flows, logits, labels)]
     start = {"cellprob_threshold": 0.0, "flow_threshold": 0.0, "min_size": 0.0}
     result = tune_thresholds(outputs, grid={"min_size": (0.0, 10.0, 40.0, 80.0)}, start=start,
-                             **{"max_rounds": 2})
+                             max_rounds=2)
     assert result.start_score == pytest.approx(9 / 13, abs=1e-6)  # 9 TP, 4 FP
     assert 40.0 <= result.best["min_size"] <= 80.0
     assert result.score == pytest.approx(1.0)

@@ -32,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mediar3d.io import read_image, read_labels, write_labels
-    from mediar3d.postprocess.detection_filter import filter_by_markers, filter_by_points, read_points_csv
+    from mediar3d.postprocess.detection_filter import (
+        filter_by_markers,
+        filter_by_points,
+        read_points_csv,
+    )
 
     if args.output.resolve() == args.labels.resolve():
         raise InputError(f"output {args.output} is the input; write the filtered labels to a new file")

@@ -124,13 +124,12 @@ def run(args: argparse.Namespace) -> int:
     csv_path = out / "slices.csv"
     from mediar3d.io import atomic_output
 
-    with atomic_output(csv_path) as temp:
-        with open(temp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-            writer.writeheader()
-            for row in table:
-                writer.writerow({k: (v.relative_to(out).as_posix() if isinstance(v, Path) and v.is_relative_to(out)
-                                     else v) for k, v in row.items()})
+    with atomic_output(csv_path) as temp, open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        for row in table:
+            writer.writerow({k: (v.relative_to(out).as_posix() if isinstance(v, Path) and v.is_relative_to(out)
+                                 else v) for k, v in row.items()})
     counts = {e.name: len(e.pairs) for e in entries}
     print(f"wrote {len(table)} slice pairs ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     print(f"  wrote {map_path}\n  wrote {csv_path}")

@@ -140,7 +140,13 @@ def _grid(args: argparse.Namespace) -> dict[str, list[float]]:
 def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> list:
     from tqdm.auto import tqdm
 
-    from mediar3d.tuning.outputs import load_outputs, model_fingerprint, outputs_key, predict_outputs, save_outputs
+    from mediar3d.tuning.outputs import (
+        load_outputs,
+        model_fingerprint,
+        outputs_key,
+        predict_outputs,
+        save_outputs,
+    )
 
     outputs = []
     fingerprint = model_fingerprint(args.model) if args.cache is not None else None
@@ -180,7 +186,11 @@ def _default_output(model: str) -> Path:
 
 def run_learning_curve(args: argparse.Namespace) -> int:
     """Score every checkpoint of --learning-curve DIR; write the table and the plot."""
-    from mediar3d.tuning.learning_curve import evaluate_checkpoints, plot_learning_curve, write_curve_table
+    from mediar3d.tuning.learning_curve import (
+        evaluate_checkpoints,
+        plot_learning_curve,
+        write_curve_table,
+    )
 
     data = validation_data(args)
     out_dir = args.output if args.output is not None else args.learning_curve

@@ -41,7 +41,7 @@ def choose_instances(ids: np.ndarray, *, fraction: float | None = None, count: i
     if fraction is not None:
         if not 0.0 <= float(fraction) <= 1.0:
             raise ConfigError(f"fraction {fraction!r}: must be between 0 and 1")
-        n_keep = int(round(float(fraction) * ids.size))
+        n_keep = round(float(fraction) * ids.size)
         if fraction > 0 and ids.size:
             n_keep = max(n_keep, 1)
     else:

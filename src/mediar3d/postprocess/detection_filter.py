@@ -177,7 +177,7 @@ def filter_by_points_reference(labels: np.ndarray, points: np.ndarray) -> np.nda
     """Plain loop over masks doing what :func:`filter_by_points` does (slow; for tests)."""
     labels = np.asarray(labels)
     out = labels.copy()
-    rounded = [tuple(int(round(c)) for c in p) for p in np.asarray(points, dtype=np.float64)]
+    rounded = [tuple(round(c) for c in p) for p in np.asarray(points, dtype=np.float64)]
     for k in np.unique(labels):
         if k == 0:
             continue

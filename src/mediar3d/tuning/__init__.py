@@ -16,10 +16,26 @@ Typical use::
 """
 
 from mediar3d.tuning.ensemble import EnsembleModel, FlipTTA, load_ensemble
-from mediar3d.tuning.learning_curve import ObjectCountCheckpointer, evaluate_checkpoints, plot_learning_curve
-from mediar3d.tuning.outputs import NetworkOutputs, load_outputs, predict_outputs, save_outputs
+from mediar3d.tuning.learning_curve import (
+    ObjectCountCheckpointer,
+    evaluate_checkpoints,
+    plot_learning_curve,
+)
+from mediar3d.tuning.outputs import (
+    NetworkOutputs,
+    load_outputs,
+    predict_outputs,
+    save_outputs,
+)
 from mediar3d.tuning.report import write_tuned_checkpoint, write_tuning_report
-from mediar3d.tuning.search import DEFAULT_GRID, METRICS, PARAMETERS, TuneResult, score_setting, tune_thresholds
+from mediar3d.tuning.search import (
+    DEFAULT_GRID,
+    METRICS,
+    PARAMETERS,
+    TuneResult,
+    score_setting,
+    tune_thresholds,
+)
 
 __all__ = [
     "DEFAULT_GRID", "METRICS", "PARAMETERS", "EnsembleModel", "FlipTTA", "NetworkOutputs", "ObjectCountCheckpointer",

@@ -192,11 +192,10 @@ def write_curve_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Pa
     path = Path(path)
     columns = ["checkpoint", "objects_seen", "epoch", "score", "ap", "f1", "precision", "recall", "seg", "dice",
                "cellprob_threshold", "flow_threshold", "min_size", "n_pred", "n_gt", "tp"]
-    with atomic_output(path) as temp:
-        with open(temp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+    with atomic_output(path) as temp, open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 

@@ -69,7 +69,7 @@ class NetworkOutputs:
         from mediar3d.inference.anisotropy import resample_labels
         from mediar3d.postprocess import compute_masks
 
-        size = max(1, int(round(float(min_size) * self.voxel_factor)))
+        size = max(1, round(float(min_size) * self.voxel_factor))
         masks = compute_masks(self.flows, self.logits, cellprob_threshold=float(cellprob_threshold),
                               flow_threshold=float(flow_threshold), min_size=size, **options)
         return resample_labels(np.asarray(masks), self.gt.shape)

@@ -23,12 +23,11 @@ _COLUMNS = (*PARAMETERS, "ap", "f1", "precision", "recall", "seg", "dice", "n_pr
 def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
     """Write every evaluated setting and its scores as CSV (one row per setting), atomically."""
     path = Path(path)
-    with atomic_output(path) as temp:
-        with open(temp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(_COLUMNS), extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in _COLUMNS})
+    with atomic_output(path) as temp, open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in _COLUMNS})
     return path
 
 
