@@ -11,10 +11,10 @@ Both are `torch.nn.Module` wrappers with the interface of the wrapped networks, 
   volumetric networks (B, C, Z, Y, X) -> (B, 4, Z, Y, X) = (dz, dy, dx, logit), 8 flips.
 
 In the orthogonal-slice 3D pipeline (Algorithm 1) a flip of the volume along z, y or x is
-a flip of the rows or columns of the slices of the other two orientations, so the eight
-3D flips of a volume average to exactly the four 2D flips of every slice: use
-``segment(..., tta=True)`` or ``FlipTTA`` on the 2D network; 3D flips only add
-information for volumetric networks.
+a flip of the rows or columns of the slices of the other two orientations, so averaging
+the eight 3D flips of a volume amounts to averaging the four 2D flips of every slice (up
+to where tiles fall): use ``segment(..., tta=True)`` or ``FlipTTA`` on the 2D network; 3D
+flips add information only for volumetric networks.
 
 :func:`load_ensemble` builds an `InferenceModel` from several checkpoints (shared
 normalisation required; training diameters and thresholds averaged).
