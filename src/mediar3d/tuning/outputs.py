@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -81,7 +82,9 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     Args:
         image: Volume (z, y, x) or image (y, x): array or `mediar3d.io.Image`.
         gt: Ground-truth labels of the same shape.
-        model: Anything `segment` takes as ``model`` (name, path, module, InferenceModel).
+        model: Anything `segment` takes as ``model`` (name, path, module, InferenceModel); a
+            volumetric network (``spatial_dims = 3``) runs through `run_volume_segmentation`
+            (``tta`` then averages its eight 3D flips).
         name: Name for reports.
         **options: `run_segmentation` options (diameter, anisotropy, tta, device, tile,
             batch_size, ...); ``do_3d`` follows the image's dimensions.
@@ -91,6 +94,8 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     """
     from mediar3d.inference import run_segmentation
     from mediar3d.inference.anisotropy import resample_image
+    from mediar3d.inference.loader import resolve_model
+    from mediar3d.inference.volume3d import is_volumetric, run_volume_segmentation
 
     data = np.asarray(getattr(image, "data", image))
     gt = np.asarray(gt)
@@ -98,8 +103,18 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
         raise InputError(f"{name or 'image'}: labels of shape {gt.shape} do not match the image of shape {data.shape}")
     if options.get("z_only"):
         raise ConfigError("threshold tuning needs the full 3D (or 2D) mode, not z-only")
-    options = {"progress": False, **options, "do_3d": data.ndim == 3}
-    result = run_segmentation(image, model, keep_flows=True, **options)
+    resolved = resolve_model(model, model_diameter=options.pop("model_diameter", None))
+    if is_volumetric(resolved.net):
+        if options.pop("tta", False):
+            from mediar3d.tuning.ensemble import FlipTTA
+
+            resolved = dataclasses.replace(resolved, net=FlipTTA(resolved.net))
+        accepted = inspect.signature(run_volume_segmentation).parameters
+        options = {"progress": False, **{k: v for k, v in options.items() if k in accepted}}
+        result = run_volume_segmentation(image, resolved, keep_flows=True, **options)
+    else:
+        options = {"progress": False, **options, "do_3d": data.ndim == 3}
+        result = run_segmentation(image, resolved, keep_flows=True, **options)
     work_shape = tuple(int(n) for n in result.params["network_shape"])
     probability = np.clip(result.probability.astype(np.float64), _EPS, 1.0 - _EPS)
     logits = np.log(probability / (1.0 - probability)).astype(np.float32)
