@@ -179,12 +179,16 @@ def cli_markdown() -> str:
 
 
 # ---- screenshots ----------------------------------------------------------------------
-def _shoot(viewer, path: Path, *, canvas_only: bool) -> None:
+def _shoot(viewer, path: Path) -> None:
     from qtpy.QtWidgets import QApplication
 
+    # a hidden canvas repaints on a new slice, not on a change of layer visibility: step away and back
+    step = viewer.dims.current_step[0]
+    viewer.dims.set_current_step(0, step + 1)
+    viewer.dims.set_current_step(0, step)
     for _ in range(10):
         QApplication.processEvents()
-    viewer.screenshot(str(path), canvas_only=canvas_only, flash=False)
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
     print(f"wrote {path.relative_to(ROOT)}")
 
 
@@ -193,15 +197,19 @@ def make_screenshots(out: Path = IMAGES) -> None:
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM", "") != "xcb":
         raise SystemExit("screenshots need an OpenGL context: run under a virtual X server, e.g. "
                          "`xvfb-run -a python scripts/make_docs.py --screenshots`")
+    # Load the networks' libraries before napari makes its OpenGL context: with Mesa's software
+    # OpenGL (llvmpipe), importing PyTorch's Triton afterwards crashes (see docs/napari.md).
+    import mediar3d.models  # noqa: F401
+    from mediar3d.napari._widget import SegmentWidget
+
     import napari
     from qtpy.QtWidgets import QApplication
-
-    from mediar3d.napari._widget import SegmentWidget
 
     out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=False)
     viewer.window._qt_window.resize(1400, 820)
     viewer.open_sample("mediar3d", "nuclei")
+    viewer.dims.axis_labels = ("z", "y", "x")
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment (Mediar3D)", area="right")
     widget._add_flows.value = True
@@ -214,20 +222,22 @@ def make_screenshots(out: Path = IMAGES) -> None:
     viewer.layers["nuclei_sample_flows"].visible = False
     viewer.layers["nuclei_sample_prob"].visible = False
     viewer.dims.set_current_step(0, 8.0)
-    _shoot(viewer, out / "napari-widget.png", canvas_only=False)
+    viewer.layers.selection.active = viewer.layers["nuclei_sample_labels"]
+    _shoot(viewer, out / "napari-widget.png")
 
     viewer.layers["nuclei_sample_labels"].visible = False
     viewer.layers["nuclei_sample_flows"].visible = True
     viewer.layers["nuclei_sample_flows"].opacity = 1.0
-    _shoot(viewer, out / "napari-flows.png", canvas_only=True)
+    viewer.layers.selection.active = viewer.layers["nuclei_sample_flows"]
+    _shoot(viewer, out / "napari-flows.png")
 
     viewer.layers["nuclei_sample_flows"].visible = False
     viewer.layers["nuclei_sample_labels"].visible = True
     viewer.layers["nuclei_sample"].visible = False
     viewer.dims.ndisplay = 3
     viewer.camera.angles = (-20.0, 35.0, 140.0)
-    viewer.camera.zoom = 2.6
-    _shoot(viewer, out / "napari-labels-3d.png", canvas_only=True)
+    viewer.layers.selection.active = viewer.layers["nuclei_sample_labels"]
+    _shoot(viewer, out / "napari-labels-3d.png")
     viewer.close()
 
 

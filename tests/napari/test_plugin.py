@@ -43,7 +43,8 @@ def test_output_names(name, expected):
     assert split_output_name(name) == expected
 
 
-def test_reader_opens_labels_with_flows_probability_and_params(make_napari_viewer, tmp_path):
+@pytest.mark.parametrize("side", ["cells", "cells_labels"])  # `segment -o folder/` or `-o cells_labels.tif`
+def test_reader_opens_labels_with_flows_probability_and_params(make_napari_viewer, tmp_path, side):
     rng = np.random.default_rng(0)
     labels = np.zeros((6, 20, 24), dtype=np.int32)
     labels[1:4, 2:9, 3:10], labels[2:5, 10:18, 12:20] = 1, 40000
@@ -51,21 +52,21 @@ def test_reader_opens_labels_with_flows_probability_and_params(make_napari_viewe
     prob = rng.random((6, 20, 24)).astype(np.float32)
     voxel = (2.0, 0.5, 0.5)
     write_labels(tmp_path / "cells_labels.tif", labels, voxel_size=voxel)
-    write_image(tmp_path / "cells_flows.tif", flows, voxel_size=voxel)
-    write_image(tmp_path / "cells_prob.tif", prob, voxel_size=voxel)
-    (tmp_path / "cells_params.json").write_text(json.dumps({"anisotropy": 4.0, "n_objects": 2}))
+    write_image(tmp_path / f"{side}_flows.tif", flows, voxel_size=voxel)
+    write_image(tmp_path / f"{side}_prob.tif", prob, voxel_size=voxel)
+    (tmp_path / f"{side}_params.json").write_text(json.dumps({"anisotropy": 4.0, "n_objects": 2}))
     write_image(tmp_path / "raw.tif", prob, voxel_size=voxel)
     assert napari_get_reader(str(tmp_path / "raw.tif")) is None
 
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path / "cells_labels.tif"), plugin="mediar3d")
-    assert [layer.name for layer in viewer.layers] == ["cells_prob", "cells_flows", "cells_labels"]
+    assert [layer.name for layer in viewer.layers] == [f"{side}_prob", f"{side}_flows", "cells_labels"]
     layer = viewer.layers["cells_labels"]
     np.testing.assert_array_equal(layer.data, labels)
     assert tuple(layer.scale) == voxel and layer.metadata["mediar3d"]["n_objects"] == 2
-    np.testing.assert_array_equal(viewer.layers["cells_flows"].data, flows_to_rgb(flows))
-    np.testing.assert_allclose(viewer.layers["cells_prob"].data, prob)
-    assert tuple(viewer.layers["cells_flows"].scale) == voxel
+    np.testing.assert_array_equal(viewer.layers[f"{side}_flows"].data, flows_to_rgb(flows))
+    np.testing.assert_allclose(viewer.layers[f"{side}_prob"].data, prob)
+    assert tuple(viewer.layers[f"{side}_flows"].scale) == voxel
 
 
 def test_sample_data_has_the_voxel_size(make_napari_viewer):

@@ -70,7 +70,8 @@ class SegmentRequest:
     """What the widget asks for.
 
     Attributes:
-        data: The image, (z, y, x) for "3d" / "z-only", (y, x) for "2d", one channel.
+        data: The image, (z, y, x) for "3d" / "z-only", (y, x) for "2d", one channel; a numpy
+            array or an array-like (dask, zarr) that is read when the job runs.
         model: Bundled model name or checkpoint path.
         mode: One of MODES.
         anisotropy: z voxel size / xy voxel size (ignored in 2D).
@@ -82,7 +83,7 @@ class SegmentRequest:
         device: "cpu", "cuda", ... or None for automatic.
     """
 
-    data: np.ndarray
+    data: Any
     model: str | Path = "default"
     mode: str = "3d"
     anisotropy: float = 1.0
@@ -166,6 +167,7 @@ def run_job(request: SegmentRequest, cancel: threading.Event,
         Mediar3DError: Bad input or model (missing file, wrong ndim, ...).
     """
     resolved: InferenceModel = resolve_model(request.model)
+    request = dataclasses.replace(request, data=np.asarray(request.data))
     from mediar3d.inference.volume3d import is_volumetric, run_volume_segmentation
 
     volumetric = is_volumetric(resolved.net)

@@ -3,7 +3,9 @@
 Claims only files named like our outputs: ``<name>_labels.tif`` (also ``.tiff``,
 ``.ome.tif``, ``.zarr``, ``.ome.zarr``), ``<name>_flows.tif`` and ``<name>_prob.tif``.
 Opening the labels also opens the flows and probability written beside them, if any, and
-attaches ``<name>_params.json`` to the Labels layer's metadata. Layers get the voxel
+attaches the parameters JSON to the Labels layer's metadata. Side files are looked up
+under both names `mediar3d segment` gives them: after the input (``<name>_flows.tif``,
+output folder) and after the labels file (``<name>_labels_flows.tif``, ``-o`` a file). Layers get the voxel
 size stored in the file as their scale.
 """
 
@@ -38,6 +40,22 @@ def split_output_name(path: str | os.PathLike) -> tuple[str, str] | None:
     return None
 
 
+def split_stem(path: str | os.PathLike) -> str:
+    """`path` without its image suffix (``out/cells_labels.ome.zarr`` -> ``out/cells_labels``)."""
+    text = str(path).rstrip("/\\")
+    for suffix in SUFFIXES:
+        if text.lower().endswith(suffix):
+            return text[: -len(suffix)]
+    return text
+
+
+def _first_file(*names: str) -> Path | None:
+    for name in names:
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
     """Return `read_outputs` when `path` is one mediar3d output file, else None (napari tries others)."""
     if isinstance(path, (list, tuple)):
@@ -66,14 +84,13 @@ def _prob_tuple(path: Path) -> LayerData:
     return probability_layer(data, path.name.split(".")[0], scale=voxel)
 
 
-def _labels_tuple(path: Path, prefix: str) -> LayerData:
+def _labels_tuple(path: Path, params: Path | None) -> LayerData:
     from mediar3d.io import validate_labels
 
     data, voxel, _ = _read(path)
     validate_labels(data, path)
     metadata: dict[str, Any] = {}
-    params = Path(f"{prefix}_params.json")
-    if params.is_file():
+    if params is not None:
         metadata["mediar3d"] = json.loads(params.read_text())
     return labels_layer(data, path.name.split(".")[0], scale=voxel, metadata=metadata)
 
@@ -91,11 +108,13 @@ def read_outputs(path: str | list[str]) -> list[LayerData]:
         return [_flows_tuple(path)]
     if kind == "prob":
         return [_prob_tuple(path)]
+    # `segment -o out/` names side files after the input (out/cells_flows.tif); `-o out/cells_labels.tif`
+    # names them after the labels file (out/cells_labels_flows.tif)
+    stem = split_stem(path)
     layers = []
-    prob, flows = Path(f"{prefix}_prob.tif"), Path(f"{prefix}_flows.tif")
-    if prob.is_file():
-        layers.append(_prob_tuple(prob))
-    if flows.is_file():
-        layers.append(_flows_tuple(flows))
-    layers.append(_labels_tuple(path, prefix))
+    for kind, tuple_of in (("prob", _prob_tuple), ("flows", _flows_tuple)):
+        side = _first_file(f"{stem}_{kind}.tif", f"{prefix}_{kind}.tif")
+        if side is not None:
+            layers.append(tuple_of(side))
+    layers.append(_labels_tuple(path, _first_file(f"{stem}_params.json", f"{prefix}_params.json")))
     return layers

@@ -142,8 +142,11 @@ class SegmentWidget(Container):
         self._flow.enabled = not use_model
 
     # ---- request ---------------------------------------------------------------------
-    def _selected_data(self, layer: Image) -> np.ndarray:
-        """The layer's array reduced to (z, y, x) or (y, x): level 0 of a pyramid, one channel."""
+    def _selected_data(self, layer: Image) -> Any:
+        """The layer's array reduced to (z, y, x) or (y, x): level 0 of a pyramid, one channel.
+
+        Lazy arrays (dask, zarr) stay lazy here: they are read in the worker thread.
+        """
         data = layer.data[0] if layer.multiscale else layer.data
         channel = self._channel.value
         if layer.rgb:
@@ -158,7 +161,7 @@ class SegmentWidget(Container):
         if data.ndim not in (2, 3):
             raise InputError(f"layer {layer.name!r} has shape {tuple(data.shape)}: expected (z, y, x) or (y, x), "
                              "or (c, z, y, x) with a channel chosen")
-        return np.asarray(data)
+        return data
 
     def build_request(self) -> tuple[SegmentRequest, Image]:
         """Read the widget into a SegmentRequest; raise Mediar3DError on a user mistake."""
@@ -252,7 +255,9 @@ class SegmentWidget(Container):
         for data, kwargs, kind in tuples:
             self._put_layer(data, kwargs, kind)
         n = params.get("n_objects", int(result.labels.max(initial=0)))
-        self._status.value = f"{n} objects in {params.get('time_total_s', 0):.1f} s (diameter {params.get('diameter')})"
+        diameter = params.get("diameter")
+        diameter_text = f", diameter {diameter:.1f} px" if isinstance(diameter, (int, float)) else ""
+        self._status.value = f"{n} objects in {params.get('time_total_s', 0):.1f} s{diameter_text}"
         if self._progress.max == 0:
             self._progress.max = 1
         self._progress.value = self._progress.max
