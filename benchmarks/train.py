@@ -85,7 +85,7 @@ def write_synthetic_data(folder: Path, count: int, size: int, seed: int = 0) -> 
 
 def make_trainer(mapping: Path, save_dir: Path, *, crop: int, batch: int, samples: int, workers: int) -> Any:
     """A real Trainer (tiny unet; its model is not used here) whose data loader is benchmarked."""
-    from mediar3d.training import Trainer, TrainConfig
+    from mediar3d.training import TrainConfig, Trainer
 
     config = TrainConfig(data=str(mapping), save_dir=str(save_dir), model="unet-small",
                          model_kwargs={"channels": [8, 16]}, epochs=2, batch_size=batch, samples_per_epoch=samples,
@@ -159,7 +159,6 @@ def bench_model(name: str, data: dict[str, torch.Tensor], *, batch: int, steps: 
            "samples_per_s_cpu": round(n / sum(cpus), 3), "cpu_ms_per_sample": round(1e3 * sum(cpus) / n, 1),
            "min_step_wall_s": round(min(walls), 3), "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
            "load_average": _load1()}
-    del net, optimizer
     return row
 
 
