@@ -93,9 +93,11 @@ def test_score_pools_over_images(balls):
 
 def test_outputs_cache_round_trip(tmp_path, balls):
     out = shifted_outputs(balls, 1.0)
+    out.diameter, out.diameter_estimated = 12.5, True
     path = save_outputs(tmp_path / "c.npz", out, key="abc")
     back = load_outputs(path, "abc")
     assert back is not None and back.name == out.name and back.defaults == out.defaults
+    assert back.diameter == 12.5 and back.diameter_estimated
     np.testing.assert_array_equal(back.flows, out.flows)
     np.testing.assert_array_equal(back.gt, out.gt)
     assert load_outputs(path, "other") is None

@@ -237,7 +237,12 @@ def run(args: argparse.Namespace) -> int:
         result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None,
                                  method=args.search, start=_start(args.model), sparse_gt=args.sparse,
                                  progress=advance, niter=args.niter)
-    settings = {"model": str(args.model), "data": str(args.data) if args.data else [str(p) for p in args.image],
+    estimated = {o.name: round(o.diameter, 2) for o in outputs if o.diameter_estimated and o.diameter}
+    if estimated:
+        logger.warning("object diameters were estimated (%s px) with the model's starting thresholds; segment "
+                       "estimates them with the tuned ones and may pick other sizes: pass the same --diameter to "
+                       "tune and segment for scores that carry over", ", ".join(f"{v:g}" for v in estimated.values()))
+    settings = {"diameters": {o.name: o.diameter for o in outputs}, "model": str(args.model), "data": str(args.data) if args.data else [str(p) for p in args.image],
                 "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
                 "images": [item[0] for item in data], **{k: v for k, v in segment_options(args).items()}}
     written = write_tuning_report(report, result, settings)

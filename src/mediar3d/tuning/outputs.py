@@ -48,6 +48,9 @@ class NetworkOutputs:
         gt: Integer ground-truth labels on the input grid.
         voxel_factor: Network voxels per input voxel (scales ``min_size`` as `segment` does).
         defaults: Thresholds the model would use (``cellprob_threshold``, ``flow_threshold``).
+        diameter: Object diameter (pixels) the image was run at; None if not rescaled.
+        diameter_estimated: Whether that diameter was estimated (with the model's thresholds,
+            so a run with other thresholds may estimate another one).
     """
 
     name: str
@@ -56,6 +59,8 @@ class NetworkOutputs:
     gt: np.ndarray
     voxel_factor: float = 1.0
     defaults: dict[str, float] = dataclasses.field(default_factory=dict)
+    diameter: float | None = None
+    diameter_estimated: bool = False
 
     def __post_init__(self) -> None:
         if self.flows.shape != (self.logits.ndim,) + self.logits.shape:
@@ -123,7 +128,10 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     voxel_factor = float(np.prod(np.array(work_shape, dtype=np.float64) / np.array(data.shape)))
     defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold")}
     logger.info("%s: network outputs on grid %s (input %s)", name, work_shape, data.shape)
-    return NetworkOutputs(name=name, flows=flows, logits=logits, gt=gt, voxel_factor=voxel_factor, defaults=defaults)
+    diameter = result.params.get("diameter")
+    return NetworkOutputs(name=name, flows=flows, logits=logits, gt=gt, voxel_factor=voxel_factor, defaults=defaults,
+                          diameter=None if diameter is None else float(diameter),
+                          diameter_estimated=bool(result.params.get("diameter_estimated", False)))
 
 
 def model_fingerprint(model: str | os.PathLike) -> str:
@@ -161,7 +169,8 @@ def save_outputs(path: str | os.PathLike, outputs: NetworkOutputs, key: str = ""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     np.savez(temp, flows=outputs.flows, logits=outputs.logits, gt=outputs.gt,
              voxel_factor=np.float64(outputs.voxel_factor), name=np.str_(outputs.name),
-             defaults=np.str_(json.dumps(outputs.defaults)), key=np.str_(key))
+             defaults=np.str_(json.dumps(outputs.defaults)), key=np.str_(key),
+             diameter=np.str_(json.dumps([outputs.diameter, outputs.diameter_estimated])))
     os.replace(temp, path)
     return path
 
@@ -175,8 +184,10 @@ def load_outputs(path: str | os.PathLike, key: str | None = None) -> NetworkOutp
         with np.load(path, allow_pickle=False) as data:
             if key is not None and str(data["key"]) != key:
                 return None
+            diameter, estimated = json.loads(str(data["diameter"]))
             return NetworkOutputs(name=str(data["name"]), flows=data["flows"], logits=data["logits"], gt=data["gt"],
-                                  voxel_factor=float(data["voxel_factor"]), defaults=json.loads(str(data["defaults"])))
+                                  voxel_factor=float(data["voxel_factor"]), defaults=json.loads(str(data["defaults"])),
+                                  diameter=diameter, diameter_estimated=bool(estimated))
     except (OSError, ValueError, KeyError) as err:
         logger.warning("ignoring the unreadable cache file %s (%s)", path, err)
         return None
