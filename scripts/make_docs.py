@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import sys
+import time
 import textwrap
 from pathlib import Path
 
@@ -182,18 +183,27 @@ def cli_markdown() -> str:
 def _shoot(viewer, path: Path) -> None:
     from qtpy.QtWidgets import QApplication
 
-    # a hidden canvas repaints on a new slice, not on a change of layer visibility: step away and back
-    step = viewer.dims.current_step[0]
-    viewer.dims.set_current_step(0, step + 1)
-    viewer.dims.set_current_step(0, step)
-    for _ in range(10):
+    viewer.dims.axis_labels = ("z", "y", "x")
+    for _ in range(20):
         QApplication.processEvents()
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     print(f"wrote {path.relative_to(ROOT)}")
 
 
+def _new_viewer():
+    import napari
+
+    viewer = napari.Viewer(show=False)
+    viewer.window._qt_window.resize(1400, 820)
+    return viewer
+
+
 def make_screenshots(out: Path = IMAGES) -> None:
-    """Open the sample in a hidden napari viewer, segment it with the dock widget, save PNGs."""
+    """Open the sample in a hidden napari viewer, segment it with the dock widget, save PNGs.
+
+    Grabbing a hidden window shows the canvas reliably only the first time (with Mesa's
+    software OpenGL), so each picture comes from a fresh viewer.
+    """
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM", "") != "xcb":
         raise SystemExit("screenshots need an OpenGL context: run under a virtual X server, e.g. "
                          "`xvfb-run -a python scripts/make_docs.py --screenshots`")
@@ -202,14 +212,11 @@ def make_screenshots(out: Path = IMAGES) -> None:
     import mediar3d.models  # noqa: F401
     from mediar3d.napari._widget import SegmentWidget
 
-    import napari
     from qtpy.QtWidgets import QApplication
 
     out.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=False)
-    viewer.window._qt_window.resize(1400, 820)
+    viewer = _new_viewer()
     viewer.open_sample("mediar3d", "nuclei")
-    viewer.dims.axis_labels = ("z", "y", "x")
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment (Mediar3D)", area="right")
     widget._add_flows.value = True
@@ -217,26 +224,31 @@ def make_screenshots(out: Path = IMAGES) -> None:
     widget.run()
     while widget.running:
         QApplication.processEvents()
-    for _ in range(20):
-        QApplication.processEvents()
+        time.sleep(0.05)
     viewer.layers["nuclei_sample_flows"].visible = False
     viewer.layers["nuclei_sample_prob"].visible = False
-    viewer.dims.set_current_step(0, 8.0)
+    viewer.dims.set_current_step(0, 8)
     viewer.layers.selection.active = viewer.layers["nuclei_sample_labels"]
     _shoot(viewer, out / "napari-widget.png")
+    layers = {name: (viewer.layers[name].data, tuple(viewer.layers[name].scale))
+              for name in ("nuclei_sample", "nuclei_sample_labels", "nuclei_sample_flows")}
+    viewer.close()
 
-    viewer.layers["nuclei_sample_labels"].visible = False
-    viewer.layers["nuclei_sample_flows"].visible = True
-    viewer.layers["nuclei_sample_flows"].opacity = 1.0
-    viewer.layers.selection.active = viewer.layers["nuclei_sample_flows"]
+    viewer = _new_viewer()
+    data, scale = layers["nuclei_sample"]
+    viewer.add_image(data, name="nuclei_sample", scale=scale, visible=False)
+    data, scale = layers["nuclei_sample_flows"]
+    viewer.add_image(data, name="nuclei_sample_flows", scale=scale, rgb=True)
+    viewer.dims.set_current_step(0, 8)
     _shoot(viewer, out / "napari-flows.png")
+    viewer.close()
 
-    viewer.layers["nuclei_sample_flows"].visible = False
-    viewer.layers["nuclei_sample_labels"].visible = True
-    viewer.layers["nuclei_sample"].visible = False
+    viewer = _new_viewer()
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (-20.0, 35.0, 140.0)
-    viewer.layers.selection.active = viewer.layers["nuclei_sample_labels"]
+    data, scale = layers["nuclei_sample_labels"]
+    viewer.add_labels(data, name="nuclei_sample_labels", scale=scale)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
+    camera.angles = (-20.0, 35.0, 140.0)
     _shoot(viewer, out / "napari-labels-3d.png")
     viewer.close()
 
