@@ -22,7 +22,7 @@ def test_manifest_is_valid_and_installed():
 
     manifest = npe2.PluginManifest.from_file(resources.files("mediar3d.napari") / "napari.yaml")
     assert manifest.name == "mediar3d"
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment (Mediar3D)"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment"}
     installed = npe2.PluginManager.instance()
     installed.discover()
     assert installed.get_manifest("mediar3d").contributions.sample_data[0].key == "nuclei"

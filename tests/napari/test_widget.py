@@ -85,9 +85,13 @@ def test_cancel_stops_at_the_next_network_call(make_napari_viewer, qtbot, volume
 
 def test_user_mistakes_are_notifications_and_add_no_layer(make_napari_viewer, qtbot, volume, notifications, tmp_path):
     viewer = make_napari_viewer()
-    viewer.add_image(np.stack([volume, volume]), name="two_channels")
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    widget.run()  # no image layer yet
+    assert not widget.running and "no image layer" in str(notifications[-1].message)
+
+    viewer.add_image(np.stack([volume, volume]), name="two_channels")  # the widget follows the layer list
+    assert widget._image.value is viewer.layers["two_channels"]
     assert not widget._channel.native.isHidden() and widget._channel.choices == ("none", "0", "1")
 
     widget.run()  # 4D layer, no channel chosen

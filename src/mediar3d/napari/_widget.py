@@ -167,7 +167,7 @@ class SegmentWidget(Container):
         """Read the widget into a SegmentRequest; raise Mediar3DError on a user mistake."""
         layer = self._image.value
         if layer is None:
-            raise InputError("no image layer: open an image, or load File > Open Sample > mediar3d")
+            raise InputError("no image layer: open an image, or File > Open Sample > Nuclei volume (Mediar3D)")
         data = self._selected_data(layer)
         mode = self._mode.value
         if (mode == "2d") != (data.ndim == 2):
