@@ -55,6 +55,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write a preview PNG (mid slices, max projection, outlines); "
                         "without a value: <name>_preview.png beside the labels (on by default with --sample)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
+    g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
+                   help="segment block by block with labels stitched across blocks: on, off, or auto = for a "
+                        "Zarr input whose estimated working memory exceeds half of this machine's RAM "
+                        "(default auto); labels then go to <name>_labels.ome.zarr or the given .zarr path")
+    g.add_argument("--block-size", type=int, nargs="+", default=None, metavar="N",
+                   help="core block size in voxels, one value or z y x (default: the largest that fits --memory-limit)")
+    g.add_argument("--halo", type=int, nargs="+", default=None, metavar="N",
+                   help="context read around each block in voxels, one value or z y x "
+                        "(default 1.5 x diameter; must exceed the largest object)")
+    g.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
+    g.add_argument("--threads-per-worker", type=int, default=1, help="blocks each local worker runs at once (default 1)")
+    g.add_argument("--memory-limit", default=None, help="memory per local worker, e.g. 8GB (default: RAM / workers)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of a running Dask scheduler (tcp://host:8786) to use instead of a local cluster")
+    g.add_argument("--restart", action="store_true",
+                   help="start over instead of resuming the finished blocks of an interrupted run (<output>.work)")
     p.set_defaults(func=run)
 
 
@@ -100,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = Path(args.input)
     labels_path, prefix = _output_paths(args.output, _stem(source))
+    if not args.sample and _use_blocks(args, source):
+        return _run_blocks(args, source, labels_path)
     image = read_image(source, channel=args.channel)
     if "C" in image.axes:
         raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
@@ -142,4 +161,50 @@ def run(args: argparse.Namespace) -> int:
           f"({'x'.join(map(str, result.labels.shape))}, {result.params['time_total_s']:.1f} s)")
     for path in written:
         print(f"  wrote {path}")
+    return 0
+
+
+def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
+    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr inputs."""
+    from mediar3d.io.zarr_io import is_zarr
+
+    if args.blocks == "off":
+        return False
+    if not is_zarr(source):
+        if args.blocks == "on":
+            raise InputError(f"{source}: --blocks needs a Zarr / OME-Zarr input (write the volume as .zarr first)")
+        return False
+    if args.blocks == "on":
+        return True
+    from mediar3d.distributed import should_use_blocks
+    from mediar3d.io import open_zarr_lazy
+
+    return should_use_blocks(open_zarr_lazy(source).shape)
+
+
+def _run_blocks(args: argparse.Namespace, source: Path, labels_path: Path) -> int:
+    """Block-wise segmentation on Dask; labels written to Zarr."""
+    from mediar3d.distributed import segment_blocks
+
+    if args.mode not in ("auto", "3d"):
+        raise InputError(f"--mode {args.mode}: block-wise segmentation runs the 3D pipeline only")
+    if not labels_path.name.lower().endswith(".zarr"):
+        if Path(args.output).name.lower().endswith((".tif", ".tiff")):
+            raise InputError(f"{args.output}: block-wise labels are written to Zarr; give a .zarr path or a folder")
+        labels_path = labels_path.with_name(f"{_stem(source)}_labels.ome.zarr")
+
+    def zyx(values):
+        return None if values is None else (values[0] if len(values) == 1 else tuple(values))
+
+    result = segment_blocks(
+        str(source), labels_path, model=args.model, diameter=args.diameter, anisotropy=args.anisotropy,
+        channel=args.channel, block_size=zyx(args.block_size), halo=zyx(args.halo), scheduler=args.scheduler,
+        workers=args.workers, threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
+        resume=not args.restart, overwrite=True, progress=not args.no_progress,
+        segment_options=dict(cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold,
+                             min_size=args.min_size, niter=args.niter, tile=args.tile, batch_size=args.batch_size,
+                             tta=args.tta, device=args.device))
+    print(f"found {result.n_labels} cells in {source.name} ({result.n_blocks} blocks, "
+          f"{result.merges} pieces joined across block faces, {sum(result.seconds.values()):.1f} s)")
+    print(f"  wrote {result.output}")
     return 0
