@@ -9,7 +9,7 @@ from mediar3d.flows import masks_to_flows
 from mediar3d.training.transforms import (AugmentConfig, IntensityDiversificationd, build_train_transforms,
                                           finish_sample, make_targets)
 
-from conftest import blob_image
+from training_helpers import blob_image
 
 
 def _sample(shape=(40, 52), seed=0):

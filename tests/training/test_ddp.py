@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import tiny_config
+from training_helpers import tiny_config
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from mediar3d.flows import masks_to_flows
 from mediar3d.training.balancing import (balancing_weights, bottleneck_features, cluster_embeddings, embed_image)
 from mediar3d.training.flow3d import assemble_flows3d, flow3d_loss, flow3d_loss_terms, slice_batch
 
-from conftest import blob_image
+from training_helpers import blob_image
 
 
 def _ideal_prediction(flows3d: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:

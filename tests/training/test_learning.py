@@ -5,7 +5,7 @@ import pytest
 from mediar3d.training import Trainer
 from mediar3d.training.validation import pick_validation_samples, validate
 
-from conftest import tiny_config
+from training_helpers import tiny_config
 
 
 @pytest.mark.slow

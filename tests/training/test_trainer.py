@@ -9,7 +9,7 @@ from mediar3d.models import load_model, read_checkpoint
 from mediar3d.training import Trainer
 from mediar3d.training.metrics_log import read_metrics
 
-from conftest import tiny_config, write_mapping, write_pairs
+from training_helpers import tiny_config, write_mapping, write_pairs
 
 
 class Killed(Exception):
@@ -97,7 +97,7 @@ def test_errors_before_training(blobs2d, tmp_path):
 
 
 def test_partly_annotated_volumes_train_on_their_labelled_slices(tmp_path):
-    from conftest import blob_image
+    from training_helpers import blob_image
     from mediar3d.io import write_image, write_labels
 
     image, labels = blob_image((12, 24, 24), 3, 4.0, 0)
