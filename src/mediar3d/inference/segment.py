@@ -137,6 +137,17 @@ def run_segmentation(
     if diameter is not None and (not np.isfinite(diameter) or diameter <= 0):
         raise InputError(f"diameter {diameter!r}: must be a positive number of pixels (or None to estimate it)")
     resolved = resolve_model(model, model_diameter=model_diameter)
+    from mediar3d.inference.volume3d import DEFAULT_ROI, is_volumetric, run_volume_segmentation
+
+    if is_volumetric(resolved.net):
+        if not is_3d or z_only:
+            raise InputError(f"model {resolved.name} is a 3D network: it needs a (z, y, x) volume, "
+                             "not the 2D or z-only mode")
+        return run_volume_segmentation(
+            volume, resolved, diameter=diameter, anisotropy=anisotropy, roi_size=None if tile is None else
+            (DEFAULT_ROI[0], tile, tile), overlap=tile_overlap, batch_size=1, device=device, keep_flows=keep_flows,
+            progress=progress, cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold,
+            min_size=min_size, niter=niter, max_size_fraction=max_size_fraction)
     dev = select_device(device)
     cellprob_threshold = resolved.cellprob_threshold if cellprob_threshold is None else float(cellprob_threshold)
     flow_threshold = resolved.flow_threshold if flow_threshold is None else float(flow_threshold)
