@@ -218,23 +218,7 @@ class Trainer:
                                 enabled=self.autocast_dtype is not None):
                 prediction = self.ddp_model(image)
             terms = flow_loss_terms(prediction, target, weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(terms["loss"]).backward()
-                self.scaler.unscale_(self.optimizer)
-            else:
-                terms["loss"].backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            if not math.isfinite(values["loss"]):
-                raise FloatingPointError(f"epoch {epoch + 1}: the loss became {values['loss']}; lower the lr, "
-                                         "set grad_clip or turn amp off")
+            values = self._optimizer_step(terms, epoch, self.model.parameters())
             for k in totals:
                 totals[k] += values[k]
             steps += 1
@@ -245,6 +229,27 @@ class Trainer:
         bar.close()
         means = {k: v / max(steps, 1) for k, v in totals.items()}
         return distributed.all_reduce_mean(means, self.device)
+
+    def _optimizer_step(self, terms: dict[str, torch.Tensor], epoch: int, params: Any) -> dict[str, float]:
+        """Backward on ``terms["loss"]`` (scaled under amp), clip ``params``, step; returns the terms as floats."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(terms["loss"]).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            terms["loss"].backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"epoch {epoch + 1}: the loss became {values['loss']}; lower the lr, "
+                                     "set grad_clip or turn amp off")
+        return values
 
     def _validate(self) -> dict[str, float]:
         cfg = self.config

@@ -21,7 +21,6 @@ resume from ``train_state.pt``, metrics and sampling. What changes for volumes:
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -316,23 +315,7 @@ class Trainer3D(Trainer):
                                 enabled=self.autocast_dtype is not None):
                 prediction = self.ddp_model(image)
             terms = volume_loss_terms(prediction, batch["target"].to(self.device), batch["weight"].to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(terms["loss"]).backward()
-                self.scaler.unscale_(self.optimizer)
-            else:
-                terms["loss"].backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            if not math.isfinite(values["loss"]):
-                raise FloatingPointError(f"epoch {epoch + 1}: the loss became {values['loss']}; lower the lr, "
-                                         "set grad_clip or turn amp off")
+            values = self._optimizer_step(terms, epoch, trainable)
             for k in totals:
                 totals[k] += values[k]
             steps += 1
