@@ -237,7 +237,7 @@ def test_ome_zarr_input_gives_anisotropy_halo_and_voxel_size(balls, mismatch, tm
     labels = balls((4 * SHAPE[0],) + SHAPE[1:], 60, seed=18)[::4]
     write_labels(tmp_path / "in.ome.zarr", labels, voxel_size=(2.0, 0.5, 0.5))
     result = segment_blocks(str(tmp_path / "in.ome.zarr"), tmp_path / "out.ome.zarr", block_fn=np.asarray,
-                            diameter=12.0, anisotropy=None, block_size=BLOCK, scheduler="synchronous", progress=False)
+                            diameter=12.0, block_size=BLOCK, scheduler="synchronous", progress=False)
     assert result.grid.halo == (5, 18, 18) and result.merges > 0
     assert zarr_axes_and_voxel_size(result.output)[1] == {"Z": 2.0, "Y": 0.5, "X": 0.5}
     assert mismatch(labels, _read(result.output)) == ""

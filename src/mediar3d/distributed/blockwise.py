@@ -81,7 +81,7 @@ def segment_blocks(
     block_size: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
     diameter: float | None = None,
-    anisotropy: float | None = 1.0,
+    anisotropy: float | None = None,
     channel: int | None = None,
     scheduler: str | None = None,
     client: Any = None,
@@ -119,8 +119,8 @@ def segment_blocks(
         diameter: expected object diameter in y/x voxels: sets the default halo and,
             for the default pipeline, the network scale shared by every block. None:
             estimated once on the central block (default pipeline), else 30.
-        anisotropy: z spacing over y/x spacing (default halo and pipeline); None: from
-            the voxel size (given or read from an OME-Zarr input), else 1.
+        anisotropy: z spacing over y/x spacing (default halo and pipeline); None
+            (default): from the voxel size (given or read from an OME-Zarr input), else 1.
         channel: channel of a (c, z, y, x) single input.
         scheduler: None (new local cluster), "synchronous", "threads", or a Dask
             scheduler address such as "tcp://host:8786".
