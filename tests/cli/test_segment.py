@@ -94,3 +94,101 @@ def test_unknown_model_and_missing_input_fail(tmp_path, volume_file, capsys):
                           capsys, out, ["no-such-model"])
     _assert_fails_cleanly(["segment", str(tmp_path / "absent.tif"), "-o", str(out)], capsys, out, ["absent.tif"])
     _assert_fails_cleanly(["segment", "-o", str(out)], capsys, out, ["--sample"])
+
+
+# ---- ensembles: --model A --model B ---------------------------------------------------
+FLOW_RUN = ["--diameter", "10", "--no-progress", "--save-flows", "--niter", "20"]
+
+
+@pytest.fixture(scope="module")
+def nuclei_file(tmp_path_factory):
+    """A crop of the bundled sample volume, on which the bundled model finds a few dozen nuclei."""
+    from mediar3d.sample import sample_path
+
+    path = tmp_path_factory.mktemp("nuclei") / "nuclei.tif"
+    image = read_image(sample_path())
+    write_image(path, image.data[8:24, 40:120, 40:120], voxel_size=image.voxel_size)
+    return path
+
+
+@pytest.fixture(scope="module")
+def second_checkpoint(tmp_path_factory):
+    """Another random network of the same kind and training diameter (different weights)."""
+    import torch
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("model2") / "other.pt"
+    save_checkpoint(path, create_model("unet-small", channels=(4, 8)), train_diameter=10.0)
+    return path
+
+
+def _segment(source, out, models, flags):
+    argv = ["segment", str(source), "-o", str(out)]
+    for model in models:
+        argv += ["--model", str(model)]
+    assert main([*argv, *flags]) == 0
+    params = json.loads(next(out.glob("*_params.json")).read_text())
+    flows = [read_image(path).data for path in out.glob("*_flows.tif")]
+    return read_labels(next(out.glob("*_labels.tif"))), (flows[0] if flows else None), params
+
+
+def test_ensemble_of_a_model_with_itself_gives_the_same_labels(tmp_path, nuclei_file):
+    flags = ["--diameter", "14", "--niter", "50", "--no-progress"]
+    labels, _, _ = _segment(nuclei_file, tmp_path / "one", ["default"], flags)
+    both, _, params = _segment(nuclei_file, tmp_path / "two", ["default", "default"], flags)
+    assert labels.max() >= 10  # real objects to compare
+    np.testing.assert_array_equal(both, labels)
+    assert params["model"] == "default+default"
+
+
+def test_ensemble_of_two_checkpoints_averages_their_flows(tmp_path, volume_file, tiny_checkpoint, second_checkpoint):
+    _, flows_a, _ = _segment(volume_file, tmp_path / "a", [tiny_checkpoint], FLOW_RUN)
+    _, flows_b, _ = _segment(volume_file, tmp_path / "b", [second_checkpoint], FLOW_RUN)
+    _, flows_ab, params = _segment(volume_file, tmp_path / "ab", [tiny_checkpoint, second_checkpoint], FLOW_RUN)
+    assert np.abs(flows_a - flows_b).mean() > 1e-3  # the members disagree, so the mean is a real test
+    np.testing.assert_allclose(flows_ab, (flows_a + flows_b) / 2, rtol=0, atol=1e-6)
+    assert params["model"] == f"{tiny_checkpoint}+{second_checkpoint}"
+
+
+def test_ensemble_in_python_takes_a_list(volume_file, tiny_checkpoint, second_checkpoint):
+    from mediar3d.inference import segment
+
+    volume = read_image(volume_file).data
+    options = {"diameter": 10.0, "progress": False, "return_flows": True, "niter": 20}
+    pair = segment(volume, [tiny_checkpoint, second_checkpoint], **options)
+    single = [segment(volume, model, **options) for model in (tiny_checkpoint, second_checkpoint)]
+    np.testing.assert_allclose(pair.flows, (single[0].flows + single[1].flows) / 2, rtol=0, atol=1e-6)
+
+
+def test_ensemble_members_must_share_diameter_and_normalisation(tmp_path, volume_file, tiny_checkpoint, capsys):
+    wide = save_checkpoint(tmp_path / "wide.pt", create_model("unet-small", channels=(4, 8)), train_diameter=30.0)
+    other = save_checkpoint(tmp_path / "other_norm.pt", create_model("unet-small", channels=(4, 8)),
+                            train_diameter=10.0, normalization={"percentiles": [1.0, 99.0]})
+    out = tmp_path / "out"
+    for bad, words in ((wide, ["diameters", "wide.pt", "30"]), (other, ["percentiles", "other_norm.pt"])):
+        _assert_fails_cleanly(["segment", str(volume_file), "-o", str(out), "--model", str(tiny_checkpoint),
+                               "--model", str(bad), "--no-progress"], capsys, out, words)
+
+
+# ---- tuned thresholds in the checkpoint are segment's defaults --------------------------
+TUNED = {"cellprob_threshold": 2.0, "flow_threshold": 0.0, "min_size": 200.0}
+LIBRARY = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15}
+
+
+def test_tuned_thresholds_are_the_defaults_and_flags_win(tmp_path, nuclei_file):
+    from mediar3d.tuning import TuneResult, write_tuned_checkpoint
+
+    # written the way `mediar3d tune` writes its result
+    result = TuneResult(best=dict(TUNED), score=0.9, start=dict(LIBRARY), start_score=0.5, metric="ap", iou=0.5,
+                        rows=[], profiles={})
+    tuned = write_tuned_checkpoint("default", tmp_path / "tuned.pt", result, {"data": "test"})
+    flags = ["--diameter", "14", "--niter", "50", "--no-progress"]
+    plain_labels, _, plain = _segment(nuclei_file, tmp_path / "plain", ["default"], flags)
+    tuned_labels, _, with_tuned = _segment(nuclei_file, tmp_path / "tuned", [tuned], flags)
+    assert {k: plain[k] for k in TUNED} == LIBRARY
+    assert {k: with_tuned[k] for k in TUNED} == TUNED
+    assert tuned_labels.max() != plain_labels.max()  # the tuned values changed the result
+    explicit = [f"--{k.replace('_', '-')}={v}" for k, v in LIBRARY.items()]
+    flags_labels, _, with_flags = _segment(nuclei_file, tmp_path / "flags", [tuned], flags + explicit)
+    assert {k: with_flags[k] for k in TUNED} == LIBRARY
+    np.testing.assert_array_equal(flags_labels, plain_labels)

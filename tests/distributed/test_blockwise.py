@@ -198,7 +198,7 @@ def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
         net, options, diameter, radius = None, {"tile": 64}, 20.0, (8.0, 10.5)
     else:
         net, options = InferenceModel(_BlobFlowNet.build(), "blob", diameter=11.0), {"tile": 64, "min_size": 30}
-        diameter, radius = None, (4.0, 6.5)  # estimated (about 8), zoomed by 11/8 on an 8-voxel grid
+        diameter, radius = None, (4.0, 6.5)  # estimated (about 7), zoomed by 11/7 on an 8-voxel grid
     labels = balls(SHAPE, 30, radius=radius, seed=14, centres=CENTRES)
     labels = np.where(ndi.grey_erosion(labels, size=3) == ndi.grey_dilation(labels, size=3), labels, 0)
     rng = np.random.default_rng(14)
@@ -207,7 +207,7 @@ def test_full_pipeline_whole_vs_blocked_ap(balls, tmp_path, model):
     image = (ndi.gaussian_filter((labels > 0) * 200.0 + 20, 1.0) * ramp + rng.normal(0, 5, SHAPE)).astype(np.float32)
     # the whole-volume set-up: global percentiles, diameter estimated once on the centre
     whole_fn = default_segment_fn(image, model=net, diameter=diameter, options=options)
-    assert 7.0 < whole_fn.diameter < 22.0
+    assert 6.0 < whole_fn.diameter < 22.0  # z-slice cross-sections, many smaller than the balls
     whole = whole_fn(image)
     assert whole.max() > 8
     # segment_blocks' default pipeline must reach the same set-up and the same masks

@@ -103,14 +103,28 @@ def test_unflip_inverts_a_flip_of_an_equivariant_network():
 def test_load_ensemble_from_checkpoints(tmp_path):
     from mediar3d.models import save_checkpoint
 
-    a = save_checkpoint(tmp_path / "a.pt", tiny_unet(0), thresholds={"cellprob_threshold": -1.0, "flow_threshold": 0.2},
-                        train_diameter=10.0)
-    b = save_checkpoint(tmp_path / "b.pt", tiny_unet(1), thresholds={"cellprob_threshold": 1.0, "flow_threshold": 0.6},
-                        train_diameter=12.0)
+    a = save_checkpoint(tmp_path / "a.pt", tiny_unet(0), thresholds={"cellprob_threshold": -1.0, "flow_threshold": 0.2,
+                                                                      "min_size": 10.0}, train_diameter=10.0)
+    b = save_checkpoint(tmp_path / "b.pt", tiny_unet(1), thresholds={"cellprob_threshold": 1.0, "flow_threshold": 0.6,
+                                                                      "min_size": 30.0}, train_diameter=10.2)
     model = load_ensemble([a, b], tta=True)
     assert isinstance(model.net, EnsembleModel) and all(isinstance(m, FlipTTA) for m in model.net.models)
     assert model.cellprob_threshold == pytest.approx(0.0) and model.flow_threshold == pytest.approx(0.4)
-    assert model.diameter == pytest.approx(11.0)
-    c = save_checkpoint(tmp_path / "c.pt", tiny_unet(2), normalization={"percentiles": [1.0, 99.0]})
-    with pytest.raises(ConfigError, match="percentiles"):
-        load_ensemble([a, c])
+    assert model.min_size == pytest.approx(20.0) and model.diameter == pytest.approx(10.1)
+
+
+def test_load_ensemble_refuses_members_that_see_different_inputs(tmp_path):
+    from mediar3d.models import save_checkpoint
+
+    a = save_checkpoint(tmp_path / "a.pt", tiny_unet(0), train_diameter=10.0)
+    far = save_checkpoint(tmp_path / "far.pt", tiny_unet(1), train_diameter=12.0)
+    unknown = save_checkpoint(tmp_path / "unknown.pt", tiny_unet(1))
+    other_norm = save_checkpoint(tmp_path / "c.pt", tiny_unet(2), normalization={"percentiles": [1.0, 99.0]},
+                                 train_diameter=10.0)
+    with pytest.raises(ModelError, match="diameters.*far.pt 12"):
+        load_ensemble([a, far])
+    with pytest.raises(ModelError, match="diameters.*unknown.pt None"):
+        load_ensemble([a, unknown])
+    with pytest.raises(ModelError, match="percentiles.*c.pt"):
+        load_ensemble([a, other_norm])
+    assert load_ensemble([unknown, unknown]).diameter is None

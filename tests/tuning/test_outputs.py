@@ -57,3 +57,30 @@ def test_volumetric_network_outputs_reproduce_its_segmentation(blob_volume):
     expected = run_volume_segmentation(image, net, roi_size=None, **setting).labels
     assert expected.max() >= 5
     np.testing.assert_array_equal(outputs.labels(**setting), expected)
+
+
+def test_segment_with_tuned_thresholds_runs_at_the_diameter_tune_used(blob_volume):
+    """tune caches outputs at the diameter it estimated; segment with the tuned model must estimate the same."""
+    import dataclasses
+
+    from mediar3d.inference import run_segmentation
+    from mediar3d.inference.diameter import ESTIMATE_THRESHOLDS, estimate_diameter
+    from mediar3d.inference.loader import InferenceModel
+    from mediar3d.inference.normalize import normalize_percentile
+    from mediar3d.inference.tiling import predict_slices
+
+    image, labels = blob_volume
+    untuned = InferenceModel(net=OracleNet2D(), name="oracle", diameter=12.0)
+    tuned = dataclasses.replace(untuned, cellprob_threshold=3.0, flow_threshold=0.1, min_size=60.0)
+    outputs = predict_outputs(image, labels, untuned, name="blobs", batch_size=16)
+    assert outputs.diameter_estimated and outputs.diameter is not None
+    result = run_segmentation(image, tuned, batch_size=16, progress=False)
+    assert result.params["min_size"] == 60 and result.params["cellprob_threshold"] == 3.0
+    assert result.params["diameter_estimated"] and result.params["diameter"] == outputs.diameter
+    assert result.params["network_shape"] == list(outputs.logits.shape)
+    # the test can fail: measured with the tuned thresholds, the estimate is another one
+    normalised = normalize_percentile(image, untuned.percentiles)
+    slice_fn = lambda b: predict_slices(b, OracleNet2D(), tile=256, batch_size=16)
+    assert estimate_diameter(normalised, slice_fn, 12.0, **ESTIMATE_THRESHOLDS) == outputs.diameter
+    with_tuned = estimate_diameter(normalised, slice_fn, 12.0, cellprob_threshold=3.0, flow_threshold=0.1, min_size=60)
+    assert with_tuned != pytest.approx(outputs.diameter, rel=1e-3)

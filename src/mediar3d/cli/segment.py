@@ -30,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="labels file (.tif, .tiff, .ome.tif, .zarr) or a folder to write <name>_labels.tif into")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample volume (no input needed)")
-    p.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: bundled model)")
+    p.add_argument("--model", action="append", default=None,
+                   help="bundled model name or checkpoint path (default: bundled model); repeat it for an ensemble "
+                        "whose flows and probabilities are averaged before post-processing (members must share "
+                        "normalisation and training diameter)")
     p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")
     p.add_argument("--mode", choices=("auto", "3d", "z-only", "2d"), default="auto",
                    help="3d: slices along z, y, x (Algorithm 1); z-only: z-slices stitched; 2d: one image; "
@@ -40,10 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diameter", type=float, default=None,
                    help="typical object diameter in pixels in the xy plane (default: estimated)")
     p.add_argument("--cellprob-threshold", type=float, default=None,
-                   help="cell-probability logit threshold (default: the model's, usually 0)")
+                   help="cell-probability logit threshold (default: the model's, e.g. tuned by `mediar3d tune`, "
+                        "else 0)")
     p.add_argument("--flow-threshold", type=float, default=None,
-                   help="maximum flow-consistency error of a mask (default: the model's, usually 0.4)")
-    p.add_argument("--min-size", type=int, default=15, help="smallest object kept, in voxels (default 15)")
+                   help="maximum flow-consistency error of a mask (default: the model's, else 0.4)")
+    p.add_argument("--min-size", type=float, default=None,
+                   help="smallest object kept, in voxels (default: the model's, else 15)")
     p.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
     p.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
@@ -99,6 +104,14 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _model(args: argparse.Namespace) -> str | list[str] | None:
+    """The --model value(s): None (bundled model), one name / path, or a list of them (an ensemble)."""
+    models = args.model or []
+    if len(models) > 1:
+        return list(models)
+    return models[0] if models else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment, write outputs, print a summary; returns 0."""
     import numpy as np
@@ -128,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if mode in ("3d", "z-only") and image.data.ndim != 3:
         raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
     result = run_segmentation(
-        image, args.model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
+        image, _model(args), diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
         keep_flows=args.save_flows, progress=not args.no_progress, cellprob_threshold=args.cellprob_threshold,
         flow_threshold=args.flow_threshold, min_size=args.min_size, niter=args.niter)
@@ -197,7 +210,7 @@ def _run_blocks(args: argparse.Namespace, source: Path, labels_path: Path) -> in
         return None if values is None else (values[0] if len(values) == 1 else tuple(values))
 
     result = segment_blocks(
-        str(source), labels_path, model=args.model, diameter=args.diameter, anisotropy=args.anisotropy,
+        str(source), labels_path, model=_model(args), diameter=args.diameter, anisotropy=args.anisotropy,
         channel=args.channel, block_size=zyx(args.block_size), halo=zyx(args.halo), scheduler=args.scheduler,
         workers=args.workers, threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
         resume=not args.restart, overwrite=True, progress=not args.no_progress,

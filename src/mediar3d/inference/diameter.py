@@ -9,6 +9,13 @@ too few objects (objects far from the training size), coarser and finer scales a
 
 The statistic is the one a model's training diameter is defined with: the median
 equivalent diameter of 2D masks (for volumes, of their cross-sections in z-slices).
+
+The 2D masks of the estimate are made with fixed post-processing thresholds
+(:data:`ESTIMATE_THRESHOLDS`), not with the thresholds of the run: the object size is a
+property of the image, and `segment` must find the same diameter for a volume whatever
+thresholds a checkpoint was tuned to or the user passes (`mediar3d tune` caches network
+outputs at the diameter it estimated, and the tuned thresholds only carry over to
+`segment` if it runs the network at that same diameter).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ logger = logging.getLogger(__name__)
 FLOW_SCALE = 5.0
 #: Scales tried in turn while fewer than `min_objects` masks are found.
 SEARCH_SCALES = (1.0, 0.5, 2.0, 0.25, 4.0)
+#: Post-processing thresholds of the masks the estimate measures (the library defaults),
+#: whatever thresholds the segmentation itself uses.
+ESTIMATE_THRESHOLDS = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15}
 
 
 def equivalent_diameters(labels: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Resolve the `model` argument of `segment` into a network plus what inference needs to know.
 
 `model` may be None or "default" (the bundled default network), a name of a bundled
-model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, or an
+model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, a list of
+names / paths (an ensemble: `mediar3d.inference.ensemble.load_ensemble` averages their outputs), or an
 `nn.Module` already built (then its training diameter is unknown and no rescaling is done
 unless `model_diameter` is given).
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
 import torch
 
 from mediar3d.errors import ModelError
@@ -36,6 +39,8 @@ class InferenceModel:
         cellprob_threshold: Default cell-probability threshold (logit).
         flow_threshold: Default flow-consistency threshold.
         divisor: Input sides must be a multiple of this.
+        min_size: Default smallest object (input voxels) from the checkpoint's thresholds
+            (e.g. written by `mediar3d tune`); None: the library default.
     """
 
     net: torch.nn.Module
@@ -46,6 +51,7 @@ class InferenceModel:
     cellprob_threshold: float = 0.0
     flow_threshold: float = 0.4
     divisor: int = 32
+    min_size: float | None = None
 
 
 def bundled_checkpoint() -> Path:
@@ -82,16 +88,31 @@ def from_checkpoint(path: str | Path, name: str | None = None) -> InferenceModel
         cellprob_threshold=float(thresholds.get("cellprob_threshold", 0.0)),
         flow_threshold=float(thresholds.get("flow_threshold", 0.4)),
         divisor=int(getattr(net, "stride", 32)),
+        min_size=float(thresholds["min_size"]) if "min_size" in thresholds else None,
     )
 
 
-def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | None = None,
+def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | Sequence[str | Path] | None = None,
                   *, model_diameter: float | None = None) -> InferenceModel:
     """Turn the `model` argument of `segment` into an InferenceModel.
 
+    A list or tuple of several names / checkpoint paths becomes one ensemble
+    (`mediar3d.inference.ensemble.load_ensemble`: outputs averaged before post-processing); a
+    one-element list is that model.
+
     Raises:
-        ModelError: unknown name, missing file or unreadable checkpoint.
+        ModelError: unknown name, missing file, unreadable checkpoint, or ensemble members
+            trained with different normalisation or object diameters.
     """
+    if isinstance(model, (list, tuple)):
+        if not model:
+            raise ModelError("model []: give at least one model name or checkpoint path")
+        if len(model) > 1:
+            from mediar3d.inference.ensemble import load_ensemble
+
+            model = load_ensemble(list(model))
+        else:
+            model = model[0]
     if isinstance(model, InferenceModel):
         resolved = model
     elif isinstance(model, torch.nn.Module):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,11 @@ from mediar3d.inference.anisotropy import (
     target_shape,
 )
 from mediar3d.inference.device import autocast, select_device
-from mediar3d.inference.diameter import FLOW_SCALE, estimate_diameter
+from mediar3d.inference.diameter import (
+    ESTIMATE_THRESHOLDS,
+    FLOW_SCALE,
+    estimate_diameter,
+)
 from mediar3d.inference.loader import InferenceModel, resolve_model
 from mediar3d.inference.normalize import normalize_percentile, normalize_range
 from mediar3d.inference.orthoslice import predict_orthoslices
@@ -40,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Limits of the zoom applied to match the model's training diameter.
 MIN_SCALE, MAX_SCALE = 1.0 / 16.0, 8.0
+#: Smallest object kept (input voxels) when neither the caller nor the model sets one.
+DEFAULT_MIN_SIZE = 15
 
 
 @dataclasses.dataclass
@@ -93,6 +100,16 @@ def _net_function(model: InferenceModel, device: torch.device, tta: bool):
     return with_flip_tta(run) if tta else run
 
 
+def resolve_min_size(min_size: float | None, model: InferenceModel) -> float:
+    """The smallest object size (input voxels) to keep: the given one, else the model's, else 15."""
+    if min_size is None:
+        min_size = DEFAULT_MIN_SIZE if model.min_size is None else model.min_size
+    value = float(min_size)
+    if not np.isfinite(value) or value < 0:
+        raise InputError(f"min_size {min_size!r}: must be a number of voxels >= 0")
+    return int(value) if value.is_integer() else value
+
+
 def _relabel(labels: np.ndarray) -> np.ndarray:
     labels, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=True)
     return labels.astype(np.int32 if labels.max(initial=0) < 2**31 else np.int64, copy=False)
@@ -100,7 +117,7 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 def run_segmentation(
     volume: Any,
-    model: str | Path | torch.nn.Module | InferenceModel | None = None,
+    model: str | Path | torch.nn.Module | InferenceModel | Sequence[str | Path] | None = None,
     *,
     diameter: float | None = None,
     anisotropy: float | None = None,
@@ -116,7 +133,7 @@ def run_segmentation(
     model_diameter: float | None = None,
     cellprob_threshold: float | None = None,
     flow_threshold: float | None = None,
-    min_size: int = 15,
+    min_size: float | None = None,
     niter: int = 200,
     max_size_fraction: float = 0.4,
     stitch_threshold: float = 0.25,
@@ -127,6 +144,9 @@ def run_segmentation(
     Same arguments as `segment`; `keep_flows` asks for flows and probability;
     `intensity_range` = (low, high) replaces the percentile normalisation by a fixed
     mapping low -> 0, high -> 1 (so that blocks of one large volume are treated alike).
+    `cellprob_threshold`, `flow_threshold` and `min_size` left at None take the model's
+    (a checkpoint's tuned values), else 0, 0.4 and 15 voxels. The diameter estimate always
+    uses the fixed thresholds `mediar3d.inference.diameter.ESTIMATE_THRESHOLDS`.
     """
     start = time.perf_counter()
     array, voxel_anisotropy = _check_volume(volume, do_3d)
@@ -137,7 +157,11 @@ def run_segmentation(
     if diameter is not None and (not np.isfinite(diameter) or diameter <= 0):
         raise InputError(f"diameter {diameter!r}: must be a positive number of pixels (or None to estimate it)")
     resolved = resolve_model(model, model_diameter=model_diameter)
-    from mediar3d.inference.volume3d import DEFAULT_ROI, is_volumetric, run_volume_segmentation
+    from mediar3d.inference.volume3d import (
+        DEFAULT_ROI,
+        is_volumetric,
+        run_volume_segmentation,
+    )
 
     if is_volumetric(resolved.net):
         if not is_3d or z_only:
@@ -151,6 +175,7 @@ def run_segmentation(
     dev = select_device(device)
     cellprob_threshold = resolved.cellprob_threshold if cellprob_threshold is None else float(cellprob_threshold)
     flow_threshold = resolved.flow_threshold if flow_threshold is None else float(flow_threshold)
+    min_size = resolve_min_size(min_size, resolved)
     mask_options = dict(niter=niter, cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold,
                         min_size=min_size, max_size_fraction=max_size_fraction)
 
@@ -163,7 +188,8 @@ def run_segmentation(
     estimated = False
     diameter_start = time.perf_counter()
     if diameter is None and resolved.diameter is not None:
-        diameter = estimate_diameter(image, slice_fn, resolved.diameter, **mask_options)
+        diameter = estimate_diameter(image, slice_fn, resolved.diameter, niter=niter,
+                                     max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
         estimated = diameter is not None
         if diameter is None:
             logger.warning("could not estimate the object diameter (no objects found); running at the model's scale")
@@ -225,7 +251,7 @@ def run_segmentation(
 
 def segment(
     volume: Any,
-    model: str | Path | torch.nn.Module | InferenceModel | None = None,
+    model: str | Path | torch.nn.Module | InferenceModel | Sequence[str | Path] | None = None,
     *,
     diameter: float | None = None,
     anisotropy: float | None = None,
@@ -244,7 +270,9 @@ def segment(
     Args:
         volume: Volume (z, y, x), or with `do_3d=False` one image (y, x); numpy array or a
             `mediar3d.io.Image` (its voxel size then gives the anisotropy).
-        model: None / "default" for the bundled model, a bundled name, a checkpoint path or a module.
+        model: None / "default" for the bundled model, a bundled name, a checkpoint path, a module,
+            or a list of names / paths: an ensemble whose flows and logits are averaged before
+            post-processing (members must share normalisation and training diameter).
         diameter: Typical object diameter in pixels (y/x plane); None estimates it.
         anisotropy: z voxel size / xy voxel size; None reads it from an Image, else 1.
         do_3d: True for a volume; False for a single 2D image.
@@ -256,8 +284,8 @@ def segment(
         return_flows: Return a SegmentResult with flows and probability instead of labels.
         progress: Show a progress bar per slice orientation.
         **options: Post-processing and advanced options: cellprob_threshold, flow_threshold,
-            min_size, niter, max_size_fraction, tile_overlap, model_diameter, stitch_threshold,
-            intensity_range.
+            min_size (each None / left out: the model's, e.g. tuned by `mediar3d tune`), niter,
+            max_size_fraction, tile_overlap, model_diameter, stitch_threshold, intensity_range.
 
     Returns:
         int32 labels of the input's shape (0 = background), or a SegmentResult.

@@ -21,11 +21,21 @@ import torch
 from torch import nn
 
 from mediar3d.errors import ConfigError, InputError
-from mediar3d.inference.anisotropy import check_anisotropy, resample_image, resample_labels, target_shape
+from mediar3d.inference.anisotropy import (
+    check_anisotropy,
+    resample_image,
+    resample_labels,
+    target_shape,
+)
 from mediar3d.inference.device import autocast, select_device
 from mediar3d.inference.loader import InferenceModel, resolve_model
 from mediar3d.inference.normalize import normalize_percentile
-from mediar3d.inference.segment import SegmentResult, _check_volume, _relabel
+from mediar3d.inference.segment import (
+    SegmentResult,
+    _check_volume,
+    _relabel,
+    resolve_min_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +148,7 @@ def run_volume_segmentation(
     model_diameter: float | None = None,
     cellprob_threshold: float | None = None,
     flow_threshold: float | None = None,
-    min_size: int = 15,
+    min_size: float | None = None,
     niter: int = 200,
     max_size_fraction: float = 0.4,
 ) -> SegmentResult:
@@ -163,7 +173,8 @@ def run_volume_segmentation(
         progress: Show a progress bar over windows.
         model_diameter: Override the model's training diameter.
         cellprob_threshold, flow_threshold: Post-processing thresholds (None: the model's).
-        min_size, niter, max_size_fraction: Post-processing settings (min_size in input voxels).
+        min_size: Smallest object kept, in input voxels (None: the model's, else 15).
+        niter, max_size_fraction: Post-processing settings.
 
     Returns:
         SegmentResult with int32 labels of the input shape.
@@ -178,6 +189,7 @@ def run_volume_segmentation(
     resolved = _volume_net(resolve_model(model, model_diameter=model_diameter))
     dev = select_device(device)
     net = resolved.net.to(dev).eval()
+    min_size = resolve_min_size(min_size, resolved)
     options = dict(niter=niter, flow_threshold=resolved.flow_threshold if flow_threshold is None else flow_threshold,
                    cellprob_threshold=(resolved.cellprob_threshold if cellprob_threshold is None
                                        else cellprob_threshold), max_size_fraction=max_size_fraction)

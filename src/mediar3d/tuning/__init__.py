@@ -5,7 +5,8 @@
   ``flow_threshold`` and ``min_size`` maximising AP, F1, SEG or Dice.
 - :mod:`~mediar3d.tuning.report`: table, plots and the checkpoint with tuned thresholds.
 - :mod:`~mediar3d.tuning.learning_curve`: checkpoints by annotated objects seen, and their scores.
-- :mod:`~mediar3d.tuning.ensemble`: :class:`EnsembleModel`, :class:`FlipTTA`, :func:`load_ensemble`.
+- :mod:`~mediar3d.tuning.ensemble`: :class:`EnsembleModel`, :class:`FlipTTA`, :func:`load_ensemble`
+  (defined in :mod:`mediar3d.inference.ensemble`).
 
 Typical use::
 

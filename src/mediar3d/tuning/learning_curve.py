@@ -132,7 +132,7 @@ def evaluate_checkpoints(
     iou: float = 0.5,
     tune_each: bool = False,
     grid: dict[str, Sequence[float]] | None = None,
-    min_size: float = 15.0,
+    min_size: float | None = None,
     sparse_gt: bool = False,
     segment_options: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
@@ -148,7 +148,8 @@ def evaluate_checkpoints(
         tune_each: Tune each checkpoint's thresholds on the same data first (optimistic, but
             compares networks rather than thresholds); else each checkpoint's own thresholds.
         grid: Candidate values for ``tune_each``.
-        min_size: ``min_size`` when not tuning (input voxels).
+        min_size: ``min_size`` when not tuning (input voxels); None: each checkpoint's own
+            (as `segment` uses it), else 15.
         sparse_gt: Ground truth is partly annotated.
         segment_options: `run_segmentation` options (diameter, anisotropy, tta, device, ...).
         progress: Called with each finished row.
@@ -173,7 +174,9 @@ def evaluate_checkpoints(
             result = tune_thresholds(outputs, metric=metric, iou=iou, grid=grid, sparse_gt=sparse_gt)
             setting = result.best
         else:
-            setting = {**outputs[0].defaults, "min_size": float(min_size)}
+            setting = {"min_size": 15.0, **outputs[0].defaults}
+            if min_size is not None:
+                setting["min_size"] = float(min_size)
         scores = score_setting(outputs, setting, iou=iou, sparse_gt=sparse_gt)
         row = {"checkpoint": str(path), "objects_seen": objects, "epoch": meta.get("epoch"), **setting, **scores,
                "score": scores[metric]}

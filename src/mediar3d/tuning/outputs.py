@@ -47,10 +47,12 @@ class NetworkOutputs:
         logits: float32 cell-probability logits on the network grid, (Z, Y, X) or (Y, X).
         gt: Integer ground-truth labels on the input grid.
         voxel_factor: Network voxels per input voxel (scales ``min_size`` as `segment` does).
-        defaults: Thresholds the model would use (``cellprob_threshold``, ``flow_threshold``).
+        defaults: Thresholds the model would use (``cellprob_threshold``, ``flow_threshold``,
+            ``min_size``).
         diameter: Object diameter (pixels) the image was run at; None if not rescaled.
-        diameter_estimated: Whether that diameter was estimated (with the model's thresholds,
-            so a run with other thresholds may estimate another one).
+        diameter_estimated: Whether that diameter was estimated (with the fixed thresholds of
+            `mediar3d.inference.diameter.ESTIMATE_THRESHOLDS`, as `segment` estimates it
+            whatever thresholds the model is tuned to).
     """
 
     name: str
@@ -111,7 +113,7 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     resolved = resolve_model(model, model_diameter=options.pop("model_diameter", None))
     if is_volumetric(resolved.net):
         if options.pop("tta", False):
-            from mediar3d.tuning.ensemble import FlipTTA
+            from mediar3d.inference.ensemble import FlipTTA
 
             resolved = dataclasses.replace(resolved, net=FlipTTA(resolved.net))
         accepted = inspect.signature(run_volume_segmentation).parameters
@@ -126,7 +128,8 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     flows = np.stack([resample_image(f, work_shape) for f in result.flows]).astype(np.float32, copy=False)
     logits = resample_image(logits, work_shape).astype(np.float32, copy=False)
     voxel_factor = float(np.prod(np.array(work_shape, dtype=np.float64) / np.array(data.shape)))
-    defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold")}
+    defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold", "min_size")
+                if result.params.get(k) is not None}
     logger.info("%s: network outputs on grid %s (input %s)", name, work_shape, data.shape)
     diameter = result.params.get("diameter")
     return NetworkOutputs(name=name, flows=flows, logits=logits, gt=gt, voxel_factor=voxel_factor, defaults=defaults,
