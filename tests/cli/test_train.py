@@ -1,6 +1,8 @@
 """`mediar3d map-dataset`, `train`, `finetune` and `cluster`, run in-process on tiny data."""
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +104,74 @@ def test_crop_depth_is_refused_for_slice_networks(tmp_path, capsys):
     cfg.write_text(json.dumps({"data": "x.json"}))
     assert main(["train", "--config", str(cfg), "--crop-depth", "8", "--save-dir", str(tmp_path / "r")]) == 1
     assert "crop_depth" in capsys.readouterr().err
+
+
+def _disc_mapping(folder):
+    """Six 48 x 48 images of exactly five discs each: five train pairs, one val pair."""
+    from mediar3d.io import write_image, write_labels
+    from tests.tuning.test_learning_curve import five_discs
+
+    pairs = []
+    for i in range(6):
+        image, labels = five_discs(i)
+        write_image(folder / "img" / f"d{i}.tif", image)
+        write_labels(folder / "lab" / f"d{i}.tif", labels)
+        pairs.append({"image": f"img/d{i}.tif", "label": f"lab/d{i}.tif", "split": "val" if i == 5 else "train"})
+    path = folder / "map.json"
+    path.write_text(json.dumps({"datasets": [{"name": "discs", "pairs": pairs}]}))
+    return path
+
+
+CURVE_RUN = ["--batch-size", "4", "--samples-per-epoch", "4", "--crop-size", "32", "--num-workers",
+             "0", "--device", "cpu", "--val-every", "0", "--set", 'model_kwargs={"channels": [8, 16]}',
+             "--set", "tensorboard=false", "--set", "progress=false"]
+
+
+def test_checkpoints_at_object_counts_and_their_learning_curve(tmp_path, capsys):
+    from mediar3d.tuning.learning_curve import checkpoint_objects
+
+    mapping = _disc_mapping(tmp_path)
+    run = tmp_path / "run"
+    # 4 draws of 5 discs per epoch: 20 objects seen after epoch 1, 40 after epoch 2
+    assert main(["train", "--data", str(mapping), "--save-dir", str(run), "--checkpoint-at-objects", "10,30,100",
+                 "--epochs", "2", *CURVE_RUN]) == 0
+    curve = run / "learning_curve"
+    assert sorted(p.name for p in curve.glob("*.pt")) == ["objects_0000010.pt", "objects_0000030.pt"]
+    assert [checkpoint_objects(curve / f"objects_{n:07d}.pt")[0] for n in (10, 30)] == [20, 40]
+    assert json.loads((run / "config.json").read_text())["checkpoint_at_objects"] == [10, 30, 100]
+
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoints", str(curve), "--data", str(mapping), "-o", str(tmp_path / "lc"),
+                 "--diameter", "9", "--niter", "20", "--device", "cpu"]) == 0
+    assert "scored 2 checkpoints on 1 images" in capsys.readouterr().out
+    with open(tmp_path / "lc" / "learning_curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["objects_seen"]) for r in rows] == [20.0, 40.0]
+    assert [Path(r["checkpoint"]).name for r in rows] == ["objects_0000010.pt", "objects_0000030.pt"]
+    assert all(0.0 <= float(r["score"]) <= 1.0 and int(r["n_gt"]) == 5 for r in rows)
+    assert (tmp_path / "lc" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_at_objects_from_the_config_file(tmp_path, capsys):
+    mapping = _disc_mapping(tmp_path)
+    config = tmp_path / "curve.json"
+    config.write_text(json.dumps({"data": "map.json", "checkpoint_at_objects": [100, 10]}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--save-dir", str(run), "--epochs", "1", *CURVE_RUN]) == 0
+    assert [p.name for p in (run / "learning_curve").glob("*.pt")] == ["objects_0000010.pt"]
+
+    config.write_text(json.dumps({"data": "map.json", "checkpoint_at_objects": [0, 10]}))
+    assert main(["train", "--config", str(config), "--save-dir", str(tmp_path / "bad")]) == 1
+    assert "checkpoint_at_objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(mapping), "--checkpoint-at-objects", "ten"])
+    assert "--checkpoint-at-objects" in capsys.readouterr().err
+
+
+def test_evaluate_checkpoints_usage_errors(tmp_path, capsys):
+    assert main(["evaluate", "--gt", str(tmp_path)]) == 1
+    assert "--checkpoints" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoints", str(tmp_path), "--pred", str(tmp_path), "--gt", str(tmp_path)]) == 1
+    assert "leave out --pred" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoints", str(tmp_path / "none"), "--image", str(tmp_path / "a.tif")]) == 1
+    assert "--labels" in capsys.readouterr().err

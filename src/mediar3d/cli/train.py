@@ -18,7 +18,7 @@ _FLAGS = {
     "data": "data", "save_dir": "save_dir", "model": "model", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "lr", "crop_size": "crop_size", "samples_per_epoch": "samples_per_epoch", "device": "device",
     "num_workers": "num_workers", "val_every": "val_every", "seed": "seed", "init_from": "init_from",
-    "grad_clip": "grad_clip", "crop_depth": "crop_depth",
+    "grad_clip": "grad_clip", "crop_depth": "crop_depth", "checkpoint_at_objects": "checkpoint_at_objects",
 }
 
 
@@ -47,6 +47,9 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--seed", type=int, help="seed of sampling, augmentation and initialisation (default: 0)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision (autocast)")
+    parser.add_argument("--checkpoint-at-objects", type=_counts, metavar="N,N,...",
+                        help="save learning_curve/objects_<N>.pt in the save folder when the annotated objects seen "
+                             "in training cross each count (e.g. 10,100,1000), for `mediar3d evaluate --checkpoints`")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config key, value as JSON (e.g. --set augment='{\"noise_prob\": 0.5}'); repeatable")
     parser.add_argument("--resume", action="store_true", help="continue the run in --save-dir from its last epoch")
@@ -68,6 +71,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "supervision mode per dataset in the mapping). Same options as `train`.")
     _add_common(finetune, finetune=True)
     finetune.set_defaults(func=run)
+
+
+def _counts(text: str) -> list[int]:
+    """``"10,100,1000"`` (commas or spaces) -> [10, 100, 1000]."""
+    try:
+        values = [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers such as 10,100,1000")
+    return values
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -122,7 +136,12 @@ def run(args: argparse.Namespace) -> int:
         from mediar3d.training import Trainer as trainer_class
         from mediar3d.training import load_config as load
     config = load(args.config, overrides)
-    result = trainer_class(config, resume=args.resume, overwrite=args.overwrite).fit()
+    callbacks = []
+    if config.checkpoint_at_objects:
+        from mediar3d.tuning.learning_curve import ObjectCountCheckpointer
+
+        callbacks.append(ObjectCountCheckpointer(config.checkpoint_at_objects))
+    result = trainer_class(config, resume=args.resume, overwrite=args.overwrite, callbacks=callbacks).fit()
     logging.getLogger(__name__).info("done: best %s = %.4f at epoch %d", result.best_metric, result.best_value,
                                      result.best_epoch)
     print(f"trained {result.epochs} epochs; best {result.best_metric} {result.best_value:.4f} "

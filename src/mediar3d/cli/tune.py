@@ -40,15 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--model", help="checkpoint path or bundled model name to tune")
     what.add_argument("--learning-curve", metavar="DIR", type=Path,
                       help="score every .pt checkpoint in DIR against annotated objects seen (no --model)")
-    what.add_argument("--data", type=Path, metavar="MAP.json", help="dataset mapping; its --split pairs are used")
-    what.add_argument("--split", choices=("val", "train", "all"), default="val",
-                      help="which pairs of the mapping to tune on (default val)")
-    what.add_argument("--image", action="append", default=[], type=Path, help="validation image (repeatable)")
-    what.add_argument("--labels", action="append", default=[], type=Path,
-                      help="its ground-truth labels (repeatable, in the order of --image)")
-    what.add_argument("--channel", type=int, default=None, help="channel of multi-channel --image files")
-    what.add_argument("--sparse", action="store_true",
-                      help="ground truth is partly annotated: predictions over no GT object are ignored")
+    add_data_arguments(what)
     out = p.add_argument_group("outputs")
     out.add_argument("-o", "--output", type=Path, default=None,
                      help="tuned checkpoint to write (default <model>_tuned.pt); with --learning-curve the "
@@ -73,16 +65,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="candidate smallest object sizes in voxels (default 0 15 50 150)")
     search.add_argument("--tune-each", action="store_true",
                         help="with --learning-curve: tune every checkpoint's thresholds before scoring it")
-    run_opts = p.add_argument_group("inference (as in segment)")
-    run_opts.add_argument("--diameter", type=float, default=None, help="object diameter in pixels (default: estimated)")
-    run_opts.add_argument("--anisotropy", type=float, default=None,
-                          help="z voxel size / xy voxel size (default: the mapping's or the file's)")
-    run_opts.add_argument("--tta", action="store_true", help="average the network over flips")
-    run_opts.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    run_opts.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
-    run_opts.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
-    run_opts.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
+    add_inference_arguments(p.add_argument_group("inference (as in segment)"))
     p.set_defaults(func=run)
+
+
+def add_data_arguments(group: argparse._ArgumentGroup, *, sparse: bool = True) -> None:
+    """The annotated-data flags (--data/--split or --image/--labels, --channel, and --sparse unless
+    ``sparse=False``, for a parser that has it already); also used by evaluate."""
+    group.add_argument("--data", type=Path, metavar="MAP.json", help="dataset mapping; its --split pairs are used")
+    group.add_argument("--split", choices=("val", "train", "all"), default="val",
+                       help="which pairs of the mapping to use (default val)")
+    group.add_argument("--image", action="append", default=[], type=Path, help="validation image (repeatable)")
+    group.add_argument("--labels", action="append", default=[], type=Path,
+                       help="its ground-truth labels (repeatable, in the order of --image)")
+    group.add_argument("--channel", type=int, default=None, help="channel of multi-channel --image files")
+    if sparse:
+        group.add_argument("--sparse", action="store_true",
+                           help="ground truth is partly annotated: predictions over no GT object are ignored")
+
+
+def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
+    """The flags that say how the network runs (as in segment); also used by evaluate."""
+    group.add_argument("--diameter", type=float, default=None, help="object diameter in pixels (default: estimated)")
+    group.add_argument("--anisotropy", type=float, default=None,
+                       help="z voxel size / xy voxel size (default: the mapping's or the file's)")
+    group.add_argument("--tta", action="store_true", help="average the network over flips")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    group.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
+    group.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
+    group.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
 
 
 def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[str, Any], tuple[Path, Path]]]:
@@ -237,11 +248,6 @@ def run(args: argparse.Namespace) -> int:
         result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None,
                                  method=args.search, start=_start(args.model), sparse_gt=args.sparse,
                                  progress=advance, niter=args.niter)
-    estimated = {o.name: round(o.diameter, 2) for o in outputs if o.diameter_estimated and o.diameter}
-    if estimated:
-        logger.warning("object diameters were estimated (%s px) with the model's starting thresholds; segment "
-                       "estimates them with the tuned ones and may pick other sizes: pass the same --diameter to "
-                       "tune and segment for scores that carry over", ", ".join(f"{v:g}" for v in estimated.values()))
     settings = {"diameters": {o.name: o.diameter for o in outputs}, "model": str(args.model), "data": str(args.data) if args.data else [str(p) for p in args.image],
                 "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
                 "images": [item[0] for item in data], **{k: v for k, v in segment_options(args).items()}}

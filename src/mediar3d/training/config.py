@@ -45,6 +45,10 @@ class TrainConfig:
         val_iou: IoU threshold of the validation AP.
         cellprob_threshold, flow_threshold, min_size, niter: Post-processing for validation,
             stored in the checkpoints as the model's default thresholds.
+        checkpoint_at_objects: Counts of annotated objects seen in training (e.g. [10, 100,
+            1000]) at which ``mediar3d train`` saves ``learning_curve/objects_<N>.pt``
+            (a :class:`mediar3d.tuning.ObjectCountCheckpointer`; in Python pass it as a
+            callback to the Trainer); None = none.
         use_pair_weights: Use per-pair sampling weights of the mapping (``mediar3d cluster``).
         num_workers: DataLoader worker processes.
         cache_size: Normalised files each process keeps in memory.
@@ -81,6 +85,7 @@ class TrainConfig:
     flow_threshold: float = 0.4
     min_size: int = 15
     niter: int = 200
+    checkpoint_at_objects: list[int] | None = None
     use_pair_weights: bool = True
     num_workers: int = 2
     cache_size: int = 4
@@ -111,6 +116,13 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key} must be a positive integer or null, got {value!r}")
+        counts = self.checkpoint_at_objects
+        if counts is not None:
+            if (not isinstance(counts, (list, tuple)) or not counts
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts)):
+                raise ConfigError(f"checkpoint_at_objects must be a list of positive whole numbers (e.g. [10, 100, "
+                                  f"1000]) or null, got {counts!r}")
+            self.checkpoint_at_objects = sorted(set(counts))
         if self.crop_size < 16:
             raise ConfigError(f"crop_size must be >= 16, got {self.crop_size}")
         if not self.lr > 0 or self.weight_decay < 0 or self.min_lr < 0:
