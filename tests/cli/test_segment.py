@@ -102,12 +102,12 @@ FLOW_RUN = ["--diameter", "10", "--no-progress", "--save-flows", "--niter", "20"
 
 @pytest.fixture(scope="module")
 def nuclei_file(tmp_path_factory):
-    """A crop of the bundled sample volume, on which the bundled model finds a few dozen nuclei."""
+    """A crop of the bundled sample volume, on which the bundled model finds about twenty nuclei."""
     from mediar3d.sample import sample_path
 
     path = tmp_path_factory.mktemp("nuclei") / "nuclei.tif"
     image = read_image(sample_path())
-    write_image(path, image.data[8:24, 40:120, 40:120], voxel_size=image.voxel_size)
+    write_image(path, image.data[10:22, 48:112, 48:112], voxel_size=image.voxel_size)
     return path
 
 
@@ -133,7 +133,7 @@ def _segment(source, out, models, flags):
 
 
 def test_ensemble_of_a_model_with_itself_gives_the_same_labels(tmp_path, nuclei_file):
-    flags = ["--diameter", "14", "--niter", "50", "--no-progress"]
+    flags = ["--diameter", "14", "--niter", "30", "--no-progress"]
     labels, _, _ = _segment(nuclei_file, tmp_path / "one", ["default"], flags)
     both, _, params = _segment(nuclei_file, tmp_path / "two", ["default", "default"], flags)
     assert labels.max() >= 10  # real objects to compare
@@ -182,7 +182,7 @@ def test_tuned_thresholds_are_the_defaults_and_flags_win(tmp_path, nuclei_file):
     result = TuneResult(best=dict(TUNED), score=0.9, start=dict(LIBRARY), start_score=0.5, metric="ap", iou=0.5,
                         rows=[], profiles={})
     tuned = write_tuned_checkpoint("default", tmp_path / "tuned.pt", result, {"data": "test"})
-    flags = ["--diameter", "14", "--niter", "50", "--no-progress"]
+    flags = ["--diameter", "14", "--niter", "30", "--no-progress"]
     plain_labels, _, plain = _segment(nuclei_file, tmp_path / "plain", ["default"], flags)
     tuned_labels, _, with_tuned = _segment(nuclei_file, tmp_path / "tuned", [tuned], flags)
     assert {k: plain[k] for k in TUNED} == LIBRARY
