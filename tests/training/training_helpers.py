@@ -64,6 +64,19 @@ def blobs2d(tmp_path: Path) -> Path:
         {"name": "blobs", "images": "d2/images/*.tif", "labels": "d2/labels/*.tif"}])
 
 
+class ThreadProbe:
+    """Map-style dataset whose items are the numba and torch thread counts of the process loading them."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, key):
+        import numba
+        import torch
+
+        return torch.tensor([numba.get_num_threads(), torch.get_num_threads()])
+
+
 def tiny_config(mapping: Path, save_dir: Path, **overrides) -> "TrainConfig":  # noqa: F821
     """A CPU-sized TrainConfig for the tiny unet."""
     from mediar3d.training import TrainConfig

@@ -7,6 +7,7 @@
   masks and the masked eq. 3.6 loss.
 - :mod:`~mediar3d.training.sampling`: per-dataset probabilities, balancing weights, DDP shards.
 - :mod:`~mediar3d.training.trainer`: the loop, checkpoints, exact resume, validation, logs.
+- :mod:`~mediar3d.training.loader`: the training DataLoader (one numba/torch thread per worker).
 - :mod:`~mediar3d.training.balancing`: k-means modality balancing (``mediar3d cluster``).
 - :mod:`~mediar3d.training.flow3d`: optional 3D flow loss (Algorithm 2).
 """

@@ -37,12 +37,18 @@ PERCENTILES: tuple[float, float] = (0.0, 99.5)
 
 @dataclass
 class Item:
-    """One image/label file pair of the index."""
+    """One image/label file pair of the index.
+
+    ``scale`` zooms the item (after the anisotropy correction of volumes) on every axis,
+    image linearly and labels by nearest neighbour, as inference does; fine-tuning sets it
+    so that the objects have the start model's training diameter (:func:`diameter_scales`).
+    """
 
     dataset: DatasetEntry
     pair: Pair
     shape: tuple[int, ...]
     anisotropy: float = 1.0
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,15 @@ def build_index(mapping: DatasetMapping, split: str | None = "train") -> SampleI
     return SampleIndex(items, samples)
 
 
+def plane_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameters (pixels) of the 2D masks of a label image (y, x) or of every z-plane of (z, y, x)."""
+    from mediar3d.inference.diameter import equivalent_diameters
+
+    planes = labels[None] if labels.ndim == 2 else labels
+    found = [equivalent_diameters(plane) for plane in planes]
+    return np.concatenate(found) if found else np.zeros(0)
+
+
 def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
     """Median equivalent diameter (pixels) of the 2D masks of the data (z-slices of volumes).
 
@@ -140,18 +155,62 @@ def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
     from mediar3d.io import read_labels
 
     chosen = np.unique(np.linspace(0, len(index.items) - 1, min(max_items, len(index.items))).round().astype(int))
-    diameters: list[np.ndarray] = []
-    for i in chosen:
-        labels = np.asarray(read_labels(index.items[i].pair.label))
-        planes = labels[None] if labels.ndim == 2 else labels
-        for plane in planes:
-            counts = np.bincount(plane.ravel().astype(np.int64))[1:]
-            counts = counts[counts > 0]
-            if counts.size:
-                diameters.append(np.sqrt(4.0 * counts / np.pi))
-    if not diameters:
-        return None
-    return float(np.median(np.concatenate(diameters)))
+    diameters = [plane_diameters(np.asarray(read_labels(index.items[i].pair.label))) for i in chosen]
+    pooled = np.concatenate(diameters)
+    return float(np.median(pooled)) if pooled.size else None
+
+
+def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
+    """Zoom per item that gives its objects the median diameter ``diameter`` (fine-tuning).
+
+    Each file's own median equivalent diameter (the statistic of :func:`training_diameter`)
+    is measured, as inference measures each image; a file without labelled objects takes
+    its dataset's median. Zooms are limited to the range inference allows.
+
+    Args:
+        index: Items to measure (every label file is read once).
+        diameter: Target median diameter in pixels (the start model's ``train_diameter``).
+
+    Returns:
+        One zoom per item of ``index.items`` (1.0 where nothing could be measured).
+    """
+    from mediar3d.inference.segment import MAX_SCALE, MIN_SCALE
+    from mediar3d.io import read_labels
+
+    measured = [plane_diameters(np.asarray(read_labels(item.pair.label))) for item in index.items]
+    pooled: dict[str, list[np.ndarray]] = {}
+    for item, values in zip(index.items, measured):
+        pooled.setdefault(item.dataset.name, []).append(values)
+    per_dataset = {name: np.concatenate(parts) for name, parts in pooled.items()}
+    scales = []
+    for item, values in zip(index.items, measured):
+        values = values if values.size else per_dataset[item.dataset.name]
+        scale = float(diameter) / float(np.median(values)) if values.size else 1.0
+        if not MIN_SCALE <= scale <= MAX_SCALE:
+            log.warning("%s: objects of %.1f px need a zoom of %.2f to reach %.1f px; limiting it to [%g, %g]",
+                        item.pair.label, float(np.median(values)), scale, diameter, MIN_SCALE, MAX_SCALE)
+            scale = float(np.clip(scale, MIN_SCALE, MAX_SCALE))
+        scales.append(scale)
+    return scales
+
+
+def rescale_pair(image: np.ndarray, labels: np.ndarray, factors: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom an image (linear) and its labels (nearest) by ``factors`` per axis, as inference does.
+
+    Args:
+        image: (y, x) or (z, y, x) float image.
+        labels: Integer labels of the same shape.
+        factors: Zoom per axis.
+
+    Returns:
+        Both arrays on the zoomed grid (shape rounded, at least 1 per axis).
+    """
+    if all(abs(float(f) - 1.0) < 1e-6 for f in factors):
+        return image, labels
+    from mediar3d.inference.anisotropy import resample_image, resample_labels, target_shape
+
+    shape = target_shape(image.shape, tuple(float(f) for f in factors))
+    return resample_image(image, shape), resample_labels(labels, shape)
 
 
 def normalise(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> np.ndarray:
@@ -190,7 +249,10 @@ class SliceDataset(Dataset):
             return self._cache[item]
         entry = self.index.items[item]
         image, labels, _ = read_pair(entry.dataset, entry.pair)
-        loaded = (normalise(image, self.percentiles), labels)
+        image = normalise(image, self.percentiles)
+        if image.ndim == 2:  # volumes are zoomed slice by slice (raw_sample), so slice indices stay valid
+            image, labels = rescale_pair(image, labels, (entry.scale, entry.scale))
+        loaded = (image, labels)
         self._cache[item] = loaded
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -206,6 +268,7 @@ class SliceDataset(Dataset):
                                    labels=False)
             labels = resample_plane(take_slice(labels, ref.orientation, ref.index), ref.orientation,
                                     entry.anisotropy, labels=True)
+            image, labels = rescale_pair(image, labels, (entry.scale, entry.scale))
         supervision = entry.dataset.supervision
         if supervision.mode == "roi":
             box = roi_box(labels, supervision.buffer)

@@ -34,7 +34,8 @@ from mediar3d.data.mapping import load_mapping
 from mediar3d.errors import ConfigError
 from mediar3d.training import distributed
 from mediar3d.training.config import TrainConfig, save_config
-from mediar3d.training.dataset import SliceDataset, build_index, training_diameter
+from mediar3d.training.dataset import SliceDataset, build_index, diameter_scales, training_diameter
+from mediar3d.training.loader import make_loader
 from mediar3d.training.losses import TERMS, flow_loss_terms
 from mediar3d.training.metrics_log import MetricsLogger
 from mediar3d.training.sampling import EpochSampler, sample_probabilities
@@ -109,8 +110,9 @@ class Trainer:
         self.val_index = build_index(self.mapping, "val")
         if not self.train_index.samples:
             raise ConfigError(f"{config.data}: the train split holds no usable samples")
-        self.model_info = self._model_info()
+        self.start_config: Any = None  # ModelConfig of the checkpoint fine-tuned from (config.init_from)
         self.model = self._build_model(model).to(self.device)
+        self.model_info = self._model_info()
         self.in_channels = int(getattr(unwrap(self.model), "in_channels", 1))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -141,12 +143,38 @@ class Trainer:
         return self.config.val_every > 0 and bool(self.val_index.samples)
 
     def _model_info(self) -> dict[str, Any]:
+        """What the checkpoints record besides the weights.
+
+        The training diameter is the data's median object diameter, except when
+        fine-tuning a checkpoint that has one: it is kept, and the training and validation
+        data are zoomed so that their objects have it (:meth:`_rescale_data`).
+        """
         cfg = self.config
-        diameter = training_diameter(self.train_index) if self.dist.is_main else None
-        diameter = distributed.broadcast(diameter)
-        return {"normalization": {"percentiles": list(cfg.percentiles)}, "train_diameter": diameter,
+        diameter = getattr(self.start_config, "train_diameter", None)
+        if diameter:
+            diameter = float(diameter)
+            self._rescale_data(diameter)
+        else:
+            diameter = training_diameter(self.train_index) if self.dist.is_main else None
+            diameter = distributed.broadcast(diameter)
+        info = {"normalization": {"percentiles": list(cfg.percentiles)}, "train_diameter": diameter,
                 "thresholds": {"cellprob_threshold": cfg.cellprob_threshold, "flow_threshold": cfg.flow_threshold,
                                "min_size": float(cfg.min_size)}}
+        if self.start_config is not None:
+            info["config"] = self.start_config
+        return info
+
+    def _rescale_data(self, diameter: float) -> None:
+        """Set every item's zoom so its objects have the median diameter ``diameter`` (measured on rank 0)."""
+        indices = (self.train_index, self.val_index)
+        scales = [diameter_scales(index, diameter) for index in indices] if self.dist.is_main else None
+        scales = distributed.broadcast(scales)
+        for index, values in zip(indices, scales):
+            for item, scale in zip(index.items, values):
+                item.scale = float(scale)
+        if scales[0]:
+            log.info("fine-tuning at the start model's diameter %.1f px: training files zoomed by %.2f to %.2f",
+                     diameter, min(scales[0]), max(scales[0]))
 
     def _build_model(self, model: nn.Module | None) -> nn.Module:
         cfg = self.config
@@ -156,7 +184,7 @@ class Trainer:
             from mediar3d.models import load_model
 
             net, saved = load_model(cfg.init_from)
-            self.model_info["config"] = saved
+            self.start_config = saved
             log.info("fine-tuning %s from %s", saved.arch, cfg.init_from)
             return net.train()
         from mediar3d.models import create_model
@@ -179,25 +207,16 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _loader(self, epoch: int) -> DataLoader:
-        """The training loader, built once; workers persist across epochs.
+        """The training loader, built once (:func:`~mediar3d.training.loader.make_loader`).
 
-        Workers are started with ``forkserver`` (``spawn`` where unavailable), never
-        ``fork``: a forked child whose parent already runs an OpenMP pool (torch) hangs
-        as soon as numba's parallel flow kernel uses OpenMP in it.
+        Workers persist across epochs, start with ``forkserver`` (never ``fork``) and use
+        one numba and one torch thread each.
         """
         self.sampler.set_epoch(epoch)
         if self._train_loader is None:
-            workers = self.config.num_workers
-            context = None
-            if workers > 0:
-                import multiprocessing
-
-                methods = multiprocessing.get_all_start_methods()
-                context = "forkserver" if "forkserver" in methods else "spawn"
-            self._train_loader = DataLoader(
-                self.train_set, batch_size=self.config.batch_size, sampler=self.sampler, num_workers=workers,
-                persistent_workers=workers > 0, multiprocessing_context=context,
-                pin_memory=self.device.type == "cuda", drop_last=False)
+            self._train_loader = make_loader(self.train_set, batch_size=self.config.batch_size, sampler=self.sampler,
+                                             num_workers=self.config.num_workers,
+                                             pin_memory=self.device.type == "cuda", drop_last=False)
         return self._train_loader
 
     def _train_epoch(self, epoch: int, logger: MetricsLogger | None) -> dict[str, float]:

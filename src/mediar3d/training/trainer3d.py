@@ -6,7 +6,8 @@ does not depend on the dimension: config, AdamW + cosine schedule, checkpoints
 resume from ``train_state.pt``, metrics and sampling. What changes for volumes:
 
 - samples are whole 3D volumes of the mapping (2D images are skipped), made isotropic
-  in z by the dataset's anisotropy, from which random 3D crops of
+  in z by the dataset's anisotropy (and zoomed to the start model's diameter when
+  fine-tuning), from which random 3D crops of
   ``crop_depth x crop_size x crop_size`` voxels are drawn (MONAI 3D transforms: pad, crop,
   zoom, flips on every axis, rot90 in y/x, and the intensity augmentations of table 4.4);
 - ground truth is the 3D Cellpose flow field (dz, dy, dx) of
@@ -35,7 +36,7 @@ from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
 from mediar3d.training import distributed
 from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file
-from mediar3d.training.dataset import SampleIndex, SampleRef, SliceDataset, normalise, read_pair
+from mediar3d.training.dataset import SampleIndex, SampleRef, SliceDataset, normalise, read_pair, rescale_pair
 from mediar3d.training.flow3d import TERMS_3D
 from mediar3d.training.losses import FLOW_SCALE, _masked_sample_mean
 from mediar3d.training.sampling import EpochSampler, sample_probabilities
@@ -186,14 +187,11 @@ class VolumeDataset(SliceDataset):
         if item in self._cache:
             self._cache.move_to_end(item)
             return self._cache[item]
-        from mediar3d.inference.anisotropy import resample_image, resample_labels, target_shape
-
         entry = self.index.items[item]
         image, labels, _ = read_pair(entry.dataset, entry.pair)
         image = normalise(image, self.percentiles)
-        if abs(entry.anisotropy - 1.0) > 1e-3:
-            shape = target_shape(image.shape, (entry.anisotropy, 1.0, 1.0))
-            image, labels = resample_image(image, shape), resample_labels(labels, shape)
+        z_factor = entry.anisotropy if abs(entry.anisotropy - 1.0) > 1e-3 else 1.0
+        image, labels = rescale_pair(image, labels, (z_factor * entry.scale, entry.scale, entry.scale))
         self._cache[item] = (image, labels)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
