@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mediar3d.errors import InputError
-from mediar3d.training.losses import FLOW_SCALE, _masked_sample_mean
+from mediar3d.training.losses import FLOW_SCALE, masked_sample_mean
 
 TERMS_3D = ("flow_z", "flow_y", "flow_x", "cellprob")
 
@@ -104,7 +104,7 @@ def flow3d_loss_terms(flows: torch.Tensor, logit: torch.Tensor, labels: np.ndarr
         "flow_x": (flows[2] - gt_t[2]) ** 2,
         "cellprob": F.binary_cross_entropy_with_logits(logit.float(), prob, reduction="none"),
     }
-    out = {name: _masked_sample_mean(v[None], w[None])[0][0] for name, v in per_voxel.items()}
+    out = {name: masked_sample_mean(v[None], w[None])[0][0] for name, v in per_voxel.items()}
     out["loss"] = out["flow_z"] + out["flow_y"] + out["flow_x"] + out["cellprob"]
     return out
 

@@ -18,8 +18,15 @@ FLOW_SCALE = 5.0
 TERMS = ("flow_y", "flow_x", "cellprob")
 
 
-def _masked_sample_mean(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample weighted means of ``values`` (B, H, W); returns (means (B,), has_weight (B,))."""
+def masked_sample_mean(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample weighted means of ``values`` (B, ...) with ``weight`` of the same shape.
+
+    Entries of weight 0 are replaced by 0 first, so NaN/inf there cannot reach the mean.
+
+    Returns:
+        ``means`` (B,) and ``has_weight`` (B,) bool (False where a sample's weights are all 0;
+        its mean is then 0).
+    """
     w = weight.to(values.dtype)
     safe = torch.where(w > 0, values, torch.zeros_like(values))  # NaN/inf outside the mask cannot leak
     total = (safe * w).flatten(1).sum(1)
@@ -62,7 +69,7 @@ def flow_loss_terms(prediction: torch.Tensor, target: torch.Tensor, weight: torc
     }
     out: dict[str, torch.Tensor] = {}
     for name, values in per_pixel.items():
-        means, has = _masked_sample_mean(values, w)
+        means, has = masked_sample_mean(values, w)
         count = has.sum().clamp_min(1).to(means.dtype)
         out[name] = torch.where(has, means, torch.zeros_like(means)).sum() / count
     out["loss"] = out["flow_y"] + out["flow_x"] + out["cellprob"]

@@ -93,6 +93,9 @@ class Trainer:
         callbacks: Functions called after every epoch.
     """
 
+    #: Loss terms (besides their sum ``loss``) that :meth:`_loss_terms` returns and the logs record.
+    TERM_NAMES: tuple[str, ...] = TERMS
+
     def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, resume: bool = False,
                  overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> None:
         self.config = config.validate()
@@ -120,13 +123,7 @@ class Trainer:
         use_scaler = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
         self.autocast_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if config.amp else None
-        self.train_set = SliceDataset(self.train_index, build_train_transforms(config.crop_size, config.augment),
-                                      percentiles=config.percentiles, cache_size=config.cache_size)
-        self.val_set = SliceDataset(self.val_index, None, percentiles=config.percentiles, cache_size=config.cache_size)
-        probabilities = sample_probabilities(self.train_index, self.mapping.probability_mode,
-                                             use_pair_weights=config.use_pair_weights)
-        self.sampler = EpochSampler(probabilities, config.samples_per_epoch, seed=config.seed,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
+        self._prepare_data()
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model: nn.Module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
@@ -176,6 +173,25 @@ class Trainer:
             log.info("fine-tuning at the start model's diameter %.1f px: training files zoomed by %.2f to %.2f",
                      diameter, min(scales[0]), max(scales[0]))
 
+    def _prepare_data(self) -> None:
+        """Set ``train_set``, ``val_set`` and ``sampler`` from the indexes (the model exists by now).
+
+        Subclasses for other sample kinds override this (:class:`~mediar3d.training.trainer3d.Trainer3D`).
+        """
+        cfg = self.config
+        self.train_set = SliceDataset(self.train_index, build_train_transforms(cfg.crop_size, cfg.augment),
+                                      percentiles=cfg.percentiles, cache_size=cfg.cache_size)
+        self.val_set = SliceDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size)
+        self.sampler = self._make_sampler()
+
+    def _make_sampler(self) -> EpochSampler:
+        """The epoch sampler over ``train_index`` (per-dataset probabilities, this rank's share)."""
+        cfg = self.config
+        probabilities = sample_probabilities(self.train_index, self.mapping.probability_mode,
+                                             use_pair_weights=cfg.use_pair_weights)
+        return EpochSampler(probabilities, cfg.samples_per_epoch, seed=cfg.seed, rank=self.dist.rank,
+                            world_size=self.dist.world_size)
+
     def _build_model(self, model: nn.Module | None) -> nn.Module:
         cfg = self.config
         if model is not None:
@@ -224,11 +240,12 @@ class Trainer:
 
         cfg = self.config
         self.ddp_model.train()
-        totals = {k: 0.0 for k in (*TERMS, "loss")}
+        totals = {k: 0.0 for k in (*self.TERM_NAMES, "loss")}
         steps = 0
         loader = self._loader(epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and self.dist.is_main))
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         for batch in bar:
             image = match_channels(batch["image"].to(self.device, non_blocking=True), self.in_channels)
             target = batch["target"].to(self.device, non_blocking=True)
@@ -236,8 +253,8 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 prediction = self.ddp_model(image)
-            terms = flow_loss_terms(prediction, target, weight)
-            values = self._optimizer_step(terms, epoch, self.model.parameters())
+            terms = self._loss_terms(prediction, target, weight)
+            values = self._optimizer_step(terms, epoch, trainable)
             for k in totals:
                 totals[k] += values[k]
             steps += 1
@@ -248,6 +265,11 @@ class Trainer:
         bar.close()
         means = {k: v / max(steps, 1) for k, v in totals.items()}
         return distributed.all_reduce_mean(means, self.device)
+
+    def _loss_terms(self, prediction: torch.Tensor, target: torch.Tensor,
+                    weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch: :func:`flow_loss_terms` (B, 3, H, W); keys ``TERM_NAMES`` and ``loss``."""
+        return flow_loss_terms(prediction, target, weight)
 
     def _optimizer_step(self, terms: dict[str, torch.Tensor], epoch: int, params: Any) -> dict[str, float]:
         """Backward on ``terms["loss"]`` (scaled under amp), clip ``params``, step; returns the terms as floats."""

@@ -38,12 +38,11 @@ from mediar3d.training import distributed
 from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file
 from mediar3d.training.dataset import SampleIndex, SampleRef, SliceDataset, normalise, read_pair, rescale_pair
 from mediar3d.training.flow3d import TERMS_3D
-from mediar3d.training.losses import FLOW_SCALE, _masked_sample_mean
-from mediar3d.training.sampling import EpochSampler, sample_probabilities
+from mediar3d.training.losses import FLOW_SCALE, masked_sample_mean
 from mediar3d.training.state import unwrap
 from mediar3d.training.supervision import roi_box, supervision_weights
 from mediar3d.training.trainer import Trainer, TrainResult
-from mediar3d.training.transforms import AugmentConfig, IntensityDiversificationd, _as_numpy
+from mediar3d.training.transforms import AugmentConfig, IntensityDiversificationd, as_numpy
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +216,9 @@ class VolumeDataset(SliceDataset):
             if seed is not None:
                 self.transform.set_random_state(seed=seed)
             sample = self.transform(sample)
-        image = _as_numpy(sample["image"]).astype(np.float32, copy=False)
-        labels = np.rint(_as_numpy(sample["label"])[0]).astype(np.int32)
-        valid = _as_numpy(sample["valid"])[0]
+        image = as_numpy(sample["image"]).astype(np.float32, copy=False)
+        labels = np.rint(as_numpy(sample["label"])[0]).astype(np.int32)
+        valid = as_numpy(sample["valid"])[0]
         ref = self.index.samples[int(number)]
         target, weight = make_volume_targets(labels, valid, self.index.items[ref.item].dataset.supervision)
         return {"image": torch.from_numpy(np.ascontiguousarray(image)), "target": torch.from_numpy(target),
@@ -253,7 +252,7 @@ def volume_loss_terms(prediction: torch.Tensor, target: torch.Tensor,
     }
     out: dict[str, torch.Tensor] = {}
     for name, values in per_voxel.items():
-        means, has = _masked_sample_mean(values, w)
+        means, has = masked_sample_mean(values, w)
         out[name] = torch.where(has, means, torch.zeros_like(means)).sum() / has.sum().clamp_min(1).to(means.dtype)
     out["loss"] = out["flow_z"] + out["flow_y"] + out["flow_x"] + out["cellprob"]
     return out
@@ -268,13 +267,17 @@ class Trainer3D(Trainer):
             ``crop_depth = min(32, crop_size)``).
         model: A volumetric network to train instead of building ``config.model``.
         resume, overwrite, callbacks: As for :class:`Trainer`.
+
+    The loop, checkpoints and resume are :class:`Trainer`'s; this class only swaps the data
+    (:meth:`_prepare_data`), the loss (:meth:`_loss_terms`) and the validation.
     """
 
-    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, resume: bool = False,
-                 overwrite: bool = False, callbacks: Sequence[Any] = ()) -> None:
+    TERM_NAMES = TERMS_3D
+
+    def _prepare_data(self) -> None:
+        """Keep the 3D volumes of the indexes and serve random crops of them (:class:`VolumeDataset`)."""
         from mediar3d.inference.volume3d import is_volumetric
 
-        super().__init__(config, model=model, resume=resume, overwrite=overwrite, callbacks=callbacks)
         cfg = self.config
         if not is_volumetric(self.model):
             raise ConfigError(f"model {cfg.model!r} is a 2D network; 3D training needs a volumetric one "
@@ -287,42 +290,12 @@ class Trainer3D(Trainer):
         self.train_set = VolumeDataset(self.train_index, build_volume_transforms(self.crop, cfg.augment),
                                        percentiles=cfg.percentiles, cache_size=cfg.cache_size)
         self.val_set = VolumeDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size)
-        probabilities = sample_probabilities(self.train_index, self.mapping.probability_mode,
-                                             use_pair_weights=cfg.use_pair_weights)
-        self.sampler = EpochSampler(probabilities, cfg.samples_per_epoch, seed=cfg.seed, rank=self.dist.rank,
-                                    world_size=self.dist.world_size)
-        if not resume:
-            self.best["metric"] = "val_ap" if self._validates() else "loss"
+        self.sampler = self._make_sampler()
 
-    def _train_epoch(self, epoch: int, logger: Any) -> dict[str, float]:
-        from tqdm.auto import tqdm
-
-        cfg = self.config
-        self.ddp_model.train()
-        totals = {k: 0.0 for k in (*TERMS_3D, "loss")}
-        steps = 0
-        loader = self._loader(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (cfg.progress and self.dist.is_main))
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        for batch in bar:
-            image = batch["image"].to(self.device, non_blocking=True)
-            if image.shape[1] != self.in_channels:
-                image = image.expand(-1, self.in_channels, -1, -1, -1)
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
-                prediction = self.ddp_model(image)
-            terms = volume_loss_terms(prediction, batch["target"].to(self.device), batch["weight"].to(self.device))
-            values = self._optimizer_step(terms, epoch, trainable)
-            for k in totals:
-                totals[k] += values[k]
-            steps += 1
-            if self.dist.is_main and steps % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
-                if logger is not None:
-                    logger.log_step(epoch * len(loader) + steps, values)
-        bar.close()
-        return distributed.all_reduce_mean({k: v / max(steps, 1) for k, v in totals.items()}, self.device)
+    def _loss_terms(self, prediction: torch.Tensor, target: torch.Tensor,
+                    weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:func:`volume_loss_terms` of a batch (B, 4, Z, Y, X)."""
+        return volume_loss_terms(prediction, target, weight)
 
     def _validate(self) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -125,11 +125,12 @@ class IntensityDiversificationd(RandomizableTransform, MapTransform):
         hit = lut_ids[pos] == labels
         scale = np.where(hit, lut_factors[pos], 1.0).astype(np.float32)
         for key in self.key_iterator(d):
-            d[key] = _as_numpy(d[key]) * scale
+            d[key] = as_numpy(d[key]) * scale
         return d
 
 
-def _as_numpy(x: Any) -> np.ndarray:
+def as_numpy(x: Any) -> np.ndarray:
+    """A MONAI output (tensor / MetaTensor) or array-like as a numpy array of the same shape."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -204,9 +205,9 @@ def finish_sample(sample: Mapping[str, Any], supervision: Supervision) -> dict[s
         ``image`` (1, H, W) float32, ``target`` (3, H, W) float32, ``weight`` (1, H, W)
         float32 and ``label`` (1, H, W) int32, all torch tensors.
     """
-    image = _as_numpy(sample["image"]).astype(np.float32, copy=False)
-    labels = np.rint(_as_numpy(sample["label"])[0]).astype(np.int32)
-    valid = _as_numpy(sample["valid"])[0] if "valid" in sample else None
+    image = as_numpy(sample["image"]).astype(np.float32, copy=False)
+    labels = np.rint(as_numpy(sample["label"])[0]).astype(np.int32)
+    valid = as_numpy(sample["valid"])[0] if "valid" in sample else None
     target, weight = make_targets(labels, valid, supervision)
     return {
         "image": torch.from_numpy(np.ascontiguousarray(image)),

@@ -28,10 +28,10 @@ def pick_validation_samples(n: int, max_samples: int) -> list[int]:
 
 
 def match_channels(image: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Repeat a 1-channel batch (B, 1, H, W) to the network's ``in_channels``."""
+    """Repeat a 1-channel batch (B, 1, H, W) or (B, 1, Z, Y, X) to the network's ``in_channels`` (a view)."""
     if image.shape[1] == in_channels:
         return image
-    return image.expand(-1, in_channels, -1, -1)
+    return image.expand(-1, in_channels, *image.shape[2:])
 
 
 @torch.no_grad()
