@@ -11,7 +11,7 @@ from mediar3d.inference.anisotropy import (
     resample_labels,
     target_shape,
 )
-from mediar3d.inference.normalize import normalize_percentile, percentile_range
+from mediar3d.data.normalize import normalize_percentile, percentile_range
 from mediar3d.inference.stitch import stitch_slices
 
 
@@ -22,6 +22,15 @@ def test_normalisation_maps_percentiles_to_unit_range():
     low, high = np.percentile(volume, [0, 99.5])
     assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
     np.testing.assert_allclose(out, np.clip((volume - low) / (high - low), 0, 1), atol=1e-6)
+
+
+
+def test_inference_normalize_re_exports_the_shared_functions():
+    import mediar3d.data.normalize as shared
+    import mediar3d.inference.normalize as old_home
+
+    for name in ("normalize_percentile", "normalize_range", "percentile_range", "DEFAULT_PERCENTILES"):
+        assert getattr(old_home, name) is getattr(shared, name), name
 
 
 def test_subsampled_percentiles_are_deterministic_and_close():
@@ -82,7 +91,7 @@ def test_stitching_joins_overlapping_masks_and_separates_new_ones():
 
 
 def test_fixed_intensity_range_maps_low_high_to_unit_range():
-    from mediar3d.inference.normalize import normalize_range
+    from mediar3d.data.normalize import normalize_range
 
     values = np.array([0.0, 10.0, 20.0, 30.0], np.float32)
     np.testing.assert_allclose(normalize_range(values, 10, 20), [0, 0, 1, 1])

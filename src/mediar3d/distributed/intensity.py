@@ -39,6 +39,6 @@ def global_percentiles(
     Returns:
         The two percentile values.
     """
-    from mediar3d.inference.normalize import percentile_range
+    from mediar3d.data.normalize import percentile_range
 
     return percentile_range(strided_sample(array, max_samples=max_samples), percentiles)

@@ -1,87 +1,12 @@
-"""Percentile intensity normalisation, as in training: (0, 99.5) percentiles -> [0, 1].
+"""Percentile intensity normalisation; lives in :mod:`mediar3d.data.normalize` (shared with training)."""
 
-The percentiles are computed on the whole array, or on a fixed-stride subsample when the
-array is large, never on a random sample: the same input always gives the same output.
-"""
+from mediar3d.data.normalize import (
+    DEFAULT_PERCENTILES,
+    MAX_PERCENTILE_SAMPLES,
+    normalize_percentile,
+    normalize_range,
+    percentile_range,
+)
 
-from __future__ import annotations
-
-import numpy as np
-
-from mediar3d.errors import InputError
-
-#: Percentiles used in training (thesis table 4.4).
-DEFAULT_PERCENTILES: tuple[float, float] = (0.0, 99.5)
-#: Above this many elements the percentiles are computed on a fixed-stride subsample.
-MAX_PERCENTILE_SAMPLES = 1 << 22
-
-
-def _subsample(array: np.ndarray, max_samples: int) -> np.ndarray:
-    flat = array.reshape(-1)
-    if flat.size <= max_samples:
-        return flat
-    stride = -(-flat.size // max_samples)  # ceil
-    return flat[::stride]
-
-
-def percentile_range(
-    array: np.ndarray,
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    *,
-    max_samples: int = MAX_PERCENTILE_SAMPLES,
-) -> tuple[float, float]:
-    """Return the (low, high) intensity percentiles of `array` (any shape).
-
-    Args:
-        array: Image or volume, any shape and numeric dtype.
-        percentiles: Lower and upper percentile in [0, 100].
-        max_samples: Larger arrays are subsampled with a fixed stride (deterministic).
-
-    Returns:
-        The two percentile values as floats.
-    """
-    low_q, high_q = percentiles
-    if not 0.0 <= low_q < high_q <= 100.0:
-        raise InputError(f"percentiles {percentiles!r}: need 0 <= low < high <= 100")
-    sample = _subsample(np.asarray(array), max_samples).astype(np.float64, copy=False)
-    low, high = np.percentile(sample, [low_q, high_q])
-    return float(low), float(high)
-
-
-def normalize_range(array: np.ndarray, low: float, high: float, *, clip: bool = True) -> np.ndarray:
-    """Map intensities `low` -> 0 and `high` -> 1 (float32), e.g. percentiles of a whole volume for its blocks.
-
-    Raises:
-        InputError: `high` is not above `low`.
-    """
-    low, high = float(low), float(high)
-    if not (np.isfinite(low) and np.isfinite(high) and high > low):
-        raise InputError(f"intensity range ({low}, {high}): need finite low < high")
-    out = (np.asarray(array, dtype=np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
-    if clip:
-        np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def normalize_percentile(
-    array: np.ndarray,
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    *,
-    clip: bool = True,
-    max_samples: int = MAX_PERCENTILE_SAMPLES,
-) -> np.ndarray:
-    """Scale intensities so the given percentiles map to 0 and 1.
-
-    Args:
-        array: Image (y, x) or volume (z, y, x), any numeric dtype.
-        percentiles: Lower and upper percentile mapped to 0 and 1.
-        clip: Clip the result to [0, 1].
-        max_samples: Percentiles use a fixed-stride subsample above this many elements.
-
-    Returns:
-        float32 array of the same shape. A constant input gives all zeros.
-    """
-    low, high = percentile_range(array, percentiles, max_samples=max_samples)
-    if high - low <= 1e-12:
-        return np.zeros(np.shape(array), dtype=np.float32)
-    return normalize_range(array, low, high, clip=clip)
+__all__ = ["DEFAULT_PERCENTILES", "MAX_PERCENTILE_SAMPLES", "normalize_percentile", "normalize_range",
+           "percentile_range"]

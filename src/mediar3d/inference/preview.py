@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from mediar3d.inference.normalize import normalize_percentile
+from mediar3d.data.normalize import normalize_percentile
 
 
 def _panels(image: np.ndarray, labels: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, float]]:

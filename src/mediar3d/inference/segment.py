@@ -20,6 +20,7 @@ import fastremap
 import numpy as np
 import torch
 
+from mediar3d.data.normalize import normalize_percentile, normalize_range
 from mediar3d.errors import InputError
 from mediar3d.inference.anisotropy import (
     anisotropy_from_voxel_size,
@@ -35,7 +36,6 @@ from mediar3d.inference.diameter import (
     estimate_diameter,
 )
 from mediar3d.inference.loader import InferenceModel, resolve_model
-from mediar3d.inference.normalize import normalize_percentile, normalize_range
 from mediar3d.inference.orthoslice import predict_orthoslices
 from mediar3d.inference.stitch import stitch_slices
 from mediar3d.inference.tiling import predict_slices

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mediar3d.data.normalize import normalize_percentile
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.inference.anisotropy import (
     check_anisotropy,
@@ -29,7 +30,6 @@ from mediar3d.inference.anisotropy import (
 )
 from mediar3d.inference.device import autocast, select_device
 from mediar3d.inference.loader import InferenceModel, resolve_model
-from mediar3d.inference.normalize import normalize_percentile
 from mediar3d.inference.segment import (
     SegmentResult,
     _check_volume,

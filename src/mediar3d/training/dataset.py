@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair
+from mediar3d.data.normalize import DEFAULT_PERCENTILES, normalize_percentile
 from mediar3d.data.slicing import annotated_slices, num_slices, resample_plane, take_slice
 from mediar3d.errors import InputError
 from mediar3d.training.supervision import roi_box
@@ -32,7 +33,7 @@ from mediar3d.training.transforms import finish_sample
 
 log = logging.getLogger(__name__)
 
-PERCENTILES: tuple[float, float] = (0.0, 99.5)
+PERCENTILES: tuple[float, float] = DEFAULT_PERCENTILES
 
 
 @dataclass
@@ -215,8 +216,6 @@ def rescale_pair(image: np.ndarray, labels: np.ndarray, factors: Sequence[float]
 
 def normalise(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> np.ndarray:
     """Percentile normalisation of a whole image or volume to [0, 1] (deterministic), float32."""
-    from mediar3d.inference.normalize import normalize_percentile
-
     return normalize_percentile(image, (float(percentiles[0]), float(percentiles[1])))
 
 
