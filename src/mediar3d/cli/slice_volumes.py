@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     """Slice every volume, write the mapping and the slice table; returns 0."""
     from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair, save_mapping
     from mediar3d.data.slicing import check_orientations, export_slices
-    from mediar3d.training.dataset import read_pair
+    from mediar3d.data.pairs import read_pair
 
     if args.anisotropy is not None and not args.anisotropy > 0:
         raise ConfigError(f"--anisotropy {args.anisotropy}: must be > 0")

@@ -107,7 +107,7 @@ def validation_data(args: argparse.Namespace) -> list[tuple[str, Any, Any, dict[
     items: list[tuple[str, Any, Any, dict[str, Any]]] = []
     if args.data is not None:
         from mediar3d.data.mapping import load_mapping
-        from mediar3d.training.dataset import read_pair
+        from mediar3d.data.pairs import read_pair
 
         mapping = load_mapping(args.data)
         for dataset, pair in mapping.pairs(None if args.split == "all" else args.split):

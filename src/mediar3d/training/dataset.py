@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 
 from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair
 from mediar3d.data.normalize import DEFAULT_PERCENTILES, normalize_percentile
+from mediar3d.data.pairs import read_pair  # also re-exported from here, where it used to live
 from mediar3d.data.slicing import annotated_slices, num_slices, resample_plane, take_slice
-from mediar3d.errors import InputError
 from mediar3d.training.supervision import roi_box
 from mediar3d.training.transforms import finish_sample
 
@@ -70,37 +70,6 @@ class SampleIndex:
 
     def __len__(self) -> int:
         return len(self.samples)
-
-
-def read_pair(dataset: DatasetEntry, pair: Pair) -> tuple[np.ndarray, np.ndarray, float]:
-    """Read one image/label pair and check they match.
-
-    Returns:
-        image (y, x) or (z, y, x) as stored, labels of the same shape, and the anisotropy
-        (z spacing / xy spacing: the dataset's value, else the image's voxel size, else 1).
-
-    Raises:
-        InputError: unreadable files, or labels whose shape differs from the image's.
-    """
-    from mediar3d.io import read_image, read_labels
-
-    image = read_image(pair.image, channel=dataset.channel)
-    labels = np.asarray(read_labels(pair.label))
-    data = np.asarray(image.data)
-    if data.ndim not in (2, 3):
-        raise InputError(f"{pair.image}: expected a 2D (y, x) image or a 3D (z, y, x) volume, got shape {data.shape}"
-                         f"; set 'channel' for the dataset {dataset.name!r} if it has channels")
-    if labels.shape != data.shape:
-        raise InputError(f"{pair.label}: labels of shape {labels.shape} do not match image {pair.image} of shape "
-                         f"{data.shape}")
-    anisotropy = 1.0
-    if dataset.anisotropy is not None:
-        anisotropy = float(dataset.anisotropy)
-    elif data.ndim == 3 and image.voxel_size is not None and len(image.voxel_size) == 3:
-        vz, vy, vx = (float(v) for v in image.voxel_size)
-        if vz > 0 and vy > 0 and vx > 0:
-            anisotropy = vz / (0.5 * (vy + vx))
-    return data, labels, anisotropy
 
 
 def build_index(mapping: DatasetMapping, split: str | None = "train") -> SampleIndex:

@@ -1,0 +1,44 @@
+"""Reading one image/label pair of a dataset mapping, checked, with its anisotropy.
+
+Kept apart from :mod:`mediar3d.training` (which imports MONAI) so that commands that only
+read pairs (``mediar3d tune --data``, ``mediar3d slice-volumes``) start quickly;
+:mod:`mediar3d.training.dataset` re-exports :func:`read_pair`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mediar3d.data.mapping import DatasetEntry, Pair
+from mediar3d.errors import InputError
+
+
+def read_pair(dataset: DatasetEntry, pair: Pair) -> tuple[np.ndarray, np.ndarray, float]:
+    """Read one image/label pair and check they match.
+
+    Returns:
+        image (y, x) or (z, y, x) as stored, labels of the same shape, and the anisotropy
+        (z spacing / xy spacing: the dataset's value, else the image's voxel size, else 1).
+
+    Raises:
+        InputError: unreadable files, or labels whose shape differs from the image's.
+    """
+    from mediar3d.io import read_image, read_labels
+
+    image = read_image(pair.image, channel=dataset.channel)
+    labels = np.asarray(read_labels(pair.label))
+    data = np.asarray(image.data)
+    if data.ndim not in (2, 3):
+        raise InputError(f"{pair.image}: expected a 2D (y, x) image or a 3D (z, y, x) volume, got shape {data.shape}"
+                         f"; set 'channel' for the dataset {dataset.name!r} if it has channels")
+    if labels.shape != data.shape:
+        raise InputError(f"{pair.label}: labels of shape {labels.shape} do not match image {pair.image} of shape "
+                         f"{data.shape}")
+    anisotropy = 1.0
+    if dataset.anisotropy is not None:
+        anisotropy = float(dataset.anisotropy)
+    elif data.ndim == 3 and image.voxel_size is not None and len(image.voxel_size) == 3:
+        vz, vy, vx = (float(v) for v in image.voxel_size)
+        if vz > 0 and vy > 0 and vx > 0:
+            anisotropy = vz / (0.5 * (vy + vx))
+    return data, labels, anisotropy
