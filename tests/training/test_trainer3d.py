@@ -90,6 +90,21 @@ def test_volume_loss_matches_hand_computation_and_masks_per_sample():
     assert pred.grad[0, :, 1].abs().sum() > 0
 
 
+def test_volume_loss_ignores_non_finite_predictions_outside_the_supervision():
+    torch.manual_seed(1)
+    pred = torch.randn(1, 4, 3, 5, 5)
+    pred[0, :, 0] = float("nan")  # unsupervised plane
+    pred[0, 1, 2, 0, 0] = float("inf")
+    pred.requires_grad_(True)
+    target = torch.randn(1, 4, 3, 5, 5)
+    weight = torch.zeros(1, 1, 3, 5, 5)
+    weight[0, :, 1] = 1
+    terms = volume_loss_terms(pred, target, weight)
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"]) and torch.isfinite(pred.grad).all()
+    assert pred.grad[0, :, 1].abs().sum() > 0
+
+
 def test_volume_transforms_share_every_spatial_change():
     from mediar3d.training.transforms import AugmentConfig
 

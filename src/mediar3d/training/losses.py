@@ -49,28 +49,42 @@ def flow_loss_terms(prediction: torch.Tensor, target: torch.Tensor, weight: torc
         (float32 even under autocast). Samples whose weights are all 0 are left out of the
         average; a batch with no supervision at all gives 0 (with a graph, so backward works).
     """
+    return masked_loss_terms(prediction, target, weight, ("flow_y", "flow_x"))
+
+
+def masked_loss_terms(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                      flow_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Eq. 3.6 for any number of flow channels and spatial dimensions, masked per sample.
+
+    Args:
+        prediction: (B, F + 1, *spatial): F flow channels (x5 scale), then the cell-prob logit.
+        target: (B, F + 1, *spatial): 5 x the unit flows, then P in {0, 1}.
+        weight: (B, 1, *spatial) or (B, *spatial) supervision weights; None = all 1.
+        flow_names: names of the F flow terms, e.g. ("flow_z", "flow_y", "flow_x").
+
+    Returns:
+        The flow terms, ``cellprob`` and their sum ``loss`` (float32 scalars).
+    """
     pred = prediction.float()
     tgt = target.float()
     if weight is None:
         w = torch.ones_like(pred[:, 0])
     else:
         w = weight.float()
-        if w.dim() == 4:
+        if w.dim() == pred.dim():
             w = w[:, 0]
     # Replace masked-out predictions by a constant before any arithmetic, so that even
     # inf/NaN there cannot reach the loss or the gradient (0 * inf would be NaN).
     keep = (w > 0)[:, None]
     pred = torch.where(keep, pred, torch.zeros_like(pred))
     tgt = torch.where(keep, tgt, torch.zeros_like(tgt))
-    per_pixel = {
-        "flow_y": (pred[:, 0] - tgt[:, 0]) ** 2,
-        "flow_x": (pred[:, 1] - tgt[:, 1]) ** 2,
-        "cellprob": F.binary_cross_entropy_with_logits(pred[:, 2], tgt[:, 2], reduction="none"),
-    }
+    n = len(flow_names)
+    per_voxel = {name: (pred[:, k] - tgt[:, k]) ** 2 for k, name in enumerate(flow_names)}
+    per_voxel["cellprob"] = F.binary_cross_entropy_with_logits(pred[:, n], tgt[:, n], reduction="none")
     out: dict[str, torch.Tensor] = {}
-    for name, values in per_pixel.items():
+    for name, values in per_voxel.items():
         means, has = masked_sample_mean(values, w)
         count = has.sum().clamp_min(1).to(means.dtype)
         out[name] = torch.where(has, means, torch.zeros_like(means)).sum() / count
-    out["loss"] = out["flow_y"] + out["flow_x"] + out["cellprob"]
+    out["loss"] = sum(out[name] for name in (*flow_names, "cellprob"))
     return out

@@ -38,7 +38,7 @@ from mediar3d.training import distributed
 from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file
 from mediar3d.training.dataset import SampleIndex, SampleRef, SliceDataset, normalise, read_pair, rescale_pair
 from mediar3d.training.flow3d import TERMS_3D
-from mediar3d.training.losses import FLOW_SCALE, masked_sample_mean
+from mediar3d.training.losses import FLOW_SCALE, masked_loss_terms
 from mediar3d.training.state import unwrap
 from mediar3d.training.supervision import roi_box, supervision_weights
 from mediar3d.training.trainer import Trainer, TrainResult
@@ -240,22 +240,7 @@ def volume_loss_terms(prediction: torch.Tensor, target: torch.Tensor,
         Scalars ``flow_z``, ``flow_y``, ``flow_x``, ``cellprob`` and their sum ``loss``;
         samples without supervision are left out of the mean.
     """
-    pred, tgt = prediction.float(), target.float()
-    w = torch.ones_like(pred[:, 0]) if weight is None else weight.float()
-    if w.dim() == 5:
-        w = w[:, 0]
-    per_voxel = {
-        "flow_z": (pred[:, 0] - tgt[:, 0]) ** 2,
-        "flow_y": (pred[:, 1] - tgt[:, 1]) ** 2,
-        "flow_x": (pred[:, 2] - tgt[:, 2]) ** 2,
-        "cellprob": torch.nn.functional.binary_cross_entropy_with_logits(pred[:, 3], tgt[:, 3], reduction="none"),
-    }
-    out: dict[str, torch.Tensor] = {}
-    for name, values in per_voxel.items():
-        means, has = masked_sample_mean(values, w)
-        out[name] = torch.where(has, means, torch.zeros_like(means)).sum() / has.sum().clamp_min(1).to(means.dtype)
-    out["loss"] = out["flow_z"] + out["flow_y"] + out["flow_x"] + out["cellprob"]
-    return out
+    return masked_loss_terms(prediction, target, weight, ("flow_z", "flow_y", "flow_x"))
 
 
 # ---------------------------------------------------------------------------- trainer
