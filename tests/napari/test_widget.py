@@ -41,6 +41,7 @@ def test_widget_labels_match_segment(make_napari_viewer, qtbot, volume):
     widget._diameter.value = DIAMETER
     widget._model_thresholds.value = False
     widget._cellprob.value = -0.5
+    widget._min_size.value = 400  # well above the default 15: drops the smallest objects
     widget._add_flows.value = True
     widget._add_prob.value = True
     widget.run()
@@ -48,12 +49,15 @@ def test_widget_labels_match_segment(make_napari_viewer, qtbot, volume):
     _wait(qtbot, widget)
 
     expected = mediar3d.segment(volume, "default", diameter=DIAMETER, anisotropy=ANISOTROPY, cellprob_threshold=-0.5,
-                                progress=False)
+                                min_size=400, progress=False)
+    unfiltered = mediar3d.segment(volume, "default", diameter=DIAMETER, anisotropy=ANISOTROPY, cellprob_threshold=-0.5,
+                                  progress=False)
     labels = viewer.layers["cells_labels"]
-    assert expected.max() >= 2
+    assert expected.max() >= 2 and unfiltered.max() > expected.max()  # min size reached the post-processing
     np.testing.assert_array_equal(labels.data, expected)
     assert tuple(labels.scale) == (ANISOTROPY, 0.5, 0.5) and tuple(labels.translate) == (3.0, 0.0, 0.0)
     assert labels.metadata["mediar3d"]["cellprob_threshold"] == -0.5
+    assert labels.metadata["mediar3d"]["min_size"] == 400
     flows, prob = viewer.layers["cells_flows"], viewer.layers["cells_prob"]
     assert flows.rgb and flows.data.shape == SHAPE + (3,) and tuple(flows.scale) == (ANISOTROPY, 0.5, 0.5)
     assert prob.data.shape == SHAPE and 0.0 <= prob.data.min() and prob.data.max() <= 1.0

@@ -78,6 +78,7 @@ class SegmentRequest:
         diameter: Object diameter in pixels (y/x), None to estimate it.
         cellprob_threshold: Cell-probability logit threshold, None for the model's.
         flow_threshold: Flow-consistency threshold, None for the model's.
+        min_size: Smallest object kept (voxels of the input), None for the model's.
         tta: Average over flips.
         keep_flows: Also return flows and probability.
         device: "cpu", "cuda", ... or None for automatic.
@@ -90,6 +91,7 @@ class SegmentRequest:
     diameter: float | None = None
     cellprob_threshold: float | None = None
     flow_threshold: float | None = None
+    min_size: float | None = None
     tta: bool = False
     keep_flows: bool = False
     device: str | None = None
@@ -101,7 +103,7 @@ class SegmentRequest:
         return dict(diameter=self.diameter, anisotropy=self.anisotropy if self.mode != "2d" else None,
                     do_3d=self.mode != "2d", z_only=self.mode == "z-only", tta=self.tta, device=self.device,
                     keep_flows=self.keep_flows, cellprob_threshold=self.cellprob_threshold,
-                    flow_threshold=self.flow_threshold)
+                    flow_threshold=self.flow_threshold, min_size=self.min_size)
 
 
 def _round_up(value: int, divisor: int) -> int:
@@ -195,5 +197,6 @@ def run_job(request: SegmentRequest, cancel: threading.Event,
                                        anisotropy=request.anisotropy, device=request.device,
                                        keep_flows=request.keep_flows,
                                        cellprob_threshold=request.cellprob_threshold,
-                                       flow_threshold=request.flow_threshold)
+                                       flow_threshold=request.flow_threshold,
+                                       min_size=request.min_size)
     return run_segmentation(request.data, wrapped, progress=False, **options)

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton,
+                              SpinBox)
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
 from mediar3d.errors import InputError, Mediar3DError, ModelError
+from mediar3d.inference.segment import DEFAULT_MIN_SIZE
 from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job
 from mediar3d.napari._layers import flows_layer, labels_layer, probability_layer
 
@@ -69,11 +71,13 @@ class SegmentWidget(Container):
         self._diameter = FloatSpinBox(label="diameter (px)", value=0.0, min=0.0, max=2000.0, step=1.0,
                                       tooltip="typical object diameter in pixels in the y/x plane; 0 = estimate")
         self._model_thresholds = CheckBox(text="model's thresholds", value=True,
-                                          tooltip="use the thresholds stored in the model (unticked: the two below)")
+                                          tooltip="use the thresholds stored in the model (unticked: the three below)")
         self._cellprob = FloatSpinBox(label="cellprob threshold", value=0.0, min=-12.0, max=12.0, step=0.25,
                                       enabled=False, tooltip="cell-probability logit threshold; lower finds more")
         self._flow = FloatSpinBox(label="flow threshold", value=0.4, min=0.0, max=10.0, step=0.05, enabled=False,
                                   tooltip="largest flow-consistency error a mask may have; higher keeps more")
+        self._min_size = SpinBox(label="min size (voxels)", value=DEFAULT_MIN_SIZE, min=0, max=10_000_000, step=5,
+                                 enabled=False, tooltip="smallest object kept, in input voxels; 0 keeps all")
         self._tta = CheckBox(text="test-time augmentation (4x slower)", value=False)
         self._add_flows = CheckBox(text="add flows layer", value=False)
         self._add_prob = CheckBox(text="add probability layer", value=False)
@@ -83,7 +87,8 @@ class SegmentWidget(Container):
         self._status = Label(value="")
         super().__init__(widgets=[
             self._image, self._channel, self._mode, self._model, self._checkpoint, self._anisotropy, self._diameter,
-            self._model_thresholds, self._cellprob, self._flow, self._tta, self._add_flows, self._add_prob,
+            self._model_thresholds, self._cellprob, self._flow, self._min_size, self._tta, self._add_flows,
+            self._add_prob,
             self._run, self._cancel, self._progress, self._status,
         ])
         self._worker = None
@@ -140,6 +145,7 @@ class SegmentWidget(Container):
     def _on_thresholds_toggled(self, use_model: bool) -> None:
         self._cellprob.enabled = not use_model
         self._flow.enabled = not use_model
+        self._min_size.enabled = not use_model
 
     # ---- request ---------------------------------------------------------------------
     def _selected_data(self, layer: Image) -> Any:
@@ -185,6 +191,7 @@ class SegmentWidget(Container):
             diameter=float(self._diameter.value) or None,
             cellprob_threshold=None if use_model else float(self._cellprob.value),
             flow_threshold=None if use_model else float(self._flow.value),
+            min_size=None if use_model else float(self._min_size.value),
             tta=bool(self._tta.value), keep_flows=bool(self._add_flows.value or self._add_prob.value))
         return request, layer
 
