@@ -169,9 +169,9 @@ def run_segmentation(
                              "not the 2D or z-only mode")
         return run_volume_segmentation(
             volume, resolved, diameter=diameter, anisotropy=anisotropy, roi_size=None if tile is None else
-            (DEFAULT_ROI[0], tile, tile), overlap=tile_overlap, batch_size=1, device=device, keep_flows=keep_flows,
-            progress=progress, cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold,
-            min_size=min_size, niter=niter, max_size_fraction=max_size_fraction)
+            (DEFAULT_ROI[0], tile, tile), overlap=tile_overlap, batch_size=1, device=device, tta=tta,
+            keep_flows=keep_flows, progress=progress, cellprob_threshold=cellprob_threshold,
+            flow_threshold=flow_threshold, min_size=min_size, niter=niter, max_size_fraction=max_size_fraction)
     dev = select_device(device)
     cellprob_threshold = resolved.cellprob_threshold if cellprob_threshold is None else float(cellprob_threshold)
     flow_threshold = resolved.flow_threshold if flow_threshold is None else float(flow_threshold)
@@ -279,7 +279,7 @@ def segment(
         z_only: Predict on z-slices only and stitch the 2D masks across z (faster, flatter).
         tile: Largest 2D window (pixels) fed to the network; larger slices are tiled.
         batch_size: Slices or tiles per network call.
-        tta: Average over flips (4x slower).
+        tta: Average over flips, flow signs corrected (4x slower; 8x for a 3D network).
         device: "cpu", "cuda", "mps" or None for automatic.
         return_flows: Return a SegmentResult with flows and probability instead of labels.
         progress: Show a progress bar per slice orientation.

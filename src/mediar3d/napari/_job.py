@@ -194,7 +194,7 @@ def run_job(request: SegmentRequest, cancel: threading.Event,
         if request.mode != "3d":
             raise InputError(f"model {resolved.name}: a 3D network segments volumes only (mode 3d)")
         return run_volume_segmentation(request.data, wrapped, diameter=request.diameter,
-                                       anisotropy=request.anisotropy, device=request.device,
+                                       anisotropy=request.anisotropy, device=request.device, tta=request.tta,
                                        keep_flows=request.keep_flows,
                                        cellprob_threshold=request.cellprob_threshold,
                                        flow_threshold=request.flow_threshold,
