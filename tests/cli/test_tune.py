@@ -128,3 +128,53 @@ def test_tune_usage_errors(tmp_path, tiny_model, capsys):
     assert "leave out --model" in capsys.readouterr().err
     assert main(["tune", "--model", "default", "--in-place", "--image", str(image), "--labels", str(labels)]) == 1
     assert "bundled" in capsys.readouterr().err
+
+
+def test_tune_an_ensemble_writes_its_best_thresholds_into_every_member(tmp_path, capsys):
+    import torch
+
+    import mediar3d
+    from mediar3d.data.synthetic import make_nuclei_volume
+    from mediar3d.evaluation.metrics import dice_score
+    from mediar3d.inference.loader import bundled_checkpoint
+    from mediar3d.io import write_image, write_labels
+    from mediar3d.models import load_model, read_checkpoint, save_checkpoint
+
+    # two members that see the same input but predict differently: the bundled model, and a
+    # copy whose output layer is damped (weaker flows and logits)
+    net, config = load_model(bundled_checkpoint())
+    first = save_checkpoint(tmp_path / "model.pt", net, config=config,
+                            thresholds={"cellprob_threshold": 0.0, "flow_threshold": 0.4})
+    with torch.no_grad():
+        last = [p for p in net.parameters() if p.ndim == 4][-1]
+        last.mul_(0.6)
+    other = save_checkpoint(tmp_path / "b" / "model.pt", net, config=config,
+                            thresholds={"cellprob_threshold": 1.0, "flow_threshold": 0.6})
+    image, labels = make_nuclei_volume((16, 40, 40), radius_range=(8.0, 11.0), seed=3)
+    write_image(tmp_path / "img.tif", image)
+    write_labels(tmp_path / "gt.tif", labels)
+    grid = ["--cellprob-thresholds", "-1", "0", "2", "--flow-thresholds", "0", "--min-sizes", "0",
+            "--niter", "50", "--device", "cpu", "--metric", "dice", "--diameter", "20"]
+    assert main(["tune", "--model", str(first), "--model", str(other), "--image", str(tmp_path / "img.tif"),
+                 "--labels", str(tmp_path / "gt.tif"), *grid]) == 0
+    assert "--model " + str(tmp_path / "b" / "model_tuned.pt") in capsys.readouterr().out
+    report = json.loads((tmp_path / "model_tuned_tuning" / "tuning.json").read_text())
+    assert report["start"]["cellprob_threshold"] == pytest.approx(0.5)  # the members' mean, as segment uses it
+    assert report["settings"]["model"] == [str(first), str(other)]
+    tuned = [tmp_path / "model_tuned.pt", tmp_path / "b" / "model_tuned.pt"]
+    for path in tuned:
+        assert read_checkpoint(path)[0].thresholds == pytest.approx(report["best"])
+    # the score is the tuned ensemble's own: segment with both tuned members reproduces it
+    options = dict(diameter=20, niter=50, device="cpu", progress=False)
+    both = mediar3d.segment(image, [str(p) for p in tuned], **options)
+    alone = mediar3d.segment(image, str(tuned[0]), **options)
+    assert report["score"] > 0.5
+    assert dice_score(labels, both) == pytest.approx(report["score"], abs=1e-4)
+    assert dice_score(labels, both) != pytest.approx(dice_score(labels, alone), abs=1e-4)
+
+
+def test_tune_an_ensemble_refuses_one_output_for_several_models(tmp_path, tiny_model, capsys):
+    (image, labels), = _write(tmp_path, 1)
+    assert main(["tune", "--model", str(tiny_model), "--model", str(tiny_model), "--image", str(image),
+                 "--labels", str(labels), "-o", str(tmp_path / "x.pt")]) == 1
+    assert "beside its model" in capsys.readouterr().err

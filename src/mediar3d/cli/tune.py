@@ -27,6 +27,7 @@ EPILOG = """\
 examples:
   mediar3d tune --model run/model_best.pt --data map.json
   mediar3d tune --model model.pt --image val1.tif --labels val1_gt.tif --metric seg -o model_tuned.pt
+  mediar3d tune --model a/model_best.pt --model b/model_best.pt --data map.json   # an ensemble
   mediar3d tune --learning-curve run/learning_curve --data map.json --tune-each -o curve/
 """
 
@@ -37,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("model and data")
-    what.add_argument("--model", help="checkpoint path or bundled model name to tune")
+    what.add_argument("--model", action="append", default=None,
+                      help="checkpoint path or bundled model name to tune; repeat it to tune an ensemble (each "
+                           "member gets a tuned copy holding the ensemble's best thresholds)")
     what.add_argument("--learning-curve", metavar="DIR", type=Path,
                       help="score every .pt checkpoint in DIR against annotated objects seen (no --model)")
     add_data_arguments(what)
@@ -160,7 +163,10 @@ def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> l
     )
 
     outputs = []
-    fingerprint = model_fingerprint(args.model) if args.cache is not None else None
+    fingerprint = None
+    if args.cache is not None:
+        prints = [model_fingerprint(m) for m in args.model]
+        fingerprint = prints[0] if len(prints) == 1 else prints
     for index, (name, image, labels, own, files) in enumerate(tqdm(data, desc="network", unit="image", disable=None)):
         merged = {**own, **options}
         cached = None
@@ -169,21 +175,47 @@ def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> l
             file = args.cache / f"{index:03d}_{Path(name).name}.npz"
             cached = load_outputs(file, key)
         if cached is None:
-            cached = predict_outputs(image, labels, args.model, name=name, **merged)
+            cached = predict_outputs(image, labels, _network(args.model), name=name, **merged)
             if args.cache is not None:
                 save_outputs(file, cached, key)
         outputs.append(cached)
     return outputs
 
 
-def _start(model: str) -> dict[str, float]:
-    """The model's own thresholds (min_size too, when the checkpoint has one): where the search starts."""
+def _network(models: list[str]) -> str | list[str]:
+    """What `predict_outputs` runs: the one model, or the ensemble of several."""
+    return models[0] if len(models) == 1 else list(models)
+
+
+def _start(models: list[str]) -> dict[str, float]:
+    """Where the search starts: the model's own thresholds (min_size too, when the checkpoint has
+    one); for an ensemble the members' mean, as `segment` uses them (keys every member has)."""
     from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
     from mediar3d.models import read_checkpoint
 
-    config, _ = read_checkpoint(bundled_checkpoint() if model in BUNDLED_NAMES else Path(model))
-    return {k: float(v) for k, v in config.thresholds.items() if k in ("cellprob_threshold", "flow_threshold",
-                                                                       "min_size")}
+    own = []
+    for model in models:
+        config, _ = read_checkpoint(bundled_checkpoint() if model in BUNDLED_NAMES else Path(model))
+        own.append({k: float(v) for k, v in config.thresholds.items()
+                    if k in ("cellprob_threshold", "flow_threshold", "min_size")})
+    shared = set.intersection(*(set(o) for o in own))
+    return {k: sum(o[k] for o in own) / len(own) for k in sorted(shared)}
+
+
+def _outputs_to_write(args: argparse.Namespace) -> list[Path]:
+    """The tuned checkpoint of each --model (the model itself with --in-place)."""
+    if args.in_place and args.output is not None:
+        raise ConfigError("give either --in-place or -o/--output, not both")
+    if len(args.model) > 1 and args.output is not None:
+        raise ConfigError("with several --model, each tuned copy is written beside its model (<name>_tuned.pt); "
+                          "leave out -o, or use --in-place")
+    if not args.in_place:
+        return [args.output] if args.output is not None else [_default_output(m) for m in args.model]
+    for model in args.model:
+        if not Path(model).is_file():
+            raise InputError(f"--in-place: {model} is not a checkpoint file (bundled models cannot be changed); "
+                             "use -o")
+    return [Path(m) for m in args.model]
 
 
 def _default_output(model: str) -> Path:
@@ -230,12 +262,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --model to tune (or --learning-curve DIR)")
     if not 0 < args.iou <= 1:
         raise ConfigError(f"--iou {args.iou}: must be in (0, 1]")
-    if args.in_place and args.output is not None:
-        raise ConfigError("give either --in-place or -o/--output, not both")
-    output = Path(args.model) if args.in_place else (args.output or _default_output(args.model))
-    if args.in_place and not output.is_file():
-        raise InputError(f"--in-place: {args.model} is not a checkpoint file (bundled models cannot be changed); use -o")
-    report = args.report or output.with_name(f"{output.stem}_tuning")
+    outputs_to_write = _outputs_to_write(args)
+    report = args.report or outputs_to_write[0].with_name(f"{outputs_to_write[0].stem}_tuning")
     data = validation_data(args)
     outputs = _outputs(args, data, segment_options(args))
     from tqdm.auto import tqdm
@@ -248,15 +276,20 @@ def run(args: argparse.Namespace) -> int:
         result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None,
                                  method=args.search, start=_start(args.model), sparse_gt=args.sparse,
                                  progress=advance, niter=args.niter)
-    settings = {"diameters": {o.name: o.diameter for o in outputs}, "model": str(args.model), "data": str(args.data) if args.data else [str(p) for p in args.image],
+    settings = {"diameters": {o.name: o.diameter for o in outputs},
+                "model": str(args.model[0]) if len(args.model) == 1 else [str(m) for m in args.model],
+                "data": str(args.data) if args.data else [str(p) for p in args.image],
                 "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
                 "images": [item[0] for item in data], **{k: v for k, v in segment_options(args).items()}}
     written = write_tuning_report(report, result, settings)
     if not args.no_write:
-        written.insert(0, write_tuned_checkpoint(args.model, output, result, settings))
+        written[:0] = [write_tuned_checkpoint(m, out, result, settings) for m, out in zip(args.model, outputs_to_write)]
     best = ", ".join(f"{k}={v:g}" for k, v in result.best.items())
     print(f"{args.metric} on {len(data)} images: {result.start_score:.4f} -> {result.score:.4f} with {best} "
           f"({len(result.rows)} settings)")
     for path in written:
         print(f"  wrote {path}")
+    if len(args.model) > 1 and not args.no_write:
+        members = " ".join(f"--model {p}" for p in outputs_to_write)
+        print(f"  segment with the tuned ensemble: mediar3d segment IN -o OUT {members}")
     return 0
