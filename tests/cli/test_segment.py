@@ -172,23 +172,24 @@ def test_ensemble_members_must_share_diameter_and_normalisation(tmp_path, volume
 
 # ---- tuned thresholds in the checkpoint are segment's defaults --------------------------
 TUNED = {"cellprob_threshold": 2.0, "flow_threshold": 0.0, "min_size": 200.0}
-LIBRARY = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15}
+#: The bundled model's own thresholds (tuned when it was trained; see weights/MODEL_CARD.md).
+BUNDLED = {"cellprob_threshold": -0.5, "flow_threshold": 0.6, "min_size": 15}
 
 
 def test_tuned_thresholds_are_the_defaults_and_flags_win(tmp_path, nuclei_file):
     from mediar3d.tuning import TuneResult, write_tuned_checkpoint
 
     # written the way `mediar3d tune` writes its result
-    result = TuneResult(best=dict(TUNED), score=0.9, start=dict(LIBRARY), start_score=0.5, metric="ap", iou=0.5,
+    result = TuneResult(best=dict(TUNED), score=0.9, start=dict(BUNDLED), start_score=0.5, metric="ap", iou=0.5,
                         rows=[], profiles={})
     tuned = write_tuned_checkpoint("default", tmp_path / "tuned.pt", result, {"data": "test"})
     flags = ["--diameter", "14", "--niter", "30", "--no-progress"]
     plain_labels, _, plain = _segment(nuclei_file, tmp_path / "plain", ["default"], flags)
     tuned_labels, _, with_tuned = _segment(nuclei_file, tmp_path / "tuned", [tuned], flags)
-    assert {k: plain[k] for k in TUNED} == LIBRARY
+    assert {k: plain[k] for k in TUNED} == BUNDLED
     assert {k: with_tuned[k] for k in TUNED} == TUNED
     assert tuned_labels.max() != plain_labels.max()  # the tuned values changed the result
-    explicit = [f"--{k.replace('_', '-')}={v}" for k, v in LIBRARY.items()]
+    explicit = [f"--{k.replace('_', '-')}={v}" for k, v in BUNDLED.items()]
     flags_labels, _, with_flags = _segment(nuclei_file, tmp_path / "flags", [tuned], flags + explicit)
-    assert {k: with_flags[k] for k in TUNED} == LIBRARY
+    assert {k: with_flags[k] for k in TUNED} == BUNDLED
     np.testing.assert_array_equal(flags_labels, plain_labels)
