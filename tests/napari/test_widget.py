@@ -39,6 +39,12 @@ def test_widget_labels_match_segment(make_napari_viewer, qtbot, volume):
     assert widget._anisotropy.value == pytest.approx(ANISOTROPY * 2)  # z 2.0 over xy 0.5 -> 4
     widget._anisotropy.value = ANISOTROPY
     widget._diameter.value = DIAMETER
+    # the greyed-out fields show what runs: the bundled model's stored thresholds
+    from mediar3d.inference.loader import resolve_model
+
+    bundled = resolve_model("default")
+    assert (widget._cellprob.value, widget._flow.value) == (bundled.cellprob_threshold, bundled.flow_threshold)
+    assert widget._min_size.value == round(bundled.min_size) and not widget._cellprob.enabled
     widget._model_thresholds.value = False
     widget._cellprob.value = -0.5
     widget._min_size.value = 400  # well above the default 15: drops the smallest objects
@@ -146,3 +152,20 @@ def test_two_dimensional_layer_runs_in_2d(make_napari_viewer, qtbot, volume):
     _wait(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == ["cells", "cells_labels"]
     assert viewer.layers["cells_labels"].data.max() == 0
+
+
+def test_threshold_fields_follow_the_chosen_checkpoint(make_napari_viewer, tmp_path):
+    from mediar3d.models import create_model, save_checkpoint
+
+    tuned = save_checkpoint(tmp_path / "tuned.pt", create_model("unet-small", channels=[8, 16]),
+                            thresholds={"cellprob_threshold": 1.5, "flow_threshold": 0.25, "min_size": 40})
+    bare = save_checkpoint(tmp_path / "bare.pt", create_model("unet-small", channels=[8, 16]))
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    widget._model.value = CHECKPOINT
+    widget._checkpoint.value = tuned
+    assert (widget._cellprob.value, widget._flow.value, widget._min_size.value) == (1.5, 0.25, 40)
+    widget._checkpoint.value = bare  # no stored thresholds: the library defaults
+    assert (widget._cellprob.value, widget._flow.value, widget._min_size.value) == (0.0, 0.4, 15)
+    widget._checkpoint.value = tmp_path / "missing.pt"  # nothing to read: the fields stay
+    assert widget._cellprob.value == 0.0

@@ -97,6 +97,7 @@ class SegmentWidget(Container):
         self._relay.progress.connect(self._on_progress)
         self._image.changed.connect(self._on_image_changed)
         self._model.changed.connect(self._on_model_changed)
+        self._checkpoint.changed.connect(self._show_model_thresholds)
         self._model_thresholds.changed.connect(self._on_thresholds_toggled)
         self._run.clicked.connect(self.run)
         self._cancel.clicked.connect(self.cancel)
@@ -104,6 +105,7 @@ class SegmentWidget(Container):
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._refresh_layers)
         self._on_image_changed(self._image.value)
+        self._show_model_thresholds()
 
     # ---- widget state -------------------------------------------------------------------
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
@@ -141,6 +143,27 @@ class SegmentWidget(Container):
 
     def _on_model_changed(self, value: str) -> None:
         self._checkpoint.visible = value == CHECKPOINT
+        self._show_model_thresholds()
+
+    def _show_model_thresholds(self, _value: Any = None) -> None:
+        """Fill the threshold fields with those stored in the chosen model (library defaults where
+        it has none), so that what is greyed out is what runs; a file not chosen yet changes nothing."""
+        from mediar3d.inference.loader import InferenceModel, bundled_checkpoint
+        from mediar3d.models import read_checkpoint
+
+        if self._model.value == CHECKPOINT:
+            path = Path(str(self._checkpoint.value)).expanduser()
+            if not path.is_file():
+                return
+        else:
+            path = bundled_checkpoint()
+        try:
+            stored = read_checkpoint(path)[0].thresholds
+        except Mediar3DError:
+            return  # reported when Segment is pressed
+        self._cellprob.value = float(stored.get("cellprob_threshold", InferenceModel.cellprob_threshold))
+        self._flow.value = float(stored.get("flow_threshold", InferenceModel.flow_threshold))
+        self._min_size.value = int(round(float(stored.get("min_size", DEFAULT_MIN_SIZE))))
 
     def _on_thresholds_toggled(self, use_model: bool) -> None:
         self._cellprob.enabled = not use_model
