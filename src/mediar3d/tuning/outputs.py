@@ -112,10 +112,6 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
         raise ConfigError("threshold tuning needs the full 3D (or 2D) mode, not z-only")
     resolved = resolve_model(model, model_diameter=options.pop("model_diameter", None))
     if is_volumetric(resolved.net):
-        if options.pop("tta", False):
-            from mediar3d.inference.ensemble import FlipTTA
-
-            resolved = dataclasses.replace(resolved, net=FlipTTA(resolved.net))
         accepted = inspect.signature(run_volume_segmentation).parameters
         options = {"progress": False, **{k: v for k, v in options.items() if k in accepted}}
         result = run_volume_segmentation(image, resolved, keep_flows=True, **options)
