@@ -82,5 +82,5 @@ def test_segment_with_tuned_thresholds_runs_at_the_diameter_tune_used(blob_volum
     normalised = normalize_percentile(image, untuned.percentiles)
     slice_fn = lambda b: predict_slices(b, OracleNet2D(), tile=256, batch_size=16)
     assert estimate_diameter(normalised, slice_fn, 12.0, **ESTIMATE_THRESHOLDS) == outputs.diameter
-    with_tuned = estimate_diameter(normalised, slice_fn, 12.0, cellprob_threshold=3.0, flow_threshold=0.1, min_size=60)
+    with_tuned = estimate_diameter(normalised, slice_fn, 12.0, cellprob_threshold=3.0, flow_threshold=0.1, min_size=300)
     assert with_tuned != pytest.approx(outputs.diameter, rel=1e-3)

@@ -1,14 +1,21 @@
-"""Estimate the typical object diameter of an image or volume with the network itself.
+"""What "object diameter" means, and its estimate from an image or volume with the network itself.
 
-Like Cellpose's size refinement: run the 2D network on a few z-slices at some scale,
-turn its flows into 2D masks, and take the median equivalent diameter (diameter of the
-disk of the same area) of the masks, in pixels of the original grid. Then rescale so that
-this diameter matches the model's training diameter and measure once more; the second
-measurement, made where the network works best, is the estimate. If the first scale finds
-too few objects (objects far from the training size), coarser and finer scales are tried.
+**Definition** (one for training, inference and the docs). The diameter of an object is its
+equivalent diameter in y/x pixels: the diameter of the ball of the same volume for a 3D
+object (voxels of a volume with z step ``anisotropy`` times the y/x pixel size count
+``anisotropy`` cubic pixels each), of the disk of the same area for a 2D object. The
+diameter of an image or volume is the *voxel-weighted* median of its objects' diameters:
+the diameter of the object that a typical foreground voxel belongs to. That is what a user
+measures across a typical nucleus, and small fragments or objects cut by the border
+barely move it. A model's ``train_diameter`` is this statistic on its training data.
 
-The statistic is the one a model's training diameter is defined with: the median
-equivalent diameter of 2D masks (for volumes, of their cross-sections in z-slices).
+**Estimate**, like Cellpose's size refinement: run the 2D network on a few z-slices at
+some scale and measure its 2D masks (the area-weighted median cross-section, about 0.94x
+the 3D diameter for balls); if a scale finds too few objects, coarser and finer scales are
+tried. Then zoom so that this first guess matches the model's training diameter and
+measure once more where the network works best: for a volume, the full orthogonal-slice
+3D prediction and 3D post-processing on a central crop (at most ``crop`` voxels a side on
+the network grid), measured with the 3D definition above; for an image, its 2D masks.
 
 The 2D masks of the estimate are made with fixed post-processing thresholds
 (:data:`ESTIMATE_THRESHOLDS`), not with the thresholds of the run: the object size is a
@@ -38,11 +45,56 @@ SEARCH_SCALES = (1.0, 0.5, 2.0, 0.25, 4.0)
 ESTIMATE_THRESHOLDS = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15}
 
 
-def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
-    """Equivalent diameters (pixels) of every label of a 2D label image (y, x)."""
-    counts = np.bincount(labels.ravel().astype(np.int64))[1:]
-    counts = counts[counts > 0]
-    return np.sqrt(4.0 * counts / np.pi)
+#: Largest side (network-grid voxels) of the central crop the 3D refinement runs on.
+REFINE_CROP = 112
+
+
+def object_sizes(labels: np.ndarray) -> np.ndarray:
+    """Voxel (pixel) count of every present label of a label array, label order, background left out."""
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
+    return counts[counts > 0]
+
+
+def diameters_from_sizes(sizes: np.ndarray, ndim: int, anisotropy: float = 1.0) -> np.ndarray:
+    """Equivalent diameters (y/x pixels) of objects of `sizes` voxels: ball (ndim 3) or disk (ndim 2)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if ndim == 3:
+        return np.cbrt(6.0 * sizes * float(anisotropy) / np.pi)
+    return np.sqrt(4.0 * sizes / np.pi)
+
+
+def equivalent_diameters(labels: np.ndarray, anisotropy: float = 1.0) -> np.ndarray:
+    """Equivalent diameters (y/x pixels) of every label of a label image (y, x) or volume (z, y, x).
+
+    For a volume, z steps are ``anisotropy`` y/x pixels long (the ball of the same physical
+    volume); for an image, the disk of the same area.
+    """
+    return diameters_from_sizes(object_sizes(labels), np.asarray(labels).ndim, anisotropy)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
+    """Median of `values` where each counts `weights` times (None for no values)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    if values.size == 0 or weights.sum() <= 0:
+        return None
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def median_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float | None:
+    """The diameter of a label image or volume (module docstring): voxel-weighted median, y/x pixels.
+
+    Args:
+        labels: Integer labels (y, x) or (z, y, x), 0 = background.
+        anisotropy: z step / y-x pixel size of a volume.
+
+    Returns:
+        The diameter in y/x pixels, or None without objects.
+    """
+    sizes = object_sizes(labels)
+    return weighted_median(diameters_from_sizes(sizes, np.asarray(labels).ndim, anisotropy), sizes)
 
 
 def pick_slices(volume: np.ndarray, n_slices: int) -> np.ndarray:
@@ -63,20 +115,72 @@ def measure_diameters(
     *,
     max_side: int = 2048,
     **mask_options,
-) -> np.ndarray:
-    """Equivalent diameters (original pixels) of 2D masks found in `slices` (n, y, x) zoomed by `scale`."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equivalent diameters (original pixels) and areas of the 2D masks found in `slices` (n, y, x) zoomed by `scale`."""
     from mediar3d.postprocess import compute_masks
 
     shape = target_shape(slices.shape[1:], (scale, scale))
     if max(shape) > max_side or min(shape) < 8:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     zoomed = np.stack([resample_image(s, shape) for s in slices])
     pred = slice_fn(zoomed)
-    found = []
+    sizes = []
     for p in pred:
         labels = compute_masks(p[:2] / FLOW_SCALE, p[2], **mask_options)
-        found.append(equivalent_diameters(np.asarray(labels)) / scale)
-    return np.concatenate(found) if found else np.zeros(0)
+        sizes.append(object_sizes(labels))
+    sizes_all = np.concatenate(sizes) if sizes else np.zeros(0)
+    return diameters_from_sizes(sizes_all, 2) / scale, sizes_all
+
+
+def central_crop(shape: tuple[int, ...], factors: tuple[float, ...], crop: int) -> tuple[slice, ...]:
+    """Central box of `shape` whose zoom by `factors` is at most `crop` a side."""
+    box = []
+    for n, f in zip(shape, factors):
+        keep = int(min(n, max(1, np.ceil(crop / max(f, 1e-6)))))
+        start = (n - keep) // 2
+        box.append(slice(start, start + keep))
+    return tuple(box)
+
+
+def measure_volume_diameter(
+    volume: np.ndarray,
+    slice_fn: Callable[[np.ndarray], np.ndarray],
+    scale: float,
+    anisotropy: float,
+    *,
+    crop: int = REFINE_CROP,
+    batch_size: int = 8,
+    min_objects: int = 3,
+    **mask_options,
+) -> float | None:
+    """3D diameter (original y/x pixels) of the objects the network finds in a central crop.
+
+    The crop of `volume` (z, y, x) is zoomed by (anisotropy * scale, scale, scale), predicted
+    on slices along z, y and x, post-processed in 3D with `mask_options` (``min_size`` in
+    input voxels) and measured with :func:`median_diameter`.
+
+    Returns:
+        The diameter, or None when fewer than `min_objects` objects are found.
+    """
+    from mediar3d.inference.orthoslice import predict_orthoslices
+    from mediar3d.postprocess import compute_masks
+
+    factors = (anisotropy * scale, scale, scale)
+    box = central_crop(volume.shape, factors, crop)
+    part = volume[box]
+    shape = target_shape(part.shape, factors)
+    if min(shape) < 8:
+        return None
+    work = resample_image(part, shape)
+    flows, logits = predict_orthoslices(work, slice_fn, batch_size=batch_size, progress=False)
+    voxel_factor = float(np.prod(np.array(shape) / np.array(part.shape)))
+    options = dict(mask_options)
+    if "min_size" in options:
+        options["min_size"] = max(1, int(round(float(options["min_size"]) * voxel_factor)))
+    labels = np.asarray(compute_masks(flows / FLOW_SCALE, logits, **options))
+    if object_sizes(labels).size < min_objects:
+        return None
+    return median_diameter(labels) / scale
 
 
 def estimate_diameter(
@@ -84,34 +188,47 @@ def estimate_diameter(
     slice_fn: Callable[[np.ndarray], np.ndarray],
     model_diameter: float,
     *,
+    anisotropy: float = 1.0,
     n_slices: int = 8,
     min_objects: int = 3,
+    crop: int = REFINE_CROP,
+    batch_size: int = 8,
     **mask_options,
 ) -> float | None:
-    """Estimate the median object diameter (pixels, in the y/x plane) of `image`.
+    """Estimate the diameter (module docstring; y/x pixels) of the objects of `image`.
 
     Args:
-        image: Normalised image (y, x) or volume (z, y, x); volumes are measured on z-slices.
+        image: Normalised image (y, x) or volume (z, y, x).
         slice_fn: 2D predictor (B, H, W) -> (B, 3, H, W) = (dy, dx, logit), flows on the x5 scale.
-        model_diameter: Diameter (pixels) of the objects the model was trained on.
-        n_slices: z-slices sampled (evenly spaced, deterministic).
-        min_objects: Fewest masks a scale must yield to be trusted.
-        **mask_options: Passed to `mediar3d.postprocess.compute_masks` for the 2D masks.
+        model_diameter: The model's training diameter (pixels).
+        anisotropy: z step / y-x pixel size of a volume.
+        n_slices: z-slices sampled (evenly spaced, deterministic) for the first guess.
+        min_objects: Fewest masks a measurement must yield to be trusted.
+        crop: Largest side (network-grid voxels) of the crop the 3D refinement runs on.
+        batch_size: Slices per network call in the 3D refinement.
+        **mask_options: Passed to `mediar3d.postprocess.compute_masks`.
 
     Returns:
         The diameter in pixels, or None when no scale finds `min_objects` objects.
     """
-    slices = pick_slices(np.asarray(image, dtype=np.float32), n_slices)
+    image = np.asarray(image, dtype=np.float32)
+    slices = pick_slices(image, n_slices)
     first = None
     for scale in SEARCH_SCALES:
-        diameters = measure_diameters(slices, slice_fn, scale, **mask_options)
+        diameters, areas = measure_diameters(slices, slice_fn, scale, **mask_options)
         logger.debug("diameter search: scale %.2f found %d objects", scale, diameters.size)
         if diameters.size >= min_objects:
-            first = float(np.median(diameters))
+            first = weighted_median(diameters, areas)
             break
     if first is None:
         return None
-    refined = measure_diameters(slices, slice_fn, model_diameter / first, **mask_options)
-    estimate = float(np.median(refined)) if refined.size >= min_objects else first
+    scale = model_diameter / first
+    if image.ndim == 3:
+        refined = measure_volume_diameter(image, slice_fn, scale, float(anisotropy), crop=crop,
+                                          batch_size=batch_size, min_objects=min_objects, **mask_options)
+    else:
+        diameters, areas = measure_diameters(slices, slice_fn, scale, **mask_options)
+        refined = weighted_median(diameters, areas) if diameters.size >= min_objects else None
+    estimate = first if refined is None else refined
     logger.info("estimated object diameter: %.1f px (first pass %.1f)", estimate, first)
     return estimate

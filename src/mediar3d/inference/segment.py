@@ -188,8 +188,8 @@ def run_segmentation(
     estimated = False
     diameter_start = time.perf_counter()
     if diameter is None and resolved.diameter is not None:
-        diameter = estimate_diameter(image, slice_fn, resolved.diameter, niter=niter,
-                                     max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
+        diameter = estimate_diameter(image, slice_fn, resolved.diameter, anisotropy=aniso, batch_size=batch_size,
+                                     niter=niter, max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
         estimated = diameter is not None
         if diameter is None:
             logger.warning("could not estimate the object diameter (no objects found); running at the model's scale")
@@ -273,7 +273,8 @@ def segment(
         model: None / "default" for the bundled model, a bundled name, a checkpoint path, a module,
             or a list of names / paths: an ensemble whose flows and logits are averaged before
             post-processing (members must share normalisation and training diameter).
-        diameter: Typical object diameter in pixels (y/x plane); None estimates it.
+        diameter: Typical object diameter in y/x pixels (for a volume, the diameter of the ball of a
+            typical nucleus' volume: what one measures across it); None estimates it.
         anisotropy: z voxel size / xy voxel size; None reads it from an Image, else 1.
         do_3d: True for a volume; False for a single 2D image.
         z_only: Predict on z-slices only and stitch the 2D masks across z (faster, flatter).

@@ -102,20 +102,20 @@ def build_index(mapping: DatasetMapping, split: str | None = "train") -> SampleI
     return SampleIndex(items, samples)
 
 
-def plane_diameters(labels: np.ndarray) -> np.ndarray:
-    """Equivalent diameters (pixels) of the 2D masks of a label image (y, x) or of every z-plane of (z, y, x)."""
-    from mediar3d.inference.diameter import equivalent_diameters
+def file_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float | None:
+    """Diameter (y/x pixels) of the objects of one label image (y, x) or volume (z, y, x).
 
-    planes = labels[None] if labels.ndim == 2 else labels
-    found = [equivalent_diameters(plane) for plane in planes]
-    return np.concatenate(found) if found else np.zeros(0)
+    The statistic inference estimates and a model's ``train_diameter`` is defined with
+    (:func:`mediar3d.inference.diameter.median_diameter`): the voxel-weighted median
+    equivalent diameter, 3D for volumes (z steps of ``anisotropy`` pixels).
+    """
+    from mediar3d.inference.diameter import median_diameter
+
+    return median_diameter(labels, anisotropy if labels.ndim == 3 else 1.0)
 
 
 def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
-    """Median equivalent diameter (pixels) of the 2D masks of the data (z-slices of volumes).
-
-    The same statistic inference uses for a model's training diameter. Reads at most
-    ``max_items`` files, spread evenly over the index.
+    """Diameter (:func:`file_diameter`) of the data: median over files, at most ``max_items`` read.
 
     Returns:
         The diameter, or None when no labelled object was found.
@@ -125,21 +125,22 @@ def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
     from mediar3d.io import read_labels
 
     chosen = np.unique(np.linspace(0, len(index.items) - 1, min(max_items, len(index.items))).round().astype(int))
-    diameters = [plane_diameters(np.asarray(read_labels(index.items[i].pair.label))) for i in chosen]
-    pooled = np.concatenate(diameters)
-    return float(np.median(pooled)) if pooled.size else None
+    found = [file_diameter(np.asarray(read_labels(index.items[i].pair.label)), index.items[i].anisotropy)
+             for i in chosen]
+    found = [d for d in found if d is not None]
+    return float(np.median(found)) if found else None
 
 
 def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
-    """Zoom per item that gives its objects the median diameter ``diameter`` (fine-tuning).
+    """Zoom per item that gives its objects the diameter ``diameter`` (fine-tuning).
 
-    Each file's own median equivalent diameter (the statistic of :func:`training_diameter`)
-    is measured, as inference measures each image; a file without labelled objects takes
-    its dataset's median. Zooms are limited to the range inference allows.
+    Each file's own diameter (:func:`file_diameter`) is measured, as inference measures
+    each image; a file without labelled objects takes its dataset's median. Zooms are
+    limited to the range inference allows.
 
     Args:
         index: Items to measure (every label file is read once).
-        diameter: Target median diameter in pixels (the start model's ``train_diameter``).
+        diameter: Target diameter in pixels (the start model's ``train_diameter``).
 
     Returns:
         One zoom per item of ``index.items`` (1.0 where nothing could be measured).
@@ -147,18 +148,19 @@ def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
     from mediar3d.inference.segment import MAX_SCALE, MIN_SCALE
     from mediar3d.io import read_labels
 
-    measured = [plane_diameters(np.asarray(read_labels(item.pair.label))) for item in index.items]
-    pooled: dict[str, list[np.ndarray]] = {}
-    for item, values in zip(index.items, measured):
-        pooled.setdefault(item.dataset.name, []).append(values)
-    per_dataset = {name: np.concatenate(parts) for name, parts in pooled.items()}
+    measured = [file_diameter(np.asarray(read_labels(item.pair.label)), item.anisotropy) for item in index.items]
+    pooled: dict[str, list[float]] = {}
+    for item, value in zip(index.items, measured):
+        if value is not None:
+            pooled.setdefault(item.dataset.name, []).append(value)
+    per_dataset = {name: float(np.median(values)) for name, values in pooled.items()}
     scales = []
-    for item, values in zip(index.items, measured):
-        values = values if values.size else per_dataset[item.dataset.name]
-        scale = float(diameter) / float(np.median(values)) if values.size else 1.0
+    for item, value in zip(index.items, measured):
+        value = value if value is not None else per_dataset.get(item.dataset.name)
+        scale = float(diameter) / float(value) if value else 1.0
         if not MIN_SCALE <= scale <= MAX_SCALE:
             log.warning("%s: objects of %.1f px need a zoom of %.2f to reach %.1f px; limiting it to [%g, %g]",
-                        item.pair.label, float(np.median(values)), scale, diameter, MIN_SCALE, MAX_SCALE)
+                        item.pair.label, float(value), scale, diameter, MIN_SCALE, MAX_SCALE)
             scale = float(np.clip(scale, MIN_SCALE, MAX_SCALE))
         scales.append(scale)
     return scales
