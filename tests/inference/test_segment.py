@@ -98,3 +98,19 @@ def test_unknown_model_raises_model_error(tmp_path):
         segment(np.zeros((8, 16, 16), np.float32), "no-such-model", progress=False)
     with pytest.raises(ModelError):
         segment(np.zeros((8, 16, 16), np.float32), str(tmp_path / "missing.pt"), progress=False)
+
+
+def test_min_size_fraction_drops_fragments_in_segment(blobs):
+    """A speck far smaller than the typical nucleus survives min_size 15 but not min_size_fraction 0.2."""
+    image, labels = blobs
+    image = image.copy()
+    image[2:5, 2:5, 30:33] = 0.9                       # 27 voxels, ~0.04x a blob of ~650 voxels
+    kept = run_segmentation(image, OracleNet(), diameter=11.0, model_diameter=11.0, progress=False, tile=64,
+                            min_size=15, min_size_fraction=0.0)
+    filtered = run_segmentation(image, OracleNet(), diameter=11.0, model_diameter=11.0, progress=False, tile=64,
+                                min_size=15, min_size_fraction=0.2)
+    assert kept.labels[3, 3, 31] > 0 and filtered.labels[3, 3, 31] == 0
+    assert filtered.labels.max() == kept.labels.max() - 1 == labels.max()
+    assert filtered.params["min_size_fraction"] == 0.2
+    with pytest.raises(InputError, match="min_size_fraction"):
+        run_segmentation(image, OracleNet(), diameter=11.0, model_diameter=11.0, progress=False, min_size_fraction=2)

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--anisotropy", type=float, default=None,
                    help="z voxel size / xy voxel size (default: from the file's voxel size, else 1)")
     p.add_argument("--diameter", type=float, default=None,
-                   help="typical object diameter in pixels in the xy plane (default: estimated)")
+                   help="typical object diameter in xy pixels: for a volume, the diameter of the ball of a "
+                        "typical nucleus' volume, what one measures across it (default: estimated)")
     p.add_argument("--cellprob-threshold", type=float, default=None,
                    help="cell-probability logit threshold (default: the model's, e.g. tuned by `mediar3d tune`, "
                         "else 0)")
@@ -49,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="maximum flow-consistency error of a mask (default: the model's, else 0.4)")
     p.add_argument("--min-size", type=float, default=None,
                    help="smallest object kept, in voxels (default: the model's, else 15)")
+    p.add_argument("--min-size-fraction", type=float, default=None,
+                   help="drop objects smaller than this fraction of the typical object's volume "
+                        "(removes fragments; default: the model's, else 0)")
     p.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
     p.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
@@ -145,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         image, _model(args), diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
         keep_flows=args.save_flows, progress=not args.no_progress, cellprob_threshold=args.cellprob_threshold,
-        flow_threshold=args.flow_threshold, min_size=args.min_size, niter=args.niter)
+        flow_threshold=args.flow_threshold, min_size=args.min_size, min_size_fraction=args.min_size_fraction,
+        niter=args.niter)
 
     written = []
     write_labels(labels_path, result.labels, voxel_size=image.voxel_size)
@@ -216,7 +221,8 @@ def _run_blocks(args: argparse.Namespace, source: Path, labels_path: Path) -> in
         workers=args.workers, threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
         resume=not args.restart, overwrite=True, progress=not args.no_progress,
         segment_options=dict(cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold,
-                             min_size=args.min_size, niter=args.niter, tile=args.tile, batch_size=args.batch_size,
+                             min_size=args.min_size, min_size_fraction=args.min_size_fraction, niter=args.niter,
+                             tile=args.tile, batch_size=args.batch_size,
                              tta=args.tta, device=args.device))
     print(f"found {result.n_labels} cells in {source.name} ({result.n_blocks} blocks, "
           f"{result.merges} pieces joined across block faces, {sum(result.seconds.values()):.1f} s)")

@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from mediar3d.inference.anisotropy import resample_image, target_shape
+from mediar3d.postprocess.filters import weighted_median
 
 logger = logging.getLogger(__name__)
 
@@ -70,17 +71,6 @@ def equivalent_diameters(labels: np.ndarray, anisotropy: float = 1.0) -> np.ndar
     volume); for an image, the disk of the same area.
     """
     return diameters_from_sizes(object_sizes(labels), np.asarray(labels).ndim, anisotropy)
-
-
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
-    """Median of `values` where each counts `weights` times (None for no values)."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    weights = np.asarray(weights, dtype=np.float64).ravel()
-    if values.size == 0 or weights.sum() <= 0:
-        return None
-    order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def median_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float | None:

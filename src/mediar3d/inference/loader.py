@@ -41,6 +41,8 @@ class InferenceModel:
         divisor: Input sides must be a multiple of this.
         min_size: Default smallest object (input voxels) from the checkpoint's thresholds
             (e.g. written by `mediar3d tune`); None: the library default.
+        min_size_fraction: Default smallest object as a fraction of the typical object, from
+            the checkpoint's thresholds; None: the library default.
     """
 
     net: torch.nn.Module
@@ -52,6 +54,7 @@ class InferenceModel:
     flow_threshold: float = 0.4
     divisor: int = 32
     min_size: float | None = None
+    min_size_fraction: float | None = None
 
 
 def bundled_checkpoint() -> Path:
@@ -89,6 +92,7 @@ def from_checkpoint(path: str | Path, name: str | None = None) -> InferenceModel
         flow_threshold=float(thresholds.get("flow_threshold", 0.4)),
         divisor=int(getattr(net, "stride", 32)),
         min_size=float(thresholds["min_size"]) if "min_size" in thresholds else None,
+        min_size_fraction=float(thresholds["min_size_fraction"]) if "min_size_fraction" in thresholds else None,
     )
 
 

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 MIN_SCALE, MAX_SCALE = 1.0 / 16.0, 8.0
 #: Smallest object kept (input voxels) when neither the caller nor the model sets one.
 DEFAULT_MIN_SIZE = 15
+#: Smallest object kept as a fraction of the typical object, when neither the caller nor the model sets one.
+DEFAULT_MIN_SIZE_FRACTION = 0.0
 
 
 @dataclasses.dataclass
@@ -110,6 +112,19 @@ def resolve_min_size(min_size: float | None, model: InferenceModel) -> float:
     return int(value) if value.is_integer() else value
 
 
+def resolve_min_size_fraction(fraction: float | None, model: InferenceModel) -> float:
+    """The smallest object as a fraction of the typical one: the given one, else the model's, else the default."""
+    if fraction is None:
+        fraction = DEFAULT_MIN_SIZE_FRACTION if model.min_size_fraction is None else model.min_size_fraction
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        raise InputError(f"min_size_fraction {fraction!r}: must be a number in [0, 1)") from None
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"min_size_fraction {fraction!r}: must be a number in [0, 1)")
+    return value
+
+
 def _relabel(labels: np.ndarray) -> np.ndarray:
     labels, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=True)
     return labels.astype(np.int32 if labels.max(initial=0) < 2**31 else np.int64, copy=False)
@@ -134,6 +149,7 @@ def run_segmentation(
     cellprob_threshold: float | None = None,
     flow_threshold: float | None = None,
     min_size: float | None = None,
+    min_size_fraction: float | None = None,
     niter: int = 200,
     max_size_fraction: float = 0.4,
     stitch_threshold: float = 0.25,
@@ -144,8 +160,9 @@ def run_segmentation(
     Same arguments as `segment`; `keep_flows` asks for flows and probability;
     `intensity_range` = (low, high) replaces the percentile normalisation by a fixed
     mapping low -> 0, high -> 1 (so that blocks of one large volume are treated alike).
-    `cellprob_threshold`, `flow_threshold` and `min_size` left at None take the model's
-    (a checkpoint's tuned values), else 0, 0.4 and 15 voxels. The diameter estimate always
+    `cellprob_threshold`, `flow_threshold`, `min_size` and `min_size_fraction` left at None
+    take the model's (a checkpoint's tuned values), else 0, 0.4, 15 voxels and
+    `DEFAULT_MIN_SIZE_FRACTION`. The diameter estimate always
     uses the fixed thresholds `mediar3d.inference.diameter.ESTIMATE_THRESHOLDS`.
     """
     start = time.perf_counter()
@@ -171,13 +188,15 @@ def run_segmentation(
             volume, resolved, diameter=diameter, anisotropy=anisotropy, roi_size=None if tile is None else
             (DEFAULT_ROI[0], tile, tile), overlap=tile_overlap, batch_size=1, device=device, tta=tta,
             keep_flows=keep_flows, progress=progress, cellprob_threshold=cellprob_threshold,
-            flow_threshold=flow_threshold, min_size=min_size, niter=niter, max_size_fraction=max_size_fraction)
+            flow_threshold=flow_threshold, min_size=min_size, min_size_fraction=min_size_fraction, niter=niter,
+            max_size_fraction=max_size_fraction)
     dev = select_device(device)
     cellprob_threshold = resolved.cellprob_threshold if cellprob_threshold is None else float(cellprob_threshold)
     flow_threshold = resolved.flow_threshold if flow_threshold is None else float(flow_threshold)
     min_size = resolve_min_size(min_size, resolved)
     mask_options = dict(niter=niter, cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold,
-                        min_size=min_size, max_size_fraction=max_size_fraction)
+                        min_size=min_size, max_size_fraction=max_size_fraction,
+                        min_size_fraction=resolve_min_size_fraction(min_size_fraction, resolved))
 
     if intensity_range is not None:
         image = normalize_range(array, *intensity_range)
@@ -285,7 +304,8 @@ def segment(
         return_flows: Return a SegmentResult with flows and probability instead of labels.
         progress: Show a progress bar per slice orientation.
         **options: Post-processing and advanced options: cellprob_threshold, flow_threshold,
-            min_size (each None / left out: the model's, e.g. tuned by `mediar3d tune`), niter,
+            min_size, min_size_fraction (each None / left out: the model's, e.g. tuned by
+            `mediar3d tune`), niter,
             max_size_fraction, tile_overlap, model_diameter, stitch_threshold, intensity_range.
 
     Returns:

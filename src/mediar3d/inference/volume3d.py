@@ -35,6 +35,7 @@ from mediar3d.inference.segment import (
     _check_volume,
     _relabel,
     resolve_min_size,
+    resolve_min_size_fraction,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def run_volume_segmentation(
     cellprob_threshold: float | None = None,
     flow_threshold: float | None = None,
     min_size: float | None = None,
+    min_size_fraction: float | None = None,
     niter: int = 200,
     max_size_fraction: float = 0.4,
 ) -> SegmentResult:
@@ -176,6 +178,7 @@ def run_volume_segmentation(
         model_diameter: Override the model's training diameter.
         cellprob_threshold, flow_threshold: Post-processing thresholds (None: the model's).
         min_size: Smallest object kept, in input voxels (None: the model's, else 15).
+        min_size_fraction: Smallest object kept as a fraction of the typical one (None: the model's).
         niter, max_size_fraction: Post-processing settings.
 
     Returns:
@@ -198,7 +201,8 @@ def run_volume_segmentation(
     min_size = resolve_min_size(min_size, resolved)
     options = dict(niter=niter, flow_threshold=resolved.flow_threshold if flow_threshold is None else flow_threshold,
                    cellprob_threshold=(resolved.cellprob_threshold if cellprob_threshold is None
-                                       else cellprob_threshold), max_size_fraction=max_size_fraction)
+                                       else cellprob_threshold), max_size_fraction=max_size_fraction,
+                   min_size_fraction=resolve_min_size_fraction(min_size_fraction, resolved))
     scale = resolved.diameter / diameter if (diameter and resolved.diameter) else 1.0
     work_shape = target_shape(array.shape, (aniso * scale, scale, scale))
     voxel_factor = float(np.prod(np.array(work_shape) / np.array(array.shape)))

@@ -9,7 +9,7 @@ import numpy as np
 
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.postprocess.filters import (drop_labels, fill_holes, flow_consistency_errors,
-                                          renumber, size_filter)
+                                          relative_size_filter, renumber, size_filter)
 from mediar3d.postprocess.follow import follow_flows, follow_flows_reference, prepare_field
 from mediar3d.postprocess.params import PostprocessParams
 from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins,
@@ -58,7 +58,7 @@ def check_inputs(flows: np.ndarray, cellprob: np.ndarray) -> tuple[np.ndarray, n
 def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                   cellprob_threshold: float = 0.0, flow_threshold: float = 0.4,
                   min_size: int = 15, max_size_fraction: float = 0.4,
-                  max_flow_norm: float = 1.0, seed_min_count: int = 10,
+                  min_size_fraction: float = 0.0, max_flow_norm: float = 1.0, seed_min_count: int = 10,
                   basin_threshold: int = 2, peak_kernel: int = 5, basin_box: int = 11,
                   method: str = "fast") -> np.ndarray:
     """Instance labels from flows and cell-probability logits (Algorithm 4).
@@ -75,7 +75,9 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
     5. Masks larger than ``max_size_fraction`` of the volume or smaller than ``min_size``
        are dropped; masks whose flow-consistency error (mean squared difference between
        the capped flows and the flows recomputed from the mask) exceeds ``flow_threshold``
-       are dropped, in 2D and 3D; holes of each mask are filled; labels are renumbered.
+       are dropped, in 2D and 3D; masks smaller than ``min_size_fraction`` of the typical
+       mask (voxel-weighted median size) are dropped; holes of each mask are filled;
+       labels are renumbered.
 
     Args:
         flows: (3, Z, Y, X) ordered (dz, dy, dx), or (2, Y, X) ordered (dy, dx), on the
@@ -87,6 +89,7 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
         flow_threshold: maximum flow-consistency error (0 turns the check off).
         min_size: smallest mask kept, in voxels (0 keeps all).
         max_size_fraction: largest mask kept, as a fraction of the volume.
+        min_size_fraction: smallest mask kept, as a fraction of the typical mask (0 keeps all).
         max_flow_norm: cap on the flow length in voxels per step (0: no cap).
         seed_min_count: a seed needs more end points than this.
         basin_threshold: basins grow through bins with more end points than this.
@@ -103,7 +106,8 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
     """
     PostprocessParams(niter=niter, cellprob_threshold=cellprob_threshold,
                       flow_threshold=flow_threshold, min_size=min_size,
-                      max_size_fraction=max_size_fraction, max_flow_norm=max_flow_norm,
+                      max_size_fraction=max_size_fraction, min_size_fraction=min_size_fraction,
+                      max_flow_norm=max_flow_norm,
                       seed_min_count=seed_min_count, basin_threshold=basin_threshold,
                       peak_kernel=peak_kernel, basin_box=basin_box)
     if method not in ("fast", "reference"):
@@ -151,6 +155,7 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                      int(np.isfinite(err).sum()))
         drop_labels(labels, bad)
     del field
+    relative_size_filter(labels, min_size_fraction)
     fill_holes(labels)
     labels = renumber(labels)
     t3 = time.perf_counter()

@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from mediar3d.flows.diffusion import flow_errors, object_boxes
 
-__all__ = ["size_filter", "drop_labels", "flow_consistency_errors", "fill_holes", "renumber"]
+__all__ = ["size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
+           "fill_holes", "renumber"]
 
 
 def drop_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -50,6 +51,44 @@ def size_filter(labels: np.ndarray, *, min_size: int = 15, max_size: float | Non
         drop |= counts < min_size
     if max_size is not None:
         drop |= counts > max_size
+    return drop_labels(labels, drop)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
+    """Median of ``values`` where each counts ``weights`` times (None for no values or no weight)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    if values.size == 0 or weights.sum() <= 0:
+        return None
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def relative_size_filter(labels: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Remove masks smaller than ``min_fraction`` of the typical mask, in place.
+
+    The typical mask size is the voxel-weighted median of the mask sizes (the size of the
+    mask a typical foreground voxel belongs to), so many small fragments do not pull it
+    down. Fragments of a nucleus split by the flows and specks at the edges of dim
+    nuclei are a small fraction of it; whole nuclei, even small ones, rarely are.
+
+    Args:
+        labels: int32 labels 0..N of any shape.
+        min_fraction: smallest mask kept, as a fraction of the typical mask (<= 0 keeps all).
+
+    Returns:
+        ``labels``.
+    """
+    if min_fraction <= 0:
+        return labels
+    counts = np.bincount(labels.ravel(), minlength=1)
+    present = counts[1:] > 0
+    typical = weighted_median(counts[1:][present], counts[1:][present])
+    if typical is None:
+        return labels
+    drop = counts < float(min_fraction) * typical
+    drop[0] = False
     return drop_labels(labels, drop)
 
 

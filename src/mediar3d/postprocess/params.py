@@ -28,6 +28,9 @@ class PostprocessParams:
     min_size: int = field(default=15, metadata={"help": "drop masks with fewer voxels (0 keeps all)"})
     max_size_fraction: float = field(
         default=0.4, metadata={"help": "drop masks larger than this fraction of the volume"})
+    min_size_fraction: float = field(
+        default=0.0, metadata={"help": "drop masks smaller than this fraction of the typical mask "
+                                       "(voxel-weighted median size; removes fragments; 0 keeps all)"})
     max_flow_norm: float = field(
         default=1.0, metadata={"help": "cap the flow length at this many voxels per step "
                                        "(summed orthogonal-slice flows reach ~2.8; 0 = no cap)"})
@@ -43,6 +46,7 @@ class PostprocessParams:
             "niter": self.niter >= 0,
             "flow_threshold": self.flow_threshold >= 0,
             "max_size_fraction": 0 < self.max_size_fraction <= 1,
+            "min_size_fraction": 0 <= self.min_size_fraction < 1,
             "max_flow_norm": self.max_flow_norm >= 0,
             "seed_min_count": self.seed_min_count >= 0,
             "basin_threshold": self.basin_threshold >= 0,
