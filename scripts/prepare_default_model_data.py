@@ -12,9 +12,13 @@ out the data it reads:
 - real annotated 3D volumes (``<nuclei3d>/<name>/{image,labels}.tif``), each cut along z into a
   training part (first half) and a validation part (second half).
 
-Synthetic volumes are written with their voxel size (z step = anisotropy), so the library
-makes them isotropic and slices them along z, y and x as inference does. Every 8th volume of
-each generator is in the validation split. Nothing is copied into the repository.
+Volumes are written as 2D slices along z, y and x (``--per-axis`` annotated slices per
+orientation; all annotated slices of real volumes), each percentile-normalised as a whole
+volume (as inference does) and stretched along z to isotropic pixels
+(:func:`mediar3d.data.slicing.resample_plane`). Every slice's pair records its volume's 3D
+diameter (:func:`mediar3d.inference.diameter.median_diameter`), so that training zooms it to
+the model's diameter by the volume's definition, not the slice's. Every 8th volume of each
+generator is in the validation split. Nothing is copied into the repository.
 
 Usage::
 
@@ -34,17 +38,36 @@ import numpy as np
 logger = logging.getLogger("prepare_default_model_data")
 
 
-def write_pair(folder: Path, name: str, image: np.ndarray, labels: np.ndarray, anisotropy: float) -> dict:
+def write_slices(folder: Path, name: str, image: np.ndarray, labels: np.ndarray, anisotropy: float, split: str,
+                 per_axis: int | None, rng: np.random.Generator) -> list[dict]:
+    """Write annotated slices of a volume along z, y, x as 2D pairs; returns their mapping entries."""
+    from mediar3d.data.normalize import normalize_percentile
+    from mediar3d.data.slicing import annotated_slices, resample_plane, take_slice
+    from mediar3d.inference.diameter import median_diameter
     from mediar3d.io import write_image, write_labels
 
-    voxel = (float(anisotropy), 1.0, 1.0)
-    write_image(folder / "images" / f"{name}.tif", image, voxel_size=voxel)
-    write_labels(folder / "labels" / f"{name}.tif", labels, voxel_size=voxel)
-    return {"image": f"{folder.name}/images/{name}.tif", "label": f"{folder.name}/labels/{name}.tif"}
+    diameter = median_diameter(labels, anisotropy)
+    if diameter is None:
+        return []
+    image = normalize_percentile(np.asarray(image, np.float32), (0.0, 99.5))
+    pairs = []
+    for orientation in ("z", "y", "x"):
+        index = annotated_slices(labels, orientation)
+        if per_axis is not None and index.size > per_axis:
+            index = np.sort(rng.choice(index, size=per_axis, replace=False))
+        for i in index:
+            plane = resample_plane(take_slice(image, orientation, int(i)), orientation, anisotropy, labels=False)
+            mask = resample_plane(take_slice(labels, orientation, int(i)), orientation, anisotropy, labels=True)
+            stem = f"{name}_{orientation}{int(i):04d}"
+            write_image(folder / "images" / f"{stem}.tif", plane.astype(np.float32))
+            write_labels(folder / "labels" / f"{stem}.tif", mask)
+            pairs.append({"image": f"{folder.name}/images/{stem}.tif", "label": f"{folder.name}/labels/{stem}.tif",
+                          "split": split, "diameter": round(float(diameter), 3)})
+    return pairs
 
 
-def synthetic_volumes(out: Path, kind: str, count: int, seed: int) -> list[dict]:
-    """Write `count` volumes of one generator; returns the mapping pairs (every 8th is 'val')."""
+def synthetic_volumes(out: Path, kind: str, count: int, seed: int, per_axis: int) -> list[dict]:
+    """Slice `count` volumes of one generator; returns the mapping pairs (every 8th volume is 'val')."""
     from mediar3d.data.synthetic import make_nuclei_volume, sample_nuclei_params
     from mediar3d.data.synthetic_tissue import make_tissue_volume, sample_tissue_params
 
@@ -64,11 +87,12 @@ def synthetic_volumes(out: Path, kind: str, count: int, seed: int) -> list[dict]
             aniso = float(params["anisotropy"])
             depth = max(8, int(round(side * rng.uniform(0.5, 1.0) / aniso)))
             image, labels = make_tissue_volume((depth, side, side), seed=int(rng.integers(2**31 - 1)), **params)
-        pair = write_pair(out / kind, f"{kind}_{k:03d}", np.asarray(image), np.asarray(labels), aniso)
-        pair["split"] = "val" if k % 8 == 7 else "train"
-        pairs.append(pair)
-        logger.info("%s %d/%d: shape %s, anisotropy %.1f, %d nuclei", kind, k + 1, count, image.shape, aniso,
-                    int(labels.max()))
+        split = "val" if k % 8 == 7 else "train"
+        written = write_slices(out / kind, f"{kind}_{k:03d}", np.asarray(image), np.asarray(labels), aniso, split,
+                               per_axis, rng)
+        pairs += written
+        logger.info("%s %d/%d: shape %s, anisotropy %.1f, %d nuclei, %d slices", kind, k + 1, count, image.shape,
+                    aniso, int(labels.max()), len(written))
     return pairs
 
 
@@ -87,6 +111,7 @@ def real3d_datasets(root: Path, out: Path) -> list[dict]:
     from mediar3d.io import read_image, read_labels
 
     pairs = []
+    rng = np.random.default_rng(0)
     for folder in sorted(p for p in root.iterdir() if (p / "image.tif").is_file()):
         image = read_image(folder / "image.tif")
         labels = np.asarray(read_labels(folder / "labels.tif"))
@@ -94,11 +119,9 @@ def real3d_datasets(root: Path, out: Path) -> list[dict]:
         aniso = float(vz) / (0.5 * (float(vy) + float(vx)))
         half = labels.shape[0] // 2
         for split, region in (("train", slice(0, half)), ("val", slice(half, None))):
-            pair = write_pair(out / "real3d", f"{folder.name}_{split}", np.asarray(image.data)[region],
-                              labels[region], aniso)
-            pair["split"] = split
-            pairs.append(pair)
-    return [{"name": "real3d", "orientations": ["z", "y", "x"], "pairs": pairs}] if pairs else []
+            pairs += write_slices(out / "real3d", f"{folder.name}_{split}", np.asarray(image.data)[region],
+                                  labels[region], aniso, split, None, rng)
+    return [{"name": "real3d", "pairs": pairs}] if pairs else []
 
 
 def main() -> int:
@@ -107,6 +130,7 @@ def main() -> int:
     p.add_argument("--nuclei3d", type=Path, default=None, help="root of real annotated 3D nuclei volumes")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (data + mapping.json)")
     p.add_argument("--volumes", type=int, default=48, help="volumes per synthetic generator")
+    p.add_argument("--per-axis", type=int, default=16, help="annotated slices per orientation and synthetic volume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", type=str, default="gen1=0.3,gen2=0.3,real2d=0.2,real3d=0.2",
                    help="share of the training draws per data kind")
@@ -117,8 +141,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     datasets = []
     for kind, offset in (("gen1", 0), ("gen2", 1)):
-        pairs = synthetic_volumes(out, kind, args.volumes, args.seed * 10 + offset)
-        datasets.append({"name": kind, "orientations": ["z", "y", "x"], "probability": shares.get(kind, 0.0),
+        pairs = synthetic_volumes(out, kind, args.volumes, args.seed * 10 + offset, args.per_axis)
+        datasets.append({"name": kind, "probability": shares.get(kind, 0.0),
                          "pairs": pairs})
     if args.nuclei2d is not None:
         real2d = real2d_datasets(args.nuclei2d.resolve())

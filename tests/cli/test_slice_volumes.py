@@ -81,3 +81,23 @@ def test_slice_volumes_errors(tmp_path, volumes, capsys):
     assert "nothing to slice" in capsys.readouterr().err
     assert main(["slice-volumes", "--data", str(volumes), "--orientations", "q", "-o", str(tmp_path / "o")]) == 1
     assert "orientation" in capsys.readouterr().err
+
+
+def test_slices_keep_their_volume_diameter_for_fine_tuning(tmp_path, volumes):
+    """Each slice's pair records its volume's 3D diameter, and fine-tuning zooms by it, not by the slice."""
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.training.dataset import build_index, diameter_scales
+
+    out = tmp_path / "slices"
+    assert main(["slice-volumes", "--data", str(volumes), "-o", str(out), "--orientations", "z"]) == 0
+    mapping = load_mapping(out / "mapping.json")
+    _, labels = _volume(0)
+    sizes = np.bincount(labels.ravel())[1:]                       # 24 and 9 voxels
+    by_hand = float(np.median(np.repeat(np.cbrt(6.0 * sizes / np.pi), sizes)))   # voxel-weighted median
+    train = [p for d in mapping.datasets for p in d.pairs if "vol0" in p.image.name]
+    assert train and all(p.diameter == pytest.approx(by_hand) for p in train)
+    index = build_index(mapping, "train")
+    scales = diameter_scales(index, 2.0 * by_hand)
+    assert scales == pytest.approx([2.0] * len(index.items))      # a slice's own 2D diameter would differ per slice
+    saved = json.loads((out / "mapping.json").read_text())
+    assert all("diameter" in p for d in saved["datasets"] for p in d["pairs"])

@@ -112,3 +112,17 @@ def test_load_mapping_reports_bad_json(tmp_path):
     path.write_text(json.dumps({"datasets": []}))
     with pytest.raises(ConfigError, match="non-empty"):
         load_mapping(path)
+
+
+@pytest.mark.parametrize("value", [0, -3, "big", True])
+def test_pair_diameter_must_be_a_positive_number(tmp_path, value):
+    import json as _json
+
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.errors import ConfigError
+
+    path = tmp_path / "m.json"
+    path.write_text(_json.dumps({"datasets": [{"name": "d", "pairs": [
+        {"image": "a.tif", "label": "b.tif", "diameter": value}]}]}))
+    with pytest.raises(ConfigError, match="diameter"):
+        load_mapping(path)

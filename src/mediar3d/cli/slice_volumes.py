@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         while stem in stems:
             stem = f"{stem}_{len(stems)}"
         stems.add(stem)
+        from mediar3d.inference.diameter import median_diameter
+
+        diameter = median_diameter(labels, anisotropy)   # the volume's 3D diameter, kept with each slice
         for orientation in wanted or dataset.orientations:
             written = export_slices(image, labels, out / dataset.name, stem=stem, orientations=[orientation],
                                     anisotropy=anisotropy, skip_empty=not args.keep_empty)
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             for image_path, label_path in written:
                 index = int(image_path.name[len(prefix):].split(".")[0])
                 per_dataset.setdefault(dataset.name, {}).setdefault(orientation, []).append(
-                    Pair(image_path, label_path, pair.split, pair.weight))
+                    Pair(image_path, label_path, pair.split, pair.weight, diameter))
                 table.append({"image": image_path, "label": label_path, "dataset": dataset.name,
                               "orientation": orientation, "index": index, "split": pair.split,
                               "source_image": pair.image, "source_label": pair.label, "anisotropy": anisotropy})

@@ -100,12 +100,19 @@ class Supervision:
 
 @dataclass
 class Pair:
-    """One image file and its label file."""
+    """One image file and its label file.
+
+    ``diameter`` (optional) is the objects' diameter in y/x pixels when it cannot be measured
+    on the file itself, e.g. for 2D slices cut from a volume: the volume's 3D diameter
+    (:func:`mediar3d.inference.diameter.median_diameter`), which fine-tuning then zooms to
+    the model's training diameter instead of the slice's own 2D statistic.
+    """
 
     image: Path
     label: Path
     split: str | None = None
     weight: float = 1.0
+    diameter: float | None = None
 
 
 @dataclass
@@ -284,7 +291,7 @@ def _check_keys(obj: dict[str, Any], allowed: Sequence[str], source: str) -> Non
 _TOP_KEYS = ("format", "version", "seed", "val_fraction", "probability_mode", "datasets")
 _DATASET_KEYS = ("name", "images", "labels", "pairs", "pair_by", "probability", "supervision", "orientations",
                  "channel", "anisotropy", "skip_empty_slices")
-_PAIR_KEYS = ("image", "label", "split", "weight")
+_PAIR_KEYS = ("image", "label", "split", "weight", "diameter")
 
 
 def _parse_supervision(obj: Any, source: str) -> Supervision:
@@ -322,7 +329,12 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
             weight = float(item.get("weight", 1.0))
             if not weight >= 0:
                 raise ConfigError(f"{src}: pair weight must be >= 0, got {weight}")
-            pairs.append(Pair(_resolve(item["image"], base), _resolve(item["label"], base), split, weight))
+            diameter = item.get("diameter")
+            if diameter is not None and (isinstance(diameter, bool) or not isinstance(diameter, (int, float))
+                                         or not 0 < float(diameter) < 1e5):
+                raise ConfigError(f"{src}: pair diameter must be a positive number of pixels, got {diameter!r}")
+            pairs.append(Pair(_resolve(item["image"], base), _resolve(item["label"], base), split, weight,
+                              None if diameter is None else float(diameter)))
     if "images" in obj or "labels" in obj:
         if "images" not in obj or "labels" not in obj:
             raise ConfigError(f"{src}: give both 'images' and 'labels' (globs or lists)")
@@ -439,7 +451,8 @@ def mapping_to_dict(mapping: DatasetMapping, base: str | Path = ".") -> dict[str
             if getattr(d, key) is not None:
                 entry[key] = getattr(d, key)
         entry["pairs"] = [{"image": _relative(p.image, base), "label": _relative(p.label, base),
-                           "split": p.split, "weight": p.weight} for p in d.pairs]
+                           "split": p.split, "weight": p.weight,
+                           **({"diameter": p.diameter} if p.diameter is not None else {})} for p in d.pairs]
         out["datasets"].append(entry)
     return out
 

@@ -125,7 +125,8 @@ def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
     from mediar3d.io import read_labels
 
     chosen = np.unique(np.linspace(0, len(index.items) - 1, min(max_items, len(index.items))).round().astype(int))
-    found = [file_diameter(np.asarray(read_labels(index.items[i].pair.label)), index.items[i].anisotropy)
+    found = [index.items[i].pair.diameter if index.items[i].pair.diameter is not None
+             else file_diameter(np.asarray(read_labels(index.items[i].pair.label)), index.items[i].anisotropy)
              for i in chosen]
     found = [d for d in found if d is not None]
     return float(np.median(found)) if found else None
@@ -135,7 +136,8 @@ def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
     """Zoom per item that gives its objects the diameter ``diameter`` (fine-tuning).
 
     Each file's own diameter (:func:`file_diameter`) is measured, as inference measures
-    each image; a file without labelled objects takes its dataset's median. Zooms are
+    each image, unless its pair states one (``Pair.diameter``, e.g. the 3D diameter of the
+    volume a 2D slice was cut from); a file without labelled objects takes its dataset's median. Zooms are
     limited to the range inference allows.
 
     Args:
@@ -148,7 +150,8 @@ def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
     from mediar3d.inference.segment import MAX_SCALE, MIN_SCALE
     from mediar3d.io import read_labels
 
-    measured = [file_diameter(np.asarray(read_labels(item.pair.label)), item.anisotropy) for item in index.items]
+    measured = [item.pair.diameter if item.pair.diameter is not None
+                else file_diameter(np.asarray(read_labels(item.pair.label)), item.anisotropy) for item in index.items]
     pooled: dict[str, list[float]] = {}
     for item, value in zip(index.items, measured):
         if value is not None:
