@@ -68,7 +68,7 @@ def test_tune_writes_checkpoint_table_and_plot(tmp_path, tiny_model, capsys):
     report = json.loads((tmp_path / "model_tuned_tuning" / "tuning.json").read_text())
     _, config = load_model(tuned)
     assert config.thresholds == pytest.approx(report["best"])
-    assert set(report["best"]) == {"cellprob_threshold", "flow_threshold", "min_size"}
+    assert set(report["best"]) == {"cellprob_threshold", "flow_threshold", "min_size", "min_size_fraction"}
     assert config.metadata["tuning"]["score"] == pytest.approx(report["score"])
     with open(tmp_path / "model_tuned_tuning" / "tuning.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -17,7 +17,7 @@ from mediar3d.tuning import (
 )
 
 SMALL_GRID = {"cellprob_threshold": (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0), "flow_threshold": (0.0, 0.4),
-              "min_size": (0.0, 15.0, 60.0)}
+              "min_size": (0.0, 15.0, 60.0), "min_size_fraction": (0.0, 0.2)}
 
 
 def shifted_outputs(balls, shift: float, start_cellprob: float = 0.0) -> NetworkOutputs:
@@ -59,9 +59,28 @@ def test_tuning_raises_min_size_against_small_false_objects(balls):
     assert result.score == pytest.approx(1.0)
 
 
+def test_tuning_finds_a_min_size_fraction_against_fragments(balls):
+    """With min_size pinned at 0, the relative size filter is what removes the small false objects."""
+    from mediar3d.flows import masks_to_flows
+
+    labels, _ = balls
+    extra = labels.copy()
+    for k, (z, y, x) in enumerate([(1, 1, 1), (1, 36, 1), (16, 1, 36), (16, 36, 36)]):
+        extra[z:z + 3, y:y + 3, x:x + 3] = 100 + k
+    outputs = [NetworkOutputs("fragments", masks_to_flows(extra).astype(np.float32),
+                              np.where(extra > 0, 3.0, -3.0).astype(np.float32), labels)]
+    start = {"cellprob_threshold": 0.0, "flow_threshold": 0.0, "min_size": 0.0, "min_size_fraction": 0.0}
+    result = tune_thresholds(outputs, grid={"min_size": (0.0,), "min_size_fraction": (0.0, 0.1, 0.3)}, start=start,
+                             max_rounds=2)
+    assert result.start_score == pytest.approx(9 / 13, abs=1e-6)
+    assert result.best["min_size_fraction"] > 0 and result.best["min_size"] == 0.0
+    assert result.score == pytest.approx(1.0)
+
+
 def test_grid_search_visits_every_combination(balls):
     outputs = [shifted_outputs(balls, 2.5)]
-    grid = {"cellprob_threshold": (-3.0, 0.0), "flow_threshold": (0.0, 0.4), "min_size": (0.0, 15.0)}
+    grid = {"cellprob_threshold": (-3.0, 0.0), "flow_threshold": (0.0, 0.4), "min_size": (0.0, 15.0),
+            "min_size_fraction": (0.0,)}
     result = tune_thresholds(outputs, grid=grid, method="grid", start={"cellprob_threshold": 0.0,
                                                                         "flow_threshold": 0.4, "min_size": 15.0})
     seen = {(r["cellprob_threshold"], r["flow_threshold"], r["min_size"]) for r in result.rows}

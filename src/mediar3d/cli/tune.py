@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="candidate flow-consistency thresholds, 0 = off (default 0 0.2 0.4 0.6 0.8)")
     search.add_argument("--min-sizes", nargs="+", type=float, default=None, metavar="N",
                         help="candidate smallest object sizes in voxels (default 0 15 50 150)")
+    search.add_argument("--min-size-fractions", nargs="+", type=float, default=None, metavar="F",
+                        help="candidate min_size_fraction values (fraction of the typical object; default 0 0.1 0.2 0.3)")
     search.add_argument("--tune-each", action="store_true",
                         help="with --learning-curve: tune every checkpoint's thresholds before scoring it")
     add_inference_arguments(p.add_argument_group("inference (as in segment)"))
@@ -145,7 +147,7 @@ def segment_options(args: argparse.Namespace) -> dict[str, Any]:
 def _grid(args: argparse.Namespace) -> dict[str, list[float]]:
     grid = {}
     for name, values in (("cellprob_threshold", args.cellprob_thresholds), ("flow_threshold", args.flow_thresholds),
-                         ("min_size", args.min_sizes)):
+                         ("min_size", args.min_sizes), ("min_size_fraction", args.min_size_fractions)):
         if values is not None:
             grid[name] = values
     return grid
@@ -192,12 +194,13 @@ def _start(models: list[str]) -> dict[str, float]:
     one); for an ensemble the members' mean, as `segment` uses them (keys every member has)."""
     from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
     from mediar3d.models import read_checkpoint
+    from mediar3d.tuning.search import PARAMETERS
 
     own = []
     for model in models:
         config, _ = read_checkpoint(bundled_checkpoint() if model in BUNDLED_NAMES else Path(model))
         own.append({k: float(v) for k, v in config.thresholds.items()
-                    if k in ("cellprob_threshold", "flow_threshold", "min_size")})
+                    if k in PARAMETERS})
     shared = set.intersection(*(set(o) for o in own))
     return {k: sum(o[k] for o in own) / len(own) for k in sorted(shared)}
 

@@ -124,7 +124,8 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
     flows = np.stack([resample_image(f, work_shape) for f in result.flows]).astype(np.float32, copy=False)
     logits = resample_image(logits, work_shape).astype(np.float32, copy=False)
     voxel_factor = float(np.prod(np.array(work_shape, dtype=np.float64) / np.array(data.shape)))
-    defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold", "min_size")
+    defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold", "min_size",
+                                                     "min_size_fraction")
                 if result.params.get(k) is not None}
     logger.info("%s: network outputs on grid %s (input %s)", name, work_shape, data.shape)
     diameter = result.params.get("diameter")

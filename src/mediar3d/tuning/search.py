@@ -1,7 +1,7 @@
 """Search post-processing thresholds that maximise a segmentation score on validation data.
 
-The parameters are ``cellprob_threshold`` (logit), ``flow_threshold`` and ``min_size``
-(input voxels). Each setting is scored by post-processing the cached network outputs of
+The parameters are ``cellprob_threshold`` (logit), ``flow_threshold``, ``min_size``
+(input voxels) and ``min_size_fraction`` (of the typical object). Each setting is scored by post-processing the cached network outputs of
 every validation image (`NetworkOutputs.labels`) and pooling the matches over all images
 with `mediar3d.evaluation` (dataset-level scores: TP, FP, FN summed before dividing).
 
@@ -34,18 +34,19 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_GRID", "METRICS", "PARAMETERS", "TuneResult", "score_setting", "tune_thresholds"]
 
-PARAMETERS: tuple[str, ...] = ("cellprob_threshold", "flow_threshold", "min_size")
+PARAMETERS: tuple[str, ...] = ("cellprob_threshold", "flow_threshold", "min_size", "min_size_fraction")
 #: Candidate values searched by default (one coordinate round is about 14 post-processing runs).
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "cellprob_threshold": (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0),
     "flow_threshold": (0.0, 0.2, 0.4, 0.6, 0.8),
     "min_size": (0.0, 15.0, 50.0, 150.0),
+    "min_size_fraction": (0.0, 0.1, 0.2, 0.3),
 }
 #: Scores that can be maximised: AP and F1 at the chosen IoU, CTC SEG, foreground Dice.
 METRICS: tuple[str, ...] = ("ap", "f1", "seg", "dice")
 _TOL = 1e-12
 
-Setting = tuple[float, float, float]
+Setting = tuple[float, ...]
 
 
 @dataclasses.dataclass
@@ -81,7 +82,7 @@ def score_setting(outputs: Sequence[NetworkOutputs], setting: Mapping[str, float
 
     Args:
         outputs: Cached network outputs with ground truth.
-        setting: ``cellprob_threshold``, ``flow_threshold``, ``min_size``.
+        setting: ``cellprob_threshold``, ``flow_threshold``, ``min_size``, ``min_size_fraction``.
         iou: IoU threshold for AP, F1, precision and recall.
         sparse_gt: Ground truth is partly annotated (predictions over no GT object ignored).
         **options: Other `compute_masks` options (niter, max_size_fraction, ...).
@@ -93,7 +94,7 @@ def score_setting(outputs: Sequence[NetworkOutputs], setting: Mapping[str, float
 
     results = []
     for out in outputs:
-        pred = out.labels(**{p: setting[p] for p in PARAMETERS}, **options)
+        pred = out.labels(**{p: setting[p] for p in PARAMETERS if p in setting}, **options)
         results.append(evaluate_instances(out.gt, pred, [iou], sparse_gt=sparse_gt, name=out.name))
     pooled = aggregate(results).pooled
     return {"ap": float(pooled.ap[0]), "f1": float(pooled.f1[0]), "precision": float(pooled.precision[0]),
@@ -167,7 +168,8 @@ def tune_thresholds(
     if method not in ("coordinate", "grid"):
         raise ConfigError(f"search method {method!r} is unknown; use 'coordinate' or 'grid'")
     candidates = _check_grid(grid)
-    defaults = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15.0, **outputs[0].defaults}
+    defaults = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15.0, "min_size_fraction": 0.0,
+                **outputs[0].defaults}
     start_values = {p: float((start or {}).get(p, defaults[p])) for p in PARAMETERS}
     memo: dict[Setting, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
