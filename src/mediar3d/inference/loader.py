@@ -1,7 +1,8 @@
 """Resolve the `model` argument of `segment` into a network plus what inference needs to know.
 
 `model` may be None or "default" (the bundled default network), a name of a bundled
-model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, a list of
+model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, a bioimage.io
+package or an https URL with its sha256 (`mediar3d.models.sources`), a list of
 names / paths (an ensemble: `mediar3d.inference.ensemble.load_ensemble` averages their outputs), or an
 `nn.Module` already built (then its training diameter is unknown and no rescaling is done
 unless `model_diameter` is given).
@@ -12,18 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from mediar3d.errors import ModelError
+from mediar3d.models.sources import BUNDLED_FILE, BUNDLED_NAMES, bundled_checkpoint, resolve_source  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-#: Bundled checkpoints (in mediar3d/weights/) under the names users may pass.
-BUNDLED_FILE = "unet-small-nuclei.pt"
-BUNDLED_NAMES = ("default", "unet-small", "unet-small-nuclei", "nuclei")
 
 
 @dataclasses.dataclass
@@ -55,14 +52,6 @@ class InferenceModel:
     divisor: int = 32
     min_size: float | None = None
     min_size_fraction: float | None = None
-
-
-def bundled_checkpoint() -> Path:
-    """Path of the bundled default checkpoint (raises ModelError if the package lacks it)."""
-    path = Path(str(resources.files("mediar3d") / "weights" / BUNDLED_FILE))
-    if not path.is_file():
-        raise ModelError(f"bundled model {path}: file is missing from the installed package; reinstall mediar3d")
-    return path
 
 
 def _in_channels(net: torch.nn.Module, config: object) -> int:
@@ -122,14 +111,8 @@ def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | Sequenc
     elif isinstance(model, torch.nn.Module):
         resolved = InferenceModel(net=model, name=type(model).__name__, in_channels=_in_channels(model, None),
                                   divisor=int(getattr(model, "stride", 32)))
-    elif model is None or (isinstance(model, str) and model in BUNDLED_NAMES):
-        resolved = from_checkpoint(bundled_checkpoint(), name=str(model or "default"))
-    elif isinstance(model, (str, Path)):
-        path = Path(model).expanduser()
-        if not path.is_file():
-            choices = ", ".join(BUNDLED_NAMES)
-            raise ModelError(f"model {str(model)!r}: not a bundled model ({choices}) nor an existing checkpoint file")
-        resolved = from_checkpoint(path)
+    elif model is None or isinstance(model, (str, Path)):
+        resolved = from_checkpoint(resolve_source(model), name=str(model or "default"))
     else:
         raise ModelError(f"model {model!r}: expected a name, a checkpoint path or a torch.nn.Module")
     if model_diameter is not None:

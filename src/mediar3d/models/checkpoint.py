@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from mediar3d.errors import ModelError
+from mediar3d.models.sources import resolve_source
 from mediar3d.models.registry import ARCH_ATTR, INIT_ONLY_KWARGS, KWARGS_ATTR, create_model, get_model_entry
 from mediar3d.models.weights import load_strict, read_weights_file, strip_prefixes
 
@@ -200,11 +201,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     return config, strip_prefixes(obj["state_dict"])
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
+def load_model(path: str | os.PathLike | None, *,
+               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
     """Build the network stored in a checkpoint and load its weights strictly.
 
     Args:
-        path: File written by `save_checkpoint`.
+        path: File written by `save_checkpoint`, or any source `mediar3d.models.sources.resolve_source`
+            takes: a bundled name (``"default"``), a bioimage.io package, an https URL with its sha256.
         device: Where to put the network.
 
     Returns:
@@ -213,6 +216,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     Raises:
         ModelError: Bad file (see `read_checkpoint`), or weights that do not fit the architecture.
     """
+    path = resolve_source(path)
     config, state = read_checkpoint(path)
     try:
         model = create_model(config.arch, **config.kwargs)

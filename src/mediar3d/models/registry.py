@@ -3,10 +3,16 @@
 A factory is registered with `@register_model("name")`; `create_model(name, **kwargs)`
 builds it and records the name and keyword arguments on the module so that
 `save_checkpoint` can write a self-describing file.
+
+Built-in networks are *declared* (`declare_model`: name, module, dimensionality, extra)
+and their modules imported only when one of them is first built or described, so that
+loading the default network imports torch only, not timm / segmentation_models_pytorch /
+torchvision, which the larger networks need (the ``models`` extra).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import typing
 from dataclasses import dataclass
@@ -48,7 +54,28 @@ class ModelEntry:
     spatial_dims: int = 2
 
 
+@dataclass(frozen=True)
+class _Declaration:
+    module: str
+    spatial_dims: int
+    extra: str | None
+
+
 _REGISTRY: dict[str, ModelEntry] = {}
+_DECLARED: dict[str, _Declaration] = {}
+
+
+def declare_model(name: str, module: str, *, spatial_dims: int = 2, extra: str | None = None) -> None:
+    """Announce a network registered by `module`, imported only when the network is first needed.
+
+    Args:
+        name: Registry name; `module` must register it with `@register_model(name)`.
+        module: Dotted module name, e.g. ``"mediar3d.models.mediar"``.
+        spatial_dims: 2 or 3 (listed by `list_models(spatial_dims=...)` without importing).
+        extra: The pip extra of mediar3d that installs the module's optional dependencies,
+            named in the error when one is missing; None when torch is enough.
+    """
+    _DECLARED[name] = _Declaration(module, spatial_dims, extra)
 
 
 def register_model(name: str, *, description: str = "", thesis_params_m: float | None = None,
@@ -73,10 +100,14 @@ def register_model(name: str, *, description: str = "", thesis_params_m: float |
         if previous is not None and not reloaded:
             raise ModelError(f"model name {name!r} is registered twice ({previous.factory.__module__} "
                              f"and {factory.__module__}); pick another name")
+        declared = _DECLARED.get(name)
+        if declared is not None and declared.module != factory.__module__:
+            raise ModelError(f"model name {name!r} is registered twice ({declared.module} "
+                             f"and {factory.__module__}); pick another name")
         doc = description or (inspect.getdoc(factory) or name).splitlines()[0]
         dims = spatial_dims if spatial_dims is not None else _annotated_spatial_dims(factory)
-        if dims not in (2, 3):
-            raise ModelError(f"model {name!r}: spatial_dims={dims!r} must be 2 or 3")
+        if dims not in (2, 3) or (declared is not None and dims != declared.spatial_dims):
+            raise ModelError(f"model {name!r}: spatial_dims={dims!r} must be 2 or 3 and match its declaration")
         _REGISTRY[name] = ModelEntry(name, factory, doc, thesis_params_m, dims)
         return factory
 
@@ -102,18 +133,37 @@ def list_models(verbose: bool = False, spatial_dims: int | None = None) -> list[
     Returns:
         Sorted names (or entries).
     """
-    names = sorted(n for n, e in _REGISTRY.items() if spatial_dims is None or e.spatial_dims == spatial_dims)
+    dims = {n: d.spatial_dims for n, d in _DECLARED.items()} | {n: e.spatial_dims for n, e in _REGISTRY.items()}
+    names = sorted(n for n, d in dims.items() if spatial_dims is None or d == spatial_dims)
     if verbose:
-        return [_REGISTRY[n] for n in names]
+        return [get_model_entry(n) for n in names]
     return names
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    """The registry entry for `name`; raises ModelError listing valid names if unknown."""
+    """The registry entry for `name`, importing a declared network's module on first use.
+
+    Raises:
+        ModelError: Unknown name (listing the valid ones), or an optional package the
+            network needs is missing (naming the pip extra that installs it).
+    """
+    entry = _REGISTRY.get(name)
+    if entry is not None:
+        return entry
+    declared = _DECLARED.get(name)
+    if declared is None:
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
+        importlib.import_module(declared.module)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "mediar3d":
+            raise
+        hint = f"pip install 'mediar3d[{declared.extra}]'" if declared.extra else f"pip install {error.name}"
+        raise ModelError(f"model {name!r} needs the package {error.name!r}, which is not installed; "
+                         f"install it with: {hint}") from None
+    if name not in _REGISTRY:
+        raise ModelError(f"model {name!r}: module {declared.module} does not register it")
+    return _REGISTRY[name]
 
 
 def create_model(name: str, **kwargs: Any) -> torch.nn.Module:

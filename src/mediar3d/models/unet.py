@@ -6,12 +6,24 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.base.modules import Conv2dReLU
 from torch import nn
 
 from mediar3d.errors import ModelError
 from mediar3d.models.base import OUT_CHANNELS, FlowSegmentationNet
 from mediar3d.models.registry import register_model
+
+
+class Conv2dReLU(nn.Sequential):
+    """conv (no bias) -> BatchNorm -> ReLU; maps (B, C_in, H, W) to (B, C_out, H', W').
+
+    The same layers, order and parameter names (``0.weight``, ``1.running_mean``, ...) as
+    segmentation_models_pytorch's `Conv2dReLU`, so checkpoints written with either load.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
+                 stride: int = 1) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class SmallUNet(FlowSegmentationNet):

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Start-up cost of the default path: model load time, time to the first slice, heavy imports.
+
+Each measurement runs in a fresh interpreter (imports are what is measured), `--repeat`
+times; the median is printed. Measured:
+
+- ``load``: ``import mediar3d.models; mediar3d.models.load_model("default")`` inside the
+  child, timed from before the import to after the load.
+- ``first-slice``: ``mediar3d segment --sample -o DIR`` from the child's start to the
+  first call of the network (the first batch of slices), wall clock.
+- which optional packages (timm, smp, torchvision, monai, huggingface_hub) the
+  ``segment --sample`` run has imported by then.
+
+Usage::
+
+    python benchmarks/startup.py --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HEAVY = ("timm", "segmentation_models_pytorch", "torchvision", "monai", "huggingface_hub")
+
+LOAD = """
+import time, json, sys
+t0 = time.perf_counter()
+import mediar3d.models
+mediar3d.models.load_model("default")
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
+FIRST_SLICE = """
+import json, os, sys, time
+import torch
+HEAVY = %r
+
+def first_call(module, args):
+    print(json.dumps({"at": time.time(), "heavy": [m for m in HEAVY if m in sys.modules]}), flush=True)
+    os._exit(0)
+
+torch.nn.modules.module.register_module_forward_pre_hook(first_call)
+from mediar3d.cli.main import main
+sys.exit(main(["segment", "--sample", "-o", %r]))
+"""
+
+
+def _run(code: str) -> tuple[dict, float]:
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = [text for text in done.stdout.splitlines() if text.startswith("{")][-1]
+    return json.loads(line), start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="fresh interpreters per measurement")
+    args = parser.parse_args()
+    loads, firsts, heavy = [], [], set()
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.repeat):
+            loads.append(_run(LOAD)[0]["seconds"])
+            result, start = _run(FIRST_SLICE % (HEAVY, folder + "/out"))
+            firsts.append(result["at"] - start)
+            heavy.update(result["heavy"])
+    print(f"default model load (import + load_model): median {statistics.median(loads):.2f} s "
+          f"(min {min(loads):.2f}, max {max(loads):.2f}, n={len(loads)})")
+    print(f"segment --sample, process start to first slice: median {statistics.median(firsts):.2f} s "
+          f"(min {min(firsts):.2f}, max {max(firsts):.2f}, n={len(firsts)})")
+    print(f"optional packages imported by then: {', '.join(sorted(heavy)) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
