@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import platform
+from importlib import metadata
 
 from mediar3d import __version__
 
-_LIBRARIES = ("numpy", "scipy", "skimage", "tifffile", "zarr", "numba", "torch", "timm",
-              "segmentation_models_pytorch", "monai", "dask")
+#: Distributions reported (read from their installed metadata, without importing them).
+_LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "numba", "torch", "timm",
+              "segmentation-models-pytorch", "monai", "dask")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _library_version(name: str) -> str:
     try:
-        module = importlib.import_module(name)
-    except ImportError:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
         return "not installed"
-    return str(getattr(module, "__version__", "unknown"))
 
 
 def _devices() -> list[str]:

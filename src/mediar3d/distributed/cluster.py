@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from mediar3d.distributed.grid import total_memory
 from mediar3d.errors import ConfigError
+from mediar3d.optional import missing_extra
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +23,15 @@ SYNCHRONOUS = ("synchronous", "sync")
 def parse_memory(value: int | str | None, *, workers: int) -> int:
     """Bytes per worker from an int, a Dask size string ("4GB") or None/"auto" (RAM / workers)."""
     if value is None or value == "auto":
-        import psutil
-
-        return int(psutil.virtual_memory().total // max(workers, 1))
+        total = total_memory()
+        if total is None:
+            raise ConfigError("this machine's memory size is unknown; give a memory limit such as '4GB'")
+        return int(total // max(workers, 1))
     if isinstance(value, str):
-        from dask.utils import parse_bytes
+        try:
+            from dask.utils import parse_bytes
+        except ModuleNotFoundError as error:
+            raise missing_extra(error, "dask", f"memory_limit={value!r}") from None
 
         try:
             return int(parse_bytes(value))
@@ -81,7 +87,10 @@ class Executor:
     def __enter__(self) -> "Executor":
         if self.client is not None or self.scheduler in SYNCHRONOUS:
             return self
-        from distributed import Client, LocalCluster
+        try:
+            from distributed import Client, LocalCluster
+        except ModuleNotFoundError as error:
+            raise missing_extra(error, "dask", "block-wise segmentation on a Dask cluster") from None
 
         if self.scheduler in (None, "local", "threads"):
             threads = self.scheduler == "threads"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -97,7 +98,8 @@ def should_use_blocks(
 
     Args:
         shape: volume shape (z, y, x) (a leading channel axis is ignored).
-        memory_limit: bytes available; defaults to this machine's total memory.
+        memory_limit: bytes available; defaults to this machine's total memory (where that is
+            unknown, the answer is False).
         bytes_per_voxel: working memory per voxel of the whole-volume pipeline.
         max_fraction: use blocks when the estimate exceeds this fraction of memory.
 
@@ -105,11 +107,19 @@ def should_use_blocks(
         True when the estimated working memory exceeds ``max_fraction * memory_limit``.
     """
     if memory_limit is None:
-        import psutil  # a dependency of distributed; also present on any dev install
-
-        memory_limit = int(psutil.virtual_memory().total)
+        memory_limit = total_memory()
+        if memory_limit is None:
+            return False
     voxels = math.prod(int(n) for n in tuple(shape)[-3:])
     return voxels * bytes_per_voxel > max_fraction * memory_limit
+
+
+def total_memory() -> int | None:
+    """This machine's physical memory in bytes (standard library only), None where unknown (Windows)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

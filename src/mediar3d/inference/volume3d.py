@@ -37,6 +37,7 @@ from mediar3d.inference.segment import (
     resolve_min_size,
     resolve_min_size_fraction,
 )
+from mediar3d.optional import missing_extra
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,10 @@ def predict_volume(
         if roi == tuple(tensor.shape[2:]):
             out = run(tensor).cpu()
         else:
-            from monai.inferers import sliding_window_inference
+            try:
+                from monai.inferers import sliding_window_inference
+            except ModuleNotFoundError as error:
+                raise missing_extra(error, "models", "sliding-window inference of a 3D network") from None
 
             out = sliding_window_inference(tensor, roi, batch_size, run, overlap=overlap, mode=blend,
                                            sigma_scale=0.125, padding_mode="constant", cval=0.0,

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from mediar3d.errors import ModelError
-from mediar3d.models.sources import resolve_source
 from mediar3d.models.registry import ARCH_ATTR, INIT_ONLY_KWARGS, KWARGS_ATTR, create_model, get_model_entry
+from mediar3d.models.sources import resolve_source
 from mediar3d.models.weights import load_strict, read_weights_file, strip_prefixes
 
 logger = logging.getLogger(__name__)

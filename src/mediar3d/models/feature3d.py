@@ -29,6 +29,7 @@ from torch import nn
 
 from mediar3d.errors import InputError, ModelError
 from mediar3d.models.feature3d_decoder import Decoder3d
+from mediar3d.optional import missing_extra
 from mediar3d.models.registry import ARCH_ATTR, list_models, register_model
 from mediar3d.models.weights import (adapt_input_conv_weight, load_strict, read_weights_file, resolve_weights,
                                      select_prefix, strip_prefixes, unwrap_state_dict)
@@ -42,8 +43,10 @@ _CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.", "decode_head.", "auxiliar
 
 
 def _smp_encoder_names() -> list[str]:
-    from segmentation_models_pytorch.encoders import encoders
-
+    try:
+        from segmentation_models_pytorch.encoders import encoders
+    except ModuleNotFoundError as error:
+        raise missing_extra(error, "models", "a segmentation_models_pytorch slice encoder", ModelError) from None
     return sorted(encoders)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from mediar3d.errors import ModelError
+from mediar3d.optional import missing_extra
 
 Factory = Callable[..., torch.nn.Module]
 
@@ -156,11 +157,9 @@ def get_model_entry(name: str) -> ModelEntry:
     try:
         importlib.import_module(declared.module)
     except ModuleNotFoundError as error:
-        if error.name is None or error.name.split(".")[0] == "mediar3d":
+        if declared.extra is None:
             raise
-        hint = f"pip install 'mediar3d[{declared.extra}]'" if declared.extra else f"pip install {error.name}"
-        raise ModelError(f"model {name!r} needs the package {error.name!r}, which is not installed; "
-                         f"install it with: {hint}") from None
+        raise missing_extra(error, declared.extra, f"model {name!r}", ModelError) from None
     if name not in _REGISTRY:
         raise ModelError(f"model {name!r}: module {declared.module} does not register it")
     return _REGISTRY[name]

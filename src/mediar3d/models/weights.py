@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 import torch
 
 from mediar3d.errors import ModelError
+from mediar3d.optional import missing_extra
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +177,10 @@ def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Ten
     """
     if weight.ndim != 4 or weight.shape[1] == in_channels:
         return weight  # nothing to adapt (a wrong shape is reported by load_strict)
-    from timm.models import adapt_input_conv
-
+    try:
+        from timm.models import adapt_input_conv
+    except ModuleNotFoundError as error:
+        raise missing_extra(error, "models", "adapting pretrained input weights", ModelError) from None
     return adapt_input_conv(in_channels, weight)
 
 

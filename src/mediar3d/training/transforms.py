@@ -20,24 +20,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import (
-    Compose,
-    MapTransform,
-    RandAdjustContrastd,
-    RandAxisFlipd,
-    RandGaussianNoised,
-    RandGaussianSharpend,
-    RandGaussianSmoothd,
-    RandHistogramShiftd,
-    RandomizableTransform,
-    RandRotate90d,
-    RandSpatialCropd,
-    RandZoomd,
-    SpatialPadd,
-)
 
 from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
+from mediar3d.optional import missing_extra
+
+try:
+    from monai.transforms import (
+        Compose,
+        MapTransform,
+        RandAdjustContrastd,
+        RandAxisFlipd,
+        RandGaussianNoised,
+        RandGaussianSharpend,
+        RandGaussianSmoothd,
+        RandHistogramShiftd,
+        RandomizableTransform,
+        RandRotate90d,
+        RandSpatialCropd,
+        RandZoomd,
+        SpatialPadd,
+    )
+except ModuleNotFoundError as _error:
+    raise missing_extra(_error, "train", "training (MONAI augmentations)") from None
 from mediar3d.training.losses import FLOW_SCALE
 from mediar3d.training.supervision import supervision_weights
 
