@@ -25,6 +25,7 @@ COMMANDS = (
     "simulate_partial",
     "cluster",
     "filter_masks",
+    "export_bioimageio",
     "info",
 )
 

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="labels file (.tif, .tiff, .ome.tif, .zarr) or a folder to write <name>_labels.tif into")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample volume (no input needed)")
     p.add_argument("--model", action="append", default=None,
-                   help="bundled model name or checkpoint path (default: bundled model); repeat it for an ensemble "
+                   help="bundled model name, checkpoint path, bioimage.io package (.zip) or https URL#sha256=<hex> "
+                        "(default: bundled model); repeat it for an ensemble "
                         "whose flows and probabilities are averaged before post-processing (members must share "
                         "normalisation and training diameter)")
     p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")
