@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -226,7 +227,7 @@ def export_bioimageio(model: str | os.PathLike | None, output: str | os.PathLike
     Args:
         model: Anything `load_model` takes: a bundled name, a checkpoint, a package, a URL.
         output: The ``.zip`` to write (atomically: a temporary name, then renamed).
-        name: Model name in the package; defaults to the checkpoint's file stem.
+        name: Model name in the package; default "mediar3d ARCH STEM" (STEM: the checkpoint's file stem).
         authors: Author names; default ``["mediar3d contributors"]``.
 
     Returns:
@@ -247,7 +248,9 @@ def export_bioimageio(model: str | os.PathLike | None, output: str | os.PathLike
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise ModelError(f"{output}: a bioimage.io package is a .zip file; give a name ending in .zip")
-    name = name or (Path(model).stem if model and Path(str(model)).suffix else f"mediar3d {config.arch}")
+    if name is None:
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(str(model)).stem) if model and Path(str(model)).suffix else ""
+        name = f"mediar3d {config.arch}" + (f" {stem}" if stem else "")
     stride = int(getattr(net, "stride", 32))
     raw = _test_image(int(getattr(net, "in_channels", 1)), stride)
     example = torch.from_numpy(scale_range(raw, config.percentiles))
