@@ -192,13 +192,13 @@ def _network(models: list[str]) -> str | list[str]:
 def _start(models: list[str]) -> dict[str, float]:
     """Where the search starts: the model's own thresholds (min_size too, when the checkpoint has
     one); for an ensemble the members' mean, as `segment` uses them (keys every member has)."""
-    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
     from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import resolve_source
     from mediar3d.tuning.search import PARAMETERS
 
     own = []
     for model in models:
-        config, _ = read_checkpoint(bundled_checkpoint() if model in BUNDLED_NAMES else Path(model))
+        config, _ = read_checkpoint(resolve_source(model))
         own.append({k: float(v) for k, v in config.thresholds.items()
                     if k in PARAMETERS})
     shared = set.intersection(*(set(o) for o in own))
@@ -214,10 +214,12 @@ def _outputs_to_write(args: argparse.Namespace) -> list[Path]:
                           "leave out -o, or use --in-place")
     if not args.in_place:
         return [args.output] if args.output is not None else [_default_output(m) for m in args.model]
+    from mediar3d.models.sources import package_description
+
     for model in args.model:
-        if not Path(model).is_file():
-            raise InputError(f"--in-place: {model} is not a checkpoint file (bundled models cannot be changed); "
-                             "use -o")
+        if not Path(model).is_file() or package_description(Path(model)) is not None:
+            raise InputError(f"--in-place: {model} is not a checkpoint file (bundled models and bioimage.io "
+                             "packages cannot be changed); use -o")
     return [Path(m) for m in args.model]
 
 

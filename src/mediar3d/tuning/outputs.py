@@ -137,10 +137,10 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
 def model_fingerprint(model: str | os.PathLike) -> str:
     """Hash of what a checkpoint's network outputs depend on: architecture, weights, normalisation,
     training diameter; not its thresholds (so tuning in place keeps cached outputs valid)."""
-    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
     from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import resolve_source
 
-    path = bundled_checkpoint() if str(model) in BUNDLED_NAMES else Path(model)
+    path = resolve_source(model)
     config, state = read_checkpoint(path)
     digest = hashlib.sha1(json.dumps([config.arch, config.kwargs, config.normalization, config.train_diameter],
                                      sort_keys=True, default=str).encode())

@@ -91,10 +91,10 @@ def write_tuned_checkpoint(model: str | os.PathLike, output: str | os.PathLike, 
     Returns:
         The path written.
     """
-    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
     from mediar3d.models import load_model, save_checkpoint
+    from mediar3d.models.sources import resolve_source
 
-    source = bundled_checkpoint() if str(model) in BUNDLED_NAMES else Path(model)
+    source = resolve_source(model)
     net, config = load_model(source)
     tuning = {"metric": result.metric, "iou": result.iou, "score": result.score, "start": result.start,
               "start_score": result.start_score, "source": str(source), **(settings or {})}
