@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,14 @@ def test_tune_usage_errors(tmp_path, tiny_model, capsys):
     assert "leave out --model" in capsys.readouterr().err
     assert main(["tune", "--model", "default", "--in-place", "--image", str(image), "--labels", str(labels)]) == 1
     assert "bundled" in capsys.readouterr().err
+    package = tmp_path / "model.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+        archive.write(tiny_model, "mediar3d_model.pt")
+    before = package.read_bytes()
+    assert main(["tune", "--model", str(package), "--in-place", "--image", str(image), "--labels", str(labels)]) == 1
+    assert "packages cannot be changed" in capsys.readouterr().err
+    assert package.read_bytes() == before
 
 
 def test_tune_an_ensemble_writes_its_best_thresholds_into_every_member(tmp_path, capsys):
