@@ -9,6 +9,9 @@ times; the median is printed. Measured:
   inside the child, timed from before the import to after the load.
 - ``first-slice``: ``mediar3d segment --sample -o DIR`` from the child's start to the
   first call of the network (the first batch of slices), wall clock.
+- the CPU time (user + system) of each child process, which depends less than the wall
+  clock on other jobs sharing the cores (for the load: the whole interpreter, start-up and
+  exit included);
 - which optional packages (timm, smp, torchvision, monai, huggingface_hub) the
   ``segment --sample`` run has imported by then.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,30 +57,36 @@ sys.exit(main(["segment", "--sample", "-o", %r]))
 """
 
 
-def _run(code: str) -> tuple[dict, float]:
+def _run(code: str) -> tuple[dict, float, float]:
+    """Run `code` in a fresh interpreter: (its JSON line, wall-clock start, CPU seconds it used)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = [text for text in done.stdout.splitlines() if text.startswith("{")][-1]
-    return json.loads(line), start
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(line), start, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="fresh interpreters per measurement")
     args = parser.parse_args()
-    loads, firsts, heavy = [], [], set()
+    loads, load_cpu, firsts, first_cpu, heavy = [], [], [], [], set()
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.repeat):
-            result, _ = _run(LOAD % (HEAVY,))
+            result, _, cpu = _run(LOAD % (HEAVY,))
             loads.append(result["seconds"])
+            load_cpu.append(cpu)
             heavy.update(result["heavy"])
-            result, start = _run(FIRST_SLICE % (HEAVY, folder + "/out"))
+            result, start, cpu = _run(FIRST_SLICE % (HEAVY, folder + "/out"))
             firsts.append(result["at"] - start)
+            first_cpu.append(cpu)
             heavy.update(result["heavy"])
-    print(f"default model load (import + load_model): median {statistics.median(loads):.2f} s "
-          f"(min {min(loads):.2f}, max {max(loads):.2f}, n={len(loads)})")
-    print(f"segment --sample, process start to first slice: median {statistics.median(firsts):.2f} s "
-          f"(min {min(firsts):.2f}, max {max(firsts):.2f}, n={len(firsts)})")
+    for label, wall, cpu in (("default model load (import + load_model)", loads, load_cpu),
+                             ("segment --sample, process start to first slice", firsts, first_cpu)):
+        print(f"{label}: wall median {statistics.median(wall):.2f} s (min {min(wall):.2f}, max {max(wall):.2f}); "
+              f"CPU of the whole process median {statistics.median(cpu):.2f} s, n={len(wall)}")
     print(f"optional packages imported by either: {', '.join(sorted(heavy)) or 'none'}")
 
 
