@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mediar3d.errors import InputError
 
@@ -24,11 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "on request, flows, probability and a preview PNG.",
         epilog="examples:\n  mediar3d segment --sample -o mediar3d-demo/\n"
                "  mediar3d segment nuclei.tif -o nuclei_labels.tif --anisotropy 2 --preview\n"
+               "  mediar3d segment data/ -o results/      # every image in data/, then results/summary.csv\n"
                "  mediar3d segment big.ome.zarr -o out/ --diameter 25 --device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", nargs="?", help="image or volume to segment (omit with --sample)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="images or volumes to segment: files, folders (their .tif/.tiff/.zarr images) or glob "
+                        "patterns in quotes ('data/*.tif'); the model is loaded once (omit with --sample)")
     p.add_argument("-o", "--output", required=True,
-                   help="labels file (.tif, .tiff, .ome.tif, .zarr) or a folder to write <name>_labels.tif into")
+                   help="labels file (.tif, .tiff, .ome.tif, .zarr) for one input, or a folder to write "
+                        "<name>_labels.tif into (several inputs: a folder, which also gets summary.csv)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing labels; without it a single input whose labels exist is refused and, "
+                        "with several inputs, those already done are skipped")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample volume (no input needed)")
     p.add_argument("--model", action="append", default=None,
                    help="bundled model name or checkpoint path (default: bundled model); repeat it for an ensemble "
@@ -98,6 +109,9 @@ def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
         return out, out.with_name(base)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out}: exists and is not a folder; give a .tif/.zarr labels path or a folder")
+    if not out.is_dir() and re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,4}", out.suffix):
+        raise InputError(f"output {out}: labels are written as .tif, .tiff, .ome.tif or .zarr, not {out.suffix}; "
+                         "give one of those or a folder")
     return out / f"{stem}_labels.tif", out / stem
 
 
@@ -118,25 +132,34 @@ def _model(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment, write outputs, print a summary; returns 0."""
+    """Segment every input (see `mediar3d.cli.segment_batch`); returns 0, or 1 if a file failed."""
+    from mediar3d.cli.segment_batch import run_batch
+
+    return run_batch(args)
+
+
+def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, prefix: Path, model: Any,
+                 status: Callable[[str], None]) -> dict[str, Any]:
+    """Read, segment and write one input with an already loaded `model`; returns a summary row.
+
+    Args:
+        args: Parsed `segment` arguments.
+        source: Input file or Zarr store.
+        labels_path: Labels output (.tif / .zarr).
+        prefix: Path prefix of the side outputs (``<prefix>_params.json``...).
+        model: A loaded `mediar3d.inference.loader.InferenceModel` (loaded once per run).
+        status: Prints one status line.
+
+    Returns:
+        Row fields: objects, diameter, time_read_s, time_segment_s, time_write_s, written (paths).
+    """
     import numpy as np
 
     from mediar3d.inference import run_segmentation
-    from mediar3d.io import read_image, write_image, write_labels
+    from mediar3d.inference.provenance import provenance
+    from mediar3d.io import atomic_output, read_image, write_image, write_labels
 
-    if args.sample == bool(args.input):
-        raise InputError("give exactly one input: a file to segment, or --sample")
-    if args.sample:
-        from mediar3d.sample import sample_path
-
-        source = sample_path()
-        if args.preview is None:
-            args.preview = "auto"
-    else:
-        source = Path(args.input)
-    labels_path, prefix = _output_paths(args.output, _stem(source))
-    if not args.sample and _use_blocks(args, source):
-        return _run_blocks(args, source, labels_path)
+    start = time.perf_counter()
     image = read_image(source, channel=args.channel)
     if "C" in image.axes:
         raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
@@ -145,13 +168,24 @@ def run(args: argparse.Namespace) -> int:
         mode = "3d" if image.data.ndim == 3 else "2d"
     if mode in ("3d", "z-only") and image.data.ndim != 3:
         raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
+    read_time = time.perf_counter() - start
+    status(f"read {source.name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
+           f"voxel size {_voxel_text(image.voxel_size)} ({read_time:.1f} s)")
+    status(f"segmenting {source.name} ({mode}): diameter estimate, network, post-processing")
     result = run_segmentation(
-        image, _model(args), diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
+        image, model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
-        keep_flows=args.save_flows, progress=not args.no_progress, cellprob_threshold=args.cellprob_threshold,
-        flow_threshold=args.flow_threshold, min_size=args.min_size, min_size_fraction=args.min_size_fraction,
-        niter=args.niter)
+        keep_flows=args.save_flows, progress=not (args.no_progress or args.quiet),
+        cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold, min_size=args.min_size,
+        min_size_fraction=args.min_size_fraction, niter=args.niter)
+    params = result.params
+    diameter = params.get("diameter")
+    status(f"segmented {source.name}: {params['n_objects']} objects; diameter "
+           f"{'n/a' if diameter is None else f'{diameter:.1f} px'}"
+           f"{' (estimated)' if params.get('diameter_estimated') else ''} {params.get('time_diameter_s', 0):.1f} s, "
+           f"network {params.get('time_network_s', 0):.1f} s, post-processing {params.get('time_postprocess_s', 0):.1f} s")
 
+    write_start = time.perf_counter()
     written = []
     write_labels(labels_path, result.labels, voxel_size=image.voxel_size)
     written.append(labels_path)
@@ -164,23 +198,24 @@ def run(args: argparse.Namespace) -> int:
         from mediar3d.inference.preview import render_preview
 
         preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
-        render_preview(preview_path, image.data, result.labels, anisotropy=result.params["anisotropy"],
-                       title=f"{source.name}: {result.params['n_objects']} objects")
+        render_preview(preview_path, image.data, result.labels, anisotropy=params["anisotropy"],
+                       title=f"{source.name}: {params['n_objects']} objects")
         written.append(preview_path)
     params_path = Path(f"{prefix}_params.json")
-    params = dict(result.params, input=str(source), labels=str(labels_path), command="mediar3d segment")
-    from mediar3d.io import atomic_output
-
+    record = dict(params, input=str(source), labels=str(labels_path), command="mediar3d segment",
+                  **provenance(_model(args), getattr(args, "argv", None)))
     with atomic_output(params_path) as temp:
-        temp.write_text(json.dumps(params, indent=2) + "\n")
+        temp.write_text(json.dumps(record, indent=2) + "\n")
     written.append(params_path)
+    write_time = time.perf_counter() - write_start
+    status(f"wrote {len(written)} files for {source.name} ({write_time:.1f} s)")
+    return {"objects": params["n_objects"], "diameter": diameter, "time_read_s": read_time,
+            "time_segment_s": params["time_total_s"], "time_write_s": write_time, "written": written,
+            "shape": result.labels.shape}
 
-    n = result.params["n_objects"]
-    print(f"found {n} {'cell' if n == 1 else 'cells'} in {source.name} "
-          f"({'x'.join(map(str, result.labels.shape))}, {result.params['time_total_s']:.1f} s)")
-    for path in written:
-        print(f"  wrote {path}")
-    return 0
+
+def _voxel_text(voxel_size: tuple[float, ...] | None) -> str:
+    return "unknown" if voxel_size is None else " x ".join(f"{v:g}" for v in voxel_size) + " um"
 
 
 def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
@@ -201,30 +236,37 @@ def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
     return should_use_blocks(open_zarr_lazy(source).shape)
 
 
-def _run_blocks(args: argparse.Namespace, source: Path, labels_path: Path) -> int:
-    """Block-wise segmentation on Dask; labels written to Zarr."""
-    from mediar3d.distributed import segment_blocks
-
+def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path) -> Path:
+    """Where block-wise labels go: the given .zarr path, else <name>_labels.ome.zarr beside the TIFF path."""
     if args.mode not in ("auto", "3d"):
         raise InputError(f"--mode {args.mode}: block-wise segmentation runs the 3D pipeline only")
-    if not labels_path.name.lower().endswith(".zarr"):
-        if Path(args.output).name.lower().endswith((".tif", ".tiff")):
-            raise InputError(f"{args.output}: block-wise labels are written to Zarr; give a .zarr path or a folder")
-        labels_path = labels_path.with_name(f"{_stem(source)}_labels.ome.zarr")
+    if labels_path.name.lower().endswith(".zarr"):
+        return labels_path
+    if Path(args.output).name.lower().endswith((".tif", ".tiff")):
+        raise InputError(f"{args.output}: block-wise labels are written to Zarr; give a .zarr path or a folder")
+    return labels_path.with_name(f"{_stem(source)}_labels.ome.zarr")
+
+
+def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Path,
+                        status: Callable[[str], None]) -> dict[str, Any]:
+    """Block-wise segmentation of one input on Dask, labels written to Zarr; returns a summary row."""
+    from mediar3d.distributed import segment_blocks
 
     def zyx(values):
         return None if values is None else (values[0] if len(values) == 1 else tuple(values))
 
+    status(f"segmenting {source.name} block by block")
     result = segment_blocks(
         str(source), labels_path, model=_model(args), diameter=args.diameter, anisotropy=args.anisotropy,
         channel=args.channel, block_size=zyx(args.block_size), halo=zyx(args.halo), scheduler=args.scheduler,
         workers=args.workers, threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
-        resume=not args.restart, overwrite=True, progress=not args.no_progress,
+        resume=not args.restart, overwrite=True, progress=not (args.no_progress or args.quiet),
         segment_options=dict(cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold,
                              min_size=args.min_size, min_size_fraction=args.min_size_fraction, niter=args.niter,
                              tile=args.tile, batch_size=args.batch_size,
                              tta=args.tta, device=args.device))
-    print(f"found {result.n_labels} cells in {source.name} ({result.n_blocks} blocks, "
-          f"{result.merges} pieces joined across block faces, {sum(result.seconds.values()):.1f} s)")
-    print(f"  wrote {result.output}")
-    return 0
+    status(f"segmented {source.name}: {result.n_labels} objects in {result.n_blocks} blocks, {result.merges} "
+           f"pieces joined across block faces; " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    return {"objects": result.n_labels, "diameter": args.diameter, "time_read_s": 0.0,
+            "time_segment_s": sum(result.seconds.values()), "time_write_s": 0.0, "written": [result.output],
+            "detail": f"{result.n_blocks} blocks, {result.merges} pieces joined across block faces"}
