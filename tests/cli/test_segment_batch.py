@@ -180,3 +180,21 @@ def test_status_lines_and_quiet_after_the_subcommand(tmp_path, folder, checkpoin
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     assert (tmp_path / "b" / "vol0_labels.tif").is_file()
+
+
+def test_measure_writes_an_objects_table_in_micrometres(tmp_path, nuclei_folder):
+    from mediar3d.io import read_image
+
+    out = tmp_path / "out"
+    source = nuclei_folder / "crop0.tif"
+    assert main(["segment", str(source), "-o", str(out), "--diameter", "14", "--niter", "30", "--no-progress",
+                 "--measure"]) == 0
+    labels = read_labels(out / "crop0_labels.tif")
+    voxel = read_image(source).voxel_size
+    rows = _summary(out / "crop0_objects.csv")
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    assert len(ids) >= 3 and [int(r["label"]) for r in rows] == list(ids)
+    assert [float(r["volume_um3"]) for r in rows] == list(counts * float(np.prod(voxel)))
+    image = read_image(source).data
+    first = labels == ids[0]
+    assert float(rows[0]["intensity_max"]) == image[first].max()

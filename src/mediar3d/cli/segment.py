@@ -75,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", nargs="?", const="auto", default=None, metavar="PNG",
                    help="write a preview PNG (mid slices, max projection, outlines); "
                         "without a value: <name>_preview.png beside the labels (on by default with --sample)")
+    p.add_argument("--measure", action="store_true",
+                   help="also write <name>_objects.csv: one row per object with its size, centroid and bounding box "
+                        "(voxels, and um / um^3 when the file has a voxel size), intensity statistics and whether "
+                        "it touches the border")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
     g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
@@ -194,6 +198,16 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
         write_image(flows_path, result.flows.astype(np.float32), voxel_size=image.voxel_size)
         write_image(prob_path, result.probability.astype(np.float32), voxel_size=image.voxel_size)
         written += [flows_path, prob_path]
+    if args.measure:
+        from mediar3d.measurement import measure, write_table_csv
+
+        measure_start = time.perf_counter()
+        objects_path = Path(f"{prefix}_objects.csv")
+        write_table_csv(objects_path, measure(result.labels, image.data, voxel_size=image.voxel_size))
+        written.append(objects_path)
+        status(f"measured {params['n_objects']} objects of {source.name}"
+               f"{'' if image.voxel_size else ' (no voxel size in the file: voxel units only)'} "
+               f"({time.perf_counter() - measure_start:.1f} s)")
     if args.preview:
         from mediar3d.inference.preview import render_preview
 
@@ -255,6 +269,9 @@ def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Pat
     def zyx(values):
         return None if values is None else (values[0] if len(values) == 1 else tuple(values))
 
+    if args.measure:
+        raise InputError(f"{source}: --measure is not available for block-wise runs yet; run it on the labels "
+                         "with mediar3d.measure, or use --blocks off")
     status(f"segmenting {source.name} block by block")
     result = segment_blocks(
         str(source), labels_path, model=_model(args), diameter=args.diameter, anisotropy=args.anisotropy,
