@@ -198,3 +198,27 @@ def test_measure_writes_an_objects_table_in_micrometres(tmp_path, nuclei_folder)
     image = read_image(source).data
     first = labels == ids[0]
     assert float(rows[0]["intensity_max"]) == image[first].max()
+
+
+def test_timepoints_are_segmented_one_by_one(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng(1)
+    movie = rng.integers(0, 200, size=(3, 6, 32, 32)).astype(np.uint8)
+    source = tmp_path / "movie.tif"
+    tifffile.imwrite(source, movie, imagej=True, metadata={"axes": "TZYX"})
+    out = tmp_path / "out"
+    assert main(["segment", str(source), "-o", str(out), "--model", str(checkpoint), *RUN]) == 1
+    assert "3 time points" in capsys.readouterr().err
+    assert main(["segment", str(source), "-o", str(out), "--model", str(checkpoint), "--timepoints",
+                 "--save-flows", *RUN]) == 0
+    rows = _summary(out / "summary.csv")
+    assert [(r["timepoint"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok"), ("2", "ok")]
+    # time point 1 alone, as its own file, gives the same flows
+    write_image(tmp_path / "one.tif", movie[1])
+    assert main(["segment", str(tmp_path / "one.tif"), "-o", str(tmp_path / "one"), "--model", str(checkpoint),
+                 "--save-flows", *RUN]) == 0
+    from mediar3d.io import read_image
+
+    np.testing.assert_array_equal(read_image(out / "movie_t0001_flows.tif").data,
+                                  read_image(tmp_path / "one" / "one_flows.tif").data)
+    assert not np.array_equal(read_image(out / "movie_t0000_flows.tif").data,
+                              read_image(out / "movie_t0001_flows.tif").data)

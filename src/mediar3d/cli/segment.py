@@ -75,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", nargs="?", const="auto", default=None, metavar="PNG",
                    help="write a preview PNG (mid slices, max projection, outlines); "
                         "without a value: <name>_preview.png beside the labels (on by default with --sample)")
+    p.add_argument("--timepoints", action="store_true",
+                   help="segment every time point of a time-lapse (TZYX) file on its own: <name>_t0000_labels.tif, "
+                        "<name>_t0001_labels.tif, ... (no tracking between time points)")
     p.add_argument("--measure", action="store_true",
                    help="also write <name>_objects.csv: one row per object with its size, centroid and bounding box "
                         "(voxels, and um / um^3 when the file has a voxel size), intensity statistics and whether "
@@ -83,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
     g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
                    help="segment block by block with labels stitched across blocks: on, off, or auto = for a "
-                        "Zarr input whose estimated working memory exceeds half of this machine's RAM "
+                        "Zarr or TIFF input whose estimated working memory exceeds half of this machine's RAM "
                         "(default auto); labels then go to <name>_labels.ome.zarr or the given .zarr path")
     g.add_argument("--block-size", type=int, nargs="+", default=None, metavar="N",
                    help="core block size in voxels, one value or z y x (default: the largest that fits --memory-limit)")
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, prefix: Path, model: Any,
-                 status: Callable[[str], None]) -> dict[str, Any]:
+                 status: Callable[[str], None], timepoint: int | None = None) -> dict[str, Any]:
     """Read, segment and write one input with an already loaded `model`; returns a summary row.
 
     Args:
@@ -153,6 +156,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
         prefix: Path prefix of the side outputs (``<prefix>_params.json``...).
         model: A loaded `mediar3d.inference.loader.InferenceModel` (loaded once per run).
         status: Prints one status line.
+        timepoint: Time point to segment in a file with a time axis (--timepoints), else None.
 
     Returns:
         Row fields: objects, diameter, time_read_s, time_segment_s, time_write_s, written (paths).
@@ -164,7 +168,9 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     from mediar3d.io import atomic_output, read_image, write_image, write_labels
 
     start = time.perf_counter()
-    image = read_image(source, channel=args.channel)
+    image = read_image(source, channel=args.channel) if timepoint is None else _read_timepoint(source, args.channel,
+                                                                                               timepoint)
+    name = source.name if timepoint is None else f"{source.name} t={timepoint}"
     if "C" in image.axes:
         raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
     mode = args.mode
@@ -173,9 +179,9 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     if mode in ("3d", "z-only") and image.data.ndim != 3:
         raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
     read_time = time.perf_counter() - start
-    status(f"read {source.name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
+    status(f"read {name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
            f"voxel size {_voxel_text(image.voxel_size)} ({read_time:.1f} s)")
-    status(f"segmenting {source.name} ({mode}): diameter estimate, network, post-processing")
+    status(f"segmenting {name} ({mode}): diameter estimate, network, post-processing")
     result = run_segmentation(
         image, model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
@@ -184,7 +190,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
         min_size_fraction=args.min_size_fraction, niter=args.niter)
     params = result.params
     diameter = params.get("diameter")
-    status(f"segmented {source.name}: {params['n_objects']} objects; diameter "
+    status(f"segmented {name}: {params['n_objects']} objects; diameter "
            f"{'n/a' if diameter is None else f'{diameter:.1f} px'}"
            f"{' (estimated)' if params.get('diameter_estimated') else ''} {params.get('time_diameter_s', 0):.1f} s, "
            f"network {params.get('time_network_s', 0):.1f} s, post-processing {params.get('time_postprocess_s', 0):.1f} s")
@@ -205,7 +211,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
         objects_path = Path(f"{prefix}_objects.csv")
         write_table_csv(objects_path, measure(result.labels, image.data, voxel_size=image.voxel_size))
         written.append(objects_path)
-        status(f"measured {params['n_objects']} objects of {source.name}"
+        status(f"measured {params['n_objects']} objects of {name}"
                f"{'' if image.voxel_size else ' (no voxel size in the file: voxel units only)'} "
                f"({time.perf_counter() - measure_start:.1f} s)")
     if args.preview:
@@ -213,19 +219,31 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
 
         preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
         render_preview(preview_path, image.data, result.labels, anisotropy=params["anisotropy"],
-                       title=f"{source.name}: {params['n_objects']} objects")
+                       title=f"{name}: {params['n_objects']} objects")
         written.append(preview_path)
     params_path = Path(f"{prefix}_params.json")
-    record = dict(params, input=str(source), labels=str(labels_path), command="mediar3d segment",
+    record = dict(params, input=str(source), timepoint=timepoint, labels=str(labels_path), command="mediar3d segment",
                   **provenance(_model(args), getattr(args, "argv", None)))
     with atomic_output(params_path) as temp:
         temp.write_text(json.dumps(record, indent=2) + "\n")
     written.append(params_path)
     write_time = time.perf_counter() - write_start
-    status(f"wrote {len(written)} files for {source.name} ({write_time:.1f} s)")
+    status(f"wrote {len(written)} files for {name} ({write_time:.1f} s)")
     return {"objects": params["n_objects"], "diameter": diameter, "time_read_s": read_time,
             "time_segment_s": params["time_total_s"], "time_write_s": write_time, "written": written,
             "shape": result.labels.shape}
+
+
+def _read_timepoint(source: Path, channel: int | None, timepoint: int) -> Any:
+    """One time point of a file with a time axis, as a `mediar3d.io.Image` (z, y, x)."""
+    import numpy as np
+
+    from mediar3d.io import Image, open_image_lazy
+
+    lazy = open_image_lazy(source)
+    view = lazy.view(channel, timepoint)
+    data = np.asarray(view[tuple(slice(None) for _ in view.shape)])
+    return Image(data=data, axes=view.axes, voxel_size=lazy.voxel_size, path=source)
 
 
 def _voxel_text(voxel_size: tuple[float, ...] | None) -> str:
@@ -233,21 +251,21 @@ def _voxel_text(voxel_size: tuple[float, ...] | None) -> str:
 
 
 def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
-    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr inputs."""
-    from mediar3d.io.zarr_io import is_zarr
+    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr / TIFF inputs."""
+    from mediar3d.io import image_format
 
-    if args.blocks == "off":
+    if args.blocks == "off" or getattr(args, "timepoints", False):
         return False
-    if not is_zarr(source):
+    if image_format(source) not in ("zarr", "tiff"):
         if args.blocks == "on":
-            raise InputError(f"{source}: --blocks needs a Zarr / OME-Zarr input (write the volume as .zarr first)")
+            raise InputError(f"{source}: --blocks needs a Zarr, OME-Zarr or TIFF input")
         return False
     if args.blocks == "on":
         return True
     from mediar3d.distributed import should_use_blocks
-    from mediar3d.io import open_zarr_lazy
+    from mediar3d.io import open_image_lazy
 
-    return should_use_blocks(open_zarr_lazy(source).shape)
+    return should_use_blocks(open_image_lazy(source).array.shape)
 
 
 def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path) -> Path:

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 FOLDER_SUFFIXES = (".tif", ".tiff")
 #: Names of our own outputs, left out when a folder is listed (so out/ can be the input folder).
 OUTPUT_MARKS = ("_labels", "_flows", "_prob")
-SUMMARY_FIELDS = ("file", "labels", "status", "objects", "diameter", "time_read_s", "time_segment_s",
+SUMMARY_FIELDS = ("file", "timepoint", "labels", "status", "objects", "diameter", "time_read_s", "time_segment_s",
                   "time_write_s", "time_total_s", "error")
 
 
@@ -48,6 +48,7 @@ class Job:
     labels: Path
     prefix: Path
     blocks: bool = False
+    timepoint: int | None = None
 
 
 class Status:
@@ -103,25 +104,37 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], bool]:
     return unique, batch
 
 
-def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> list[Job]:
-    """Output paths of every input; refuses a labels-file -o for several inputs and clashing names."""
+def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> tuple[list[Job], bool]:
+    """Output paths of every input (every time point with --timepoints), and whether this is a batch.
+
+    Refuses a labels-file -o for several outputs and two inputs that would write the same labels.
+    """
+    jobs, seen = [], {}
+    for source in sources:
+        timepoints: list[int | None] = [None]
+        if getattr(args, "timepoints", False):
+            from mediar3d.io import open_image_lazy
+
+            n = open_image_lazy(source).n_timepoints
+            if n > 1:
+                timepoints, batch = list(range(n)), True
+        for t in timepoints:
+            stem = _stem(source) if t is None else f"{_stem(source)}_t{t:04d}"
+            labels, prefix = _output_paths(args.output, stem)
+            blocks = t is None and source.exists() and _use_blocks(args, source)
+            if blocks:
+                labels = blocks_labels_path(args, source, labels)
+            if labels in seen:
+                raise InputError(f"{source} and {seen[labels]}: both would write {labels}; rename one or run them apart")
+            seen[labels] = source
+            jobs.append(Job(source, labels, prefix, blocks, t))
     if batch:
         out = Path(args.output)
         if out.suffix and not out.is_dir():
-            raise InputError(f"-o {out}: several inputs need an output folder, not a file name")
+            raise InputError(f"-o {out}: several inputs (or time points) need an output folder, not a file name")
         if args.preview not in (None, "auto"):
             raise InputError(f"--preview {args.preview}: with several inputs give --preview without a file name")
-    jobs, seen = [], {}
-    for source in sources:
-        labels, prefix = _output_paths(args.output, _stem(source))
-        blocks = _use_blocks(args, source) if source.exists() else False
-        if blocks:
-            labels = blocks_labels_path(args, source, labels)
-        if labels in seen:
-            raise InputError(f"{source} and {seen[labels]}: both would write {labels}; rename one or run them apart")
-        seen[labels] = source
-        jobs.append(Job(source, labels, prefix, blocks))
-    return jobs
+    return jobs, batch
 
 
 def _sources(args: argparse.Namespace) -> tuple[list[Path], bool]:
@@ -140,7 +153,7 @@ def run_batch(args: argparse.Namespace) -> int:
     """Segment every input with one model load; returns 0, or 1 when any input failed."""
     status = Status(args.quiet)
     sources, batch = _sources(args)
-    jobs = plan_jobs(args, sources, batch)
+    jobs, batch = plan_jobs(args, sources, batch)
     if not batch and jobs[0].labels.exists() and not args.overwrite:
         raise InputError(f"{jobs[0].labels}: exists; pass --overwrite to replace it, or choose another -o")
     summary = Path(args.output) / "summary.csv" if batch else None
@@ -148,7 +161,7 @@ def run_batch(args: argparse.Namespace) -> int:
     model = _load_model(args, status) if any(not job.blocks for job in todo) else None
     rows: list[dict[str, Any]] = []
     for number, job in enumerate(jobs, 1):
-        row: dict[str, Any] = {"file": str(job.source), "labels": str(job.labels)}
+        row: dict[str, Any] = {"file": str(job.source), "timepoint": job.timepoint, "labels": str(job.labels)}
         rows.append(row)
         if job.labels.exists() and not args.overwrite:
             row["status"] = "skipped"
@@ -176,7 +189,7 @@ def _run_job(args: argparse.Namespace, job: Job, model: Any, row: dict[str, Any]
         if job.blocks:
             done = segment_blocks_file(args, job.source, job.labels, status)
         else:
-            done = segment_file(args, job.source, job.labels, job.prefix, model, status)
+            done = segment_file(args, job.source, job.labels, job.prefix, model, status, job.timepoint)
     except (Mediar3DError, OSError, ValueError, RuntimeError, MemoryError) as err:
         if not batch:
             raise

@@ -88,11 +88,20 @@ class LazyImage:
     voxel_size: tuple[float, ...] | None
     path: Path
 
-    def view(self, channel: int | None = None) -> SpatialView:
+    @property
+    def n_timepoints(self) -> int:
+        """Length of the time axis (1 when there is none)."""
+        return int(self.array.shape[self.axes.index("T")]) if "T" in self.axes else 1
+
+    def view(self, channel: int | None = None, timepoint: int | None = None) -> SpatialView:
         """A lazy (z, y, x) / (y, x) view (channels first when several and none chosen).
 
+        Args:
+            channel: Channel to keep (None: all, channels first).
+            timepoint: Time point to keep; needed when the image has several.
+
         Raises:
-            InputError: channel out of range, or several time points.
+            InputError: channel or time point out of range, or several time points and none chosen.
         """
         fixed: dict[int, int] = {}
         shape = self.array.shape
@@ -109,9 +118,13 @@ class LazyImage:
             raise InputError(f"{self.path}: channel {channel} is out of range; the image has a single channel")
         if "T" in self.axes:
             ti = self.axes.index("T")
-            if shape[ti] != 1:
+            if timepoint is None and shape[ti] != 1:
                 raise InputError(f"{self.path}: image has {shape[ti]} time points; segment one at a time")
-            fixed[ti] = 0
+            if not 0 <= (timepoint or 0) < shape[ti]:
+                raise InputError(f"{self.path}: time point {timepoint} is out of range 0..{shape[ti] - 1}")
+            fixed[ti] = timepoint or 0
+        elif timepoint not in (None, 0):
+            raise InputError(f"{self.path}: time point {timepoint} is out of range; the image has no time axis")
         return SpatialView(self.array, self.axes, fixed)
 
 
