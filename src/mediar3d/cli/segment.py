@@ -32,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  mediar3d segment big.ome.zarr -o out/ --diameter 25 --device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="images or volumes to segment: files, folders (their .tif/.tiff/.zarr images) or glob "
-                        "patterns in quotes ('data/*.tif'); the model is loaded once (omit with --sample)")
+                   help="images or volumes to segment: files (TIFF, Zarr, OME-Zarr, HDF5 as file.h5:/dataset), "
+                        "folders (their .tif/.tiff/.h5/.zarr images) or glob patterns in quotes ('data/*.tif'); "
+                        "the model is loaded once (omit with --sample)")
     p.add_argument("-o", "--output", required=True,
                    help="labels file (.tif, .tiff, .ome.tif, .zarr) for one input, or a folder to write "
                         "<name>_labels.tif into (several inputs: a folder, which also gets summary.csv)")
@@ -123,6 +124,11 @@ def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
 
 
 def _stem(path: Path) -> str:
+    from mediar3d.io.hdf5 import split_hdf5_path
+
+    hdf5 = split_hdf5_path(path)
+    if hdf5 is not None:
+        return hdf5[0].stem
     name = path.name
     for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
         if name.lower().endswith(suffix):
@@ -170,7 +176,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     start = time.perf_counter()
     image = read_image(source, channel=args.channel) if timepoint is None else _read_timepoint(source, args.channel,
                                                                                                timepoint)
-    name = source.name if timepoint is None else f"{source.name} t={timepoint}"
+    name = _display_name(source) if timepoint is None else f"{_display_name(source)} t={timepoint}"
     if "C" in image.axes:
         raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
     mode = args.mode
@@ -232,6 +238,14 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     return {"objects": params["n_objects"], "diameter": diameter, "time_read_s": read_time,
             "time_segment_s": params["time_total_s"], "time_write_s": write_time, "written": written,
             "shape": result.labels.shape}
+
+
+def _display_name(source: Path) -> str:
+    """File name for status lines (``a.h5:/raw`` for a dataset in an HDF5 file)."""
+    from mediar3d.io.hdf5 import split_hdf5_path
+
+    hdf5 = split_hdf5_path(source)
+    return source.name if hdf5 is None or hdf5[1] is None else f"{hdf5[0].name}:{hdf5[1]}"
 
 
 def _read_timepoint(source: Path, channel: int | None, timepoint: int) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mediar3d.cli.segment import (
+    _display_name,
     _model,
     _output_paths,
     _stem,
@@ -33,7 +34,7 @@ from mediar3d.errors import InputError, Mediar3DError
 logger = logging.getLogger(__name__)
 
 #: Image files picked up from a folder (Zarr stores are folders recognised by their contents).
-FOLDER_SUFFIXES = (".tif", ".tiff")
+FOLDER_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5")
 #: Names of our own outputs, left out when a folder is listed (so out/ can be the input folder).
 OUTPUT_MARKS = ("_labels", "_flows", "_prob")
 SUMMARY_FIELDS = ("file", "timepoint", "labels", "status", "objects", "diameter", "time_read_s", "time_segment_s",
@@ -165,7 +166,7 @@ def run_batch(args: argparse.Namespace) -> int:
         rows.append(row)
         if job.labels.exists() and not args.overwrite:
             row["status"] = "skipped"
-            status(f"[{number}/{len(jobs)}] {job.source.name}: skipped, {job.labels} exists (--overwrite redoes it)")
+            status(f"[{number}/{len(jobs)}] {_display_name(job.source)}: skipped, {job.labels} exists (--overwrite redoes it)")
         else:
             _run_job(args, job, model, row, batch, status, f"[{number}/{len(jobs)}]")
         if summary is not None:
@@ -209,7 +210,7 @@ def _report(job: Job, done: dict[str, Any], quiet: bool) -> None:
     n = done["objects"]
     shape = "x".join(map(str, done["shape"])) + ", " if "shape" in done else ""
     detail = f"{done['detail']}, " if "detail" in done else ""
-    print(f"found {n} {'cell' if n == 1 else 'cells'} in {job.source.name} ({shape}{detail}"
+    print(f"found {n} {'cell' if n == 1 else 'cells'} in {_display_name(job.source)} ({shape}{detail}"
           f"{done['time_segment_s']:.1f} s)")
     for path in done["written"]:
         print(f"  wrote {path}")

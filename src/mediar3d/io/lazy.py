@@ -11,6 +11,7 @@ import numpy as np
 
 from mediar3d.errors import InputError
 from mediar3d.io.axes import CANONICAL, UNKNOWN, infer_axes, parse_axes
+from mediar3d.io.hdf5 import open_hdf5
 from mediar3d.io.image import image_format
 from mediar3d.io.tiff import open_tiff_lazy
 from mediar3d.io.zarr_io import resolve_zarr
@@ -132,7 +133,7 @@ def open_image_lazy(path: str | os.PathLike, *, axes: str | None = None, level: 
     """Open a Zarr / OME-Zarr store or a TIFF file as a zarr array without reading the pixels.
 
     Args:
-        path: ``.zarr`` / ``.ome.zarr`` folder or ``.tif`` / ``.tiff`` file.
+        path: ``.zarr`` / ``.ome.zarr`` folder, ``.tif`` / ``.tiff`` file or ``file.h5[:/dataset]``.
         axes: axis letters of the stored array (overrides metadata).
         level: OME-Zarr resolution level (0: full resolution).
 
@@ -144,9 +145,11 @@ def open_image_lazy(path: str | os.PathLike, *, axes: str | None = None, level: 
     """
     p = Path(path)
     fmt = image_format(p)
-    if not p.exists():
+    if fmt == "hdf5":
+        array, hint, voxel = open_hdf5(p)
+    elif not p.exists():
         raise InputError(f"{p}: file not found")
-    if fmt == "tiff":
+    elif fmt == "tiff":
         array, hint, voxel = open_tiff_lazy(p)
     else:
         array, hint, voxel = resolve_zarr(p, level)
