@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the model is loaded once (omit with --sample)")
     p.add_argument("-o", "--output", required=True,
                    help="labels file (.tif, .tiff, .ome.tif, .zarr) for one input, or a folder to write "
-                        "<name>_labels.tif into (several inputs: a folder, which also gets summary.csv)")
+                        "<name>_labels.tif into (several inputs: a folder, which also gets summary.csv); for an "
+                        "OME-Zarr input, IMAGE.ome.zarr/labels/NAME writes the labels into the image (NGFF labels)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing labels; without it a single input whose labels exist is refused and, "
                         "with several inputs, those already done are skipped")
@@ -106,7 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
     """(labels path, prefix for side outputs) from -o OUT and the input's stem."""
+    from mediar3d.io.ngff_labels import ngff_labels_target
+
     out = Path(output)
+    into = ngff_labels_target(out)
+    if into is not None:  # image.ome.zarr/labels/NAME: side outputs beside the image store
+        return out, into[0].parent / f"{_stem(into[0])}_{into[1]}"
     name = out.name.lower()
     if name.endswith(LABEL_SUFFIXES) or name.endswith(".ome.tif"):
         base = out.name
@@ -171,7 +177,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
 
     from mediar3d.inference import run_segmentation
     from mediar3d.inference.provenance import provenance
-    from mediar3d.io import atomic_output, read_image, write_image, write_labels
+    from mediar3d.io import atomic_output, read_image, write_image
 
     start = time.perf_counter()
     image = read_image(source, channel=args.channel) if timepoint is None else _read_timepoint(source, args.channel,
@@ -203,7 +209,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
 
     write_start = time.perf_counter()
     written = []
-    write_labels(labels_path, result.labels, voxel_size=image.voxel_size)
+    _write_labels(labels_path, result.labels, image.voxel_size, args.overwrite)
     written.append(labels_path)
     if args.save_flows:
         flows_path, prob_path = Path(f"{prefix}_flows.tif"), Path(f"{prefix}_prob.tif")
@@ -238,6 +244,18 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     return {"objects": params["n_objects"], "diameter": diameter, "time_read_s": read_time,
             "time_segment_s": params["time_total_s"], "time_write_s": write_time, "written": written,
             "shape": result.labels.shape}
+
+
+def _write_labels(path: Path, labels: Any, voxel_size: tuple[float, ...] | None, overwrite: bool) -> None:
+    """Labels to a TIFF / Zarr file, or into ``image.ome.zarr/labels/NAME`` of an OME-Zarr image (NGFF)."""
+    from mediar3d.io import write_labels
+    from mediar3d.io.ngff_labels import ngff_labels_target, write_ngff_labels
+
+    into = ngff_labels_target(path)
+    if into is None:
+        write_labels(path, labels, voxel_size=voxel_size)
+    else:
+        write_ngff_labels(into[0], into[1], labels, overwrite=overwrite)
 
 
 def _display_name(source: Path) -> str:
@@ -284,8 +302,12 @@ def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
 
 def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path) -> Path:
     """Where block-wise labels go: the given .zarr path, else <name>_labels.ome.zarr beside the TIFF path."""
+    from mediar3d.io.ngff_labels import ngff_labels_target
+
     if args.mode not in ("auto", "3d"):
         raise InputError(f"--mode {args.mode}: block-wise segmentation runs the 3D pipeline only")
+    if ngff_labels_target(labels_path) is not None:
+        raise InputError(f"{labels_path}: block-wise labels cannot go into an image's labels/ yet; give a .zarr path")
     if labels_path.name.lower().endswith(".zarr"):
         return labels_path
     if Path(args.output).name.lower().endswith((".tif", ".tiff")):
