@@ -72,3 +72,10 @@ def test_segment_writes_into_the_input_image(tmp_path, store):
     assert read_labels(store / "labels" / "nuclei").shape == (4, 150, 140)
     assert (tmp_path / "cells_nuclei_params.json").is_file()
     assert main(argv) == 1  # exists: refused without --overwrite
+
+
+def test_written_zarr_is_named_after_its_final_path_not_the_temporary_one(tmp_path):
+    from mediar3d.io import write_labels
+
+    write_labels(tmp_path / "cells_labels.ome.zarr", np.ones((2, 8, 8), np.uint16))
+    assert _attrs(tmp_path / "cells_labels.ome.zarr")["multiscales"][0]["name"] == "cells_labels.ome.zarr"

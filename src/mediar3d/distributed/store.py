@@ -207,7 +207,7 @@ def create_output(
     tmp = path.with_name(path.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    create_zarr(tmp, shape, dtype, axes="ZYX", voxel_size=voxel_size, chunks=chunks, labels=True)
+    create_zarr(tmp, shape, dtype, axes="ZYX", voxel_size=voxel_size, chunks=chunks, labels=True, name=path.name)
     return tmp, "0"
 
 

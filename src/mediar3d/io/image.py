@@ -160,7 +160,7 @@ def _write(path: Path, data: np.ndarray, axes: str, voxel_size: Sequence[float] 
             ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
             write_tiff(temp, data, axes, voxel_size, ome=ome, compress=labels)
         else:
-            write_zarr(temp, data, axes, voxel_size, chunks=chunks, labels=labels)
+            write_zarr(temp, data, axes, voxel_size, chunks=chunks, labels=labels, name=path.name)
     logger.info("wrote %s (%s, %s)", path, "x".join(map(str, data.shape)), data.dtype)
 
 
