@@ -110,7 +110,7 @@ def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> tup
 
     Refuses a labels-file -o for several outputs and two inputs that would write the same labels.
     """
-    jobs, seen = [], {}
+    planned: list[tuple[Path, int | None]] = []
     for source in sources:
         timepoints: list[int | None] = [None]
         if getattr(args, "timepoints", False):
@@ -119,22 +119,24 @@ def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> tup
             n = open_image_lazy(source).n_timepoints
             if n > 1:
                 timepoints, batch = list(range(n)), True
-        for t in timepoints:
-            stem = _stem(source) if t is None else f"{_stem(source)}_t{t:04d}"
-            labels, prefix = _output_paths(args.output, stem)
-            blocks = t is None and source.exists() and _use_blocks(args, source)
-            if blocks:
-                labels = blocks_labels_path(args, source, labels)
-            if labels in seen:
-                raise InputError(f"{source} and {seen[labels]}: both would write {labels}; rename one or run them apart")
-            seen[labels] = source
-            jobs.append(Job(source, labels, prefix, blocks, t))
+        planned += [(source, t) for t in timepoints]
     if batch:
         out = Path(args.output)
         if out.suffix and not out.is_dir():
             raise InputError(f"-o {out}: several inputs (or time points) need an output folder, not a file name")
         if args.preview not in (None, "auto"):
             raise InputError(f"--preview {args.preview}: with several inputs give --preview without a file name")
+    jobs, seen = [], {}
+    for source, t in planned:
+        stem = _stem(source) if t is None else f"{_stem(source)}_t{t:04d}"
+        labels, prefix = _output_paths(args.output, stem)
+        blocks = t is None and source.exists() and _use_blocks(args, source)
+        if blocks:
+            labels = blocks_labels_path(args, source, labels)
+        if labels in seen:
+            raise InputError(f"{source} and {seen[labels]}: both would write {labels}; rename one or run them apart")
+        seen[labels] = source
+        jobs.append(Job(source, labels, prefix, blocks, t))
     return jobs, batch
 
 
