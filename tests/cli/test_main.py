@@ -25,6 +25,31 @@ def test_info_reports_versions_and_devices(capsys):
     assert "torch" in out and "devices: cpu" in out
 
 
+def test_info_lists_usable_models_and_architectures_without_weights(capsys):
+    import hashlib
+
+    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint, resolve_model
+    from mediar3d.models import list_models
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    usable = out.split("architectures without bundled weights")[0]
+    for name in BUNDLED_NAMES:
+        resolve_model(name)  # each listed name really loads
+        assert name in usable
+    assert hashlib.sha256(bundled_checkpoint().read_bytes()).hexdigest()[:16] in usable
+    untrained = out.split("architectures without bundled weights")[1]
+    assert "mediar-sam" in untrained and "unet-small" not in untrained
+    assert set(list_models()) - {"unet-small"} <= set(untrained.split(": ")[1].strip().split(", "))
+
+
+def test_verbosity_flags_before_or_after_the_subcommand(capsys):
+    for argv in (["-v", "info"], ["info", "-v"], ["info", "-q"], ["-q", "info", "-vv"]):
+        assert main(argv) == 0
+    with pytest.raises(SystemExit):
+        main(["info", "--loud"])
+
+
 def test_every_registered_command_has_help(capsys):
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")

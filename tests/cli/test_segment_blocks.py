@@ -6,15 +6,35 @@ import pytest
 from mediar3d.cli.main import main
 
 
-def test_blocks_need_a_zarr_input(tmp_path, capsys):
+def test_blocks_write_zarr_labels_only(tmp_path, capsys):
     from mediar3d.io import write_image
 
     source = tmp_path / "vol.tif"
     write_image(source, np.random.default_rng(0).random((8, 32, 32)).astype(np.float32))
-    out = tmp_path / "out"
+    out = tmp_path / "out.tif"
     assert main(["segment", str(source), "-o", str(out), "--blocks", "on", "--no-progress"]) == 1
-    assert "needs a Zarr" in capsys.readouterr().err
-    assert not out.exists() or not any(out.iterdir())
+    assert "written to Zarr" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.dask
+def test_blocks_read_a_tiff_input(tmp_path, capsys):
+    """A TIFF goes block-wise too (read plane by plane); the labels are a Zarr on the TIFF's voxel size."""
+    from mediar3d.io import read_image, read_labels, write_image
+    from mediar3d.models import create_model, save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", create_model("unet-small", channels=(4, 8)), train_diameter=10.0)
+    source = tmp_path / "vol.tif"
+    write_image(source, np.random.default_rng(0).integers(0, 200, (8, 32, 48)).astype(np.uint8),
+                voxel_size=(2.0, 0.5, 0.5))
+    out = tmp_path / "out"
+    assert main(["segment", str(source), "-o", str(out), "--blocks", "on", "--block-size", "8", "32", "32",
+                 "--scheduler", "synchronous", "--model", str(checkpoint), "--diameter", "10", "--niter", "10",
+                 "--no-progress"]) == 0
+    assert "2 blocks" in capsys.readouterr().out
+    labels = read_image(out / "vol_labels.ome.zarr")
+    assert labels.data.shape == (8, 32, 48) and labels.voxel_size == (2.0, 0.5, 0.5)
+    assert read_labels(out / "vol_labels.ome.zarr").dtype == np.uint32  # unsigned like every other label file
 
 
 @pytest.mark.dask

@@ -148,3 +148,24 @@ def test_run_job_respects_a_cancel_set_before_it_starts(monkeypatch):
     with pytest.raises(SegmentationCancelled):
         run_job(SegmentRequest(np.ones((4, 32, 32), dtype=np.float32), diameter=10.0), cancel)
     assert net.calls == 0
+
+
+def test_labels_written_into_an_ome_zarr_open_with_the_image(make_napari_viewer, tmp_path):
+    """`segment IMG.ome.zarr -o IMG.ome.zarr/labels/nuclei` -> napari opens the image and the labels together."""
+    from mediar3d.io.ngff_labels import write_ngff_labels
+
+    image = np.random.default_rng(0).random((6, 140, 150)).astype(np.float32)
+    store = tmp_path / "cells.ome.zarr"
+    write_image(store, image, voxel_size=(2.0, 0.5, 0.5))
+    assert napari_get_reader(str(store)) is None  # no labels yet: left to other readers
+    labels = np.zeros(image.shape, np.int32)
+    labels[1:4, 2:90, 3:100], labels[2:5, 100:130, 110:140] = 1, 2
+    write_ngff_labels(store, "nuclei", labels)
+
+    viewer = make_napari_viewer()
+    viewer.open(str(store), plugin="mediar3d")
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells_nuclei"]
+    np.testing.assert_array_equal(viewer.layers["cells"].data, image)
+    layer = viewer.layers["cells_nuclei"]
+    np.testing.assert_array_equal(np.asarray(layer.data), labels)
+    assert tuple(layer.scale) == (2.0, 0.5, 0.5) == tuple(viewer.layers["cells"].scale)

@@ -64,6 +64,14 @@ def test_widget_labels_match_segment(make_napari_viewer, qtbot, volume):
     assert tuple(labels.scale) == (ANISOTROPY, 0.5, 0.5) and tuple(labels.translate) == (3.0, 0.0, 0.0)
     assert labels.metadata["mediar3d"]["cellprob_threshold"] == -0.5
     assert labels.metadata["mediar3d"]["min_size"] == 400
+    # the per-object table of `mediar3d.measure` is on the layer, in the layer's units
+    table = mediar3d.measure(expected, volume, voxel_size=(ANISOTROPY, 0.5, 0.5))
+    features = labels.features
+    assert list(features["index"]) == list(np.unique(expected[expected > 0]))
+    np.testing.assert_array_equal(features["volume_um3"], table["volume_um3"])
+    np.testing.assert_allclose(features["intensity_mean"], table["intensity_mean"])
+    first = int(features["index"][0])
+    assert features["voxels"][0] == (expected == first).sum()
     flows, prob = viewer.layers["cells_flows"], viewer.layers["cells_prob"]
     assert flows.rgb and flows.data.shape == SHAPE + (3,) and tuple(flows.scale) == (ANISOTROPY, 0.5, 0.5)
     assert prob.data.shape == SHAPE and 0.0 <= prob.data.min() and prob.data.max() <= 1.0

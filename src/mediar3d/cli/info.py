@@ -7,17 +7,19 @@ import platform
 from importlib import metadata
 
 from mediar3d import __version__
+from mediar3d.errors import Mediar3DError
 
 #: Distributions reported (read from their installed metadata, without importing them).
 _LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "numba", "torch", "timm",
-              "segmentation-models-pytorch", "monai", "dask")
+              "segmentation-models-pytorch", "monai", "dask", "h5py")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `info` subcommand."""
     parser = subparsers.add_parser(
         "info", help="show versions, compute devices and available models",
-        description="Show mediar3d's version, its libraries, the compute devices it can use and the registered models.")
+        description="Show mediar3d's version, its libraries, the compute devices it can use, the models --model "
+                    "accepts and the architectures that have no weights yet.")
     parser.set_defaults(func=run)
 
 
@@ -40,11 +42,30 @@ def _devices() -> list[str]:
 
 
 def _models() -> list[str]:
+    """Lines on the models: what `--model` accepts, and architectures that have no weights here."""
+    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
+    from mediar3d.inference.provenance import file_sha256
+    from mediar3d.models import list_models
+    from mediar3d.models.checkpoint import read_checkpoint
+
+    lines = []
     try:
-        from mediar3d.models import list_models
-    except ImportError:
-        return []
-    return list(list_models())
+        path = bundled_checkpoint()
+        config, _ = read_checkpoint(path)
+        thresholds = ", ".join(f"{k} {v:g}" for k, v in sorted(config.thresholds.items()))
+        lines.append(f"  {BUNDLED_NAMES[0]} (also {', '.join(BUNDLED_NAMES[1:])}): bundled {path.name}, "
+                     f"architecture {config.arch}, trained on objects of {config.train_diameter:g} px, "
+                     f"thresholds {thresholds}, sha256 {file_sha256(path)[:16]}")
+        bundled_archs = {config.arch}
+    except Mediar3DError as err:
+        lines.append(f"  bundled model unavailable: {err}")
+        bundled_archs = set()
+    lines.append("  any checkpoint file written by `mediar3d train` or `mediar3d tune` (--model PATH.pt)")
+    untrained = [name for name in list_models() if name not in bundled_archs]
+    if untrained:
+        lines.append("architectures without bundled weights (train them, then pass the checkpoint): "
+                     + ", ".join(untrained))
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"mediar3d {__version__} (Python {platform.python_version()}, {platform.system()} {platform.machine()})"]
     lines.append("libraries: " + ", ".join(f"{name} {_library_version(name)}" for name in _LIBRARIES))
     lines.append("devices: " + ", ".join(_devices()))
-    models = _models()
-    lines.append("models: " + (", ".join(models) if models else "none registered"))
+    lines.append("models (--model NAME or PATH):")
+    lines += _models()
     print("\n".join(lines))
     return 0

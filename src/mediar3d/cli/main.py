@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="3D instance segmentation of cells and nuclei in microscopy volumes.",
     )
     parser.add_argument("--version", action="version", version=f"mediar3d {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    _add_verbosity(parser, "")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -47,13 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    for subparser in subparsers.choices.values():  # -v / -q also after the subcommand
+        _add_verbosity(subparser, "sub_")
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument("-v", "--verbose", dest=f"{prefix}verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="store_true",
+                        help="print only warnings and errors (no status lines, no progress bars)")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.verbose += getattr(args, "sub_verbose", 0)
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

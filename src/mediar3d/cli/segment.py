@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mediar3d.errors import InputError
 
@@ -24,11 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "on request, flows, probability and a preview PNG.",
         epilog="examples:\n  mediar3d segment --sample -o mediar3d-demo/\n"
                "  mediar3d segment nuclei.tif -o nuclei_labels.tif --anisotropy 2 --preview\n"
+               "  mediar3d segment data/ -o results/      # every image in data/, then results/summary.csv\n"
                "  mediar3d segment big.ome.zarr -o out/ --diameter 25 --device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", nargs="?", help="image or volume to segment (omit with --sample)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="images or volumes to segment: files (TIFF, Zarr, OME-Zarr, HDF5 as file.h5:/dataset), "
+                        "folders (their .tif/.tiff/.h5/.zarr images) or glob patterns in quotes ('data/*.tif'); "
+                        "the model is loaded once (omit with --sample)")
     p.add_argument("-o", "--output", required=True,
-                   help="labels file (.tif, .tiff, .ome.tif, .zarr) or a folder to write <name>_labels.tif into")
+                   help="labels file (.tif, .tiff, .ome.tif, .zarr) for one input, or a folder to write "
+                        "<name>_labels.tif into (several inputs: a folder, which also gets summary.csv); for an "
+                        "OME-Zarr input, IMAGE.ome.zarr/labels/NAME writes the labels into the image (NGFF labels)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing labels; without it a single input whose labels exist is refused and, "
+                        "with several inputs, those already done are skipped")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample volume (no input needed)")
     p.add_argument("--model", action="append", default=None,
                    help="bundled model name, checkpoint path, bioimage.io package (.zip) or https URL#sha256=<hex> "
@@ -65,11 +78,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", nargs="?", const="auto", default=None, metavar="PNG",
                    help="write a preview PNG (mid slices, max projection, outlines); "
                         "without a value: <name>_preview.png beside the labels (on by default with --sample)")
+    p.add_argument("--timepoints", action="store_true",
+                   help="segment every time point of a time-lapse (TZYX) file on its own: <name>_t0000_labels.tif, "
+                        "<name>_t0001_labels.tif, ... (no tracking between time points)")
+    p.add_argument("--measure", action="store_true",
+                   help="also write <name>_objects.csv: one row per object with its size, centroid and bounding box "
+                        "(voxels, and um / um^3 when the file has a voxel size), intensity statistics and whether "
+                        "it touches the border")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
     g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
                    help="segment block by block with labels stitched across blocks: on, off, or auto = for a "
-                        "Zarr input whose estimated working memory exceeds half of this machine's RAM "
+                        "Zarr or TIFF input whose estimated working memory exceeds half of this machine's RAM "
                         "(default auto); labels then go to <name>_labels.ome.zarr or the given .zarr path")
     g.add_argument("--block-size", type=int, nargs="+", default=None, metavar="N",
                    help="core block size in voxels, one value or z y x (default: the largest that fits --memory-limit)")
@@ -88,7 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
     """(labels path, prefix for side outputs) from -o OUT and the input's stem."""
+    from mediar3d.io.ngff_labels import ngff_labels_target
+
     out = Path(output)
+    into = ngff_labels_target(out)
+    if into is not None:  # image.ome.zarr/labels/NAME: side outputs beside the image store
+        return out, into[0].parent / f"{_stem(into[0])}_{into[1]}"
     name = out.name.lower()
     if name.endswith(LABEL_SUFFIXES) or name.endswith(".ome.tif"):
         base = out.name
@@ -99,10 +124,18 @@ def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
         return out, out.with_name(base)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out}: exists and is not a folder; give a .tif/.zarr labels path or a folder")
+    if not out.is_dir() and re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,4}", out.suffix):
+        raise InputError(f"output {out}: labels are written as .tif, .tiff, .ome.tif or .zarr, not {out.suffix}; "
+                         "give one of those or a folder")
     return out / f"{stem}_labels.tif", out / stem
 
 
 def _stem(path: Path) -> str:
+    from mediar3d.io.hdf5 import split_hdf5_path
+
+    hdf5 = split_hdf5_path(path)
+    if hdf5 is not None:
+        return hdf5[0].stem
     name = path.name
     for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
         if name.lower().endswith(suffix):
@@ -119,26 +152,38 @@ def _model(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment, write outputs, print a summary; returns 0."""
+    """Segment every input (see `mediar3d.cli.segment_batch`); returns 0, or 1 if a file failed."""
+    from mediar3d.cli.segment_batch import run_batch
+
+    return run_batch(args)
+
+
+def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, prefix: Path, model: Any,
+                 status: Callable[[str], None], timepoint: int | None = None) -> dict[str, Any]:
+    """Read, segment and write one input with an already loaded `model`; returns a summary row.
+
+    Args:
+        args: Parsed `segment` arguments.
+        source: Input file or Zarr store.
+        labels_path: Labels output (.tif / .zarr).
+        prefix: Path prefix of the side outputs (``<prefix>_params.json``...).
+        model: A loaded `mediar3d.inference.loader.InferenceModel` (loaded once per run).
+        status: Prints one status line.
+        timepoint: Time point to segment in a file with a time axis (--timepoints), else None.
+
+    Returns:
+        Row fields: objects, diameter, time_read_s, time_segment_s, time_write_s, written (paths).
+    """
     import numpy as np
 
     from mediar3d.inference import run_segmentation
-    from mediar3d.io import read_image, write_image, write_labels
+    from mediar3d.inference.provenance import provenance
+    from mediar3d.io import atomic_output, read_image, write_image
 
-    if args.sample == bool(args.input):
-        raise InputError("give exactly one input: a file to segment, or --sample")
-    if args.sample:
-        from mediar3d.sample import sample_path
-
-        source = sample_path()
-        if args.preview is None:
-            args.preview = "auto"
-    else:
-        source = Path(args.input)
-    labels_path, prefix = _output_paths(args.output, _stem(source))
-    if not args.sample and _use_blocks(args, source):
-        return _run_blocks(args, source, labels_path)
-    image = read_image(source, channel=args.channel)
+    start = time.perf_counter()
+    image = read_image(source, channel=args.channel) if timepoint is None else _read_timepoint(source, args.channel,
+                                                                                               timepoint)
+    name = _display_name(source) if timepoint is None else f"{_display_name(source)} t={timepoint}"
     if "C" in image.axes:
         raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
     mode = args.mode
@@ -146,86 +191,154 @@ def run(args: argparse.Namespace) -> int:
         mode = "3d" if image.data.ndim == 3 else "2d"
     if mode in ("3d", "z-only") and image.data.ndim != 3:
         raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
+    read_time = time.perf_counter() - start
+    status(f"read {name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
+           f"voxel size {_voxel_text(image.voxel_size)} ({read_time:.1f} s)")
+    status(f"segmenting {name} ({mode}): diameter estimate, network, post-processing")
     result = run_segmentation(
-        image, _model(args), diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
+        image, model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
-        keep_flows=args.save_flows, progress=not args.no_progress, cellprob_threshold=args.cellprob_threshold,
-        flow_threshold=args.flow_threshold, min_size=args.min_size, min_size_fraction=args.min_size_fraction,
-        niter=args.niter)
+        keep_flows=args.save_flows, progress=not (args.no_progress or args.quiet),
+        cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold, min_size=args.min_size,
+        min_size_fraction=args.min_size_fraction, niter=args.niter)
+    params = result.params
+    diameter = params.get("diameter")
+    status(f"segmented {name}: {params['n_objects']} objects; diameter "
+           f"{'n/a' if diameter is None else f'{diameter:.1f} px'}"
+           f"{' (estimated)' if params.get('diameter_estimated') else ''} {params.get('time_diameter_s', 0):.1f} s, "
+           f"network {params.get('time_network_s', 0):.1f} s, post-processing {params.get('time_postprocess_s', 0):.1f} s")
 
+    write_start = time.perf_counter()
     written = []
-    write_labels(labels_path, result.labels, voxel_size=image.voxel_size)
+    _write_labels(labels_path, result.labels, image.voxel_size, args.overwrite)
     written.append(labels_path)
     if args.save_flows:
         flows_path, prob_path = Path(f"{prefix}_flows.tif"), Path(f"{prefix}_prob.tif")
         write_image(flows_path, result.flows.astype(np.float32), voxel_size=image.voxel_size)
         write_image(prob_path, result.probability.astype(np.float32), voxel_size=image.voxel_size)
         written += [flows_path, prob_path]
+    if args.measure:
+        from mediar3d.measurement import measure, write_table_csv
+
+        measure_start = time.perf_counter()
+        objects_path = Path(f"{prefix}_objects.csv")
+        write_table_csv(objects_path, measure(result.labels, image.data, voxel_size=image.voxel_size))
+        written.append(objects_path)
+        status(f"measured {params['n_objects']} objects of {name}"
+               f"{'' if image.voxel_size else ' (no voxel size in the file: voxel units only)'} "
+               f"({time.perf_counter() - measure_start:.1f} s)")
     if args.preview:
         from mediar3d.inference.preview import render_preview
 
         preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
-        render_preview(preview_path, image.data, result.labels, anisotropy=result.params["anisotropy"],
-                       title=f"{source.name}: {result.params['n_objects']} objects")
+        render_preview(preview_path, image.data, result.labels, anisotropy=params["anisotropy"],
+                       title=f"{name}: {params['n_objects']} objects")
         written.append(preview_path)
     params_path = Path(f"{prefix}_params.json")
-    params = dict(result.params, input=str(source), labels=str(labels_path), command="mediar3d segment")
-    from mediar3d.io import atomic_output
-
+    record = dict(params, input=str(source), timepoint=timepoint, labels=str(labels_path), command="mediar3d segment",
+                  **provenance(_model(args), getattr(args, "argv", None)))
     with atomic_output(params_path) as temp:
-        temp.write_text(json.dumps(params, indent=2) + "\n")
+        temp.write_text(json.dumps(record, indent=2) + "\n")
     written.append(params_path)
+    write_time = time.perf_counter() - write_start
+    status(f"wrote {len(written)} files for {name} ({write_time:.1f} s)")
+    return {"objects": params["n_objects"], "diameter": diameter, "time_read_s": read_time,
+            "time_segment_s": params["time_total_s"], "time_write_s": write_time, "written": written,
+            "shape": result.labels.shape}
 
-    n = result.params["n_objects"]
-    print(f"found {n} {'cell' if n == 1 else 'cells'} in {source.name} "
-          f"({'x'.join(map(str, result.labels.shape))}, {result.params['time_total_s']:.1f} s)")
-    for path in written:
-        print(f"  wrote {path}")
-    return 0
+
+def _write_labels(path: Path, labels: Any, voxel_size: tuple[float, ...] | None, overwrite: bool) -> None:
+    """Labels to a TIFF / Zarr file, or into ``image.ome.zarr/labels/NAME`` of an OME-Zarr image (NGFF)."""
+    from mediar3d.io import write_labels
+    from mediar3d.io.ngff_labels import ngff_labels_target, write_ngff_labels
+
+    into = ngff_labels_target(path)
+    if into is None:
+        write_labels(path, labels, voxel_size=voxel_size)
+    else:
+        write_ngff_labels(into[0], into[1], labels, overwrite=overwrite)
+
+
+def _display_name(source: Path) -> str:
+    """File name for status lines (``a.h5:/raw`` for a dataset in an HDF5 file)."""
+    from mediar3d.io.hdf5 import split_hdf5_path
+
+    hdf5 = split_hdf5_path(source)
+    return source.name if hdf5 is None or hdf5[1] is None else f"{hdf5[0].name}:{hdf5[1]}"
+
+
+def _read_timepoint(source: Path, channel: int | None, timepoint: int) -> Any:
+    """One time point of a file with a time axis, as a `mediar3d.io.Image` (z, y, x)."""
+    import numpy as np
+
+    from mediar3d.io import Image, open_image_lazy
+
+    lazy = open_image_lazy(source)
+    view = lazy.view(channel, timepoint)
+    data = np.asarray(view[tuple(slice(None) for _ in view.shape)])
+    return Image(data=data, axes=view.axes, voxel_size=lazy.voxel_size, path=source)
+
+
+def _voxel_text(voxel_size: tuple[float, ...] | None) -> str:
+    return "unknown" if voxel_size is None else " x ".join(f"{v:g}" for v in voxel_size) + " um"
 
 
 def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
-    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr inputs."""
-    from mediar3d.io.zarr_io import is_zarr
+    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr / TIFF inputs."""
+    from mediar3d.io import image_format
 
-    if args.blocks == "off":
+    if args.blocks == "off" or getattr(args, "timepoints", False):
         return False
-    if not is_zarr(source):
+    if image_format(source) not in ("zarr", "tiff"):
         if args.blocks == "on":
-            raise InputError(f"{source}: --blocks needs a Zarr / OME-Zarr input (write the volume as .zarr first)")
+            raise InputError(f"{source}: --blocks needs a Zarr, OME-Zarr or TIFF input")
         return False
     if args.blocks == "on":
         return True
     from mediar3d.distributed import should_use_blocks
-    from mediar3d.io import open_zarr_lazy
+    from mediar3d.io import open_image_lazy
 
-    return should_use_blocks(open_zarr_lazy(source).shape)
+    return should_use_blocks(open_image_lazy(source).array.shape)
 
 
-def _run_blocks(args: argparse.Namespace, source: Path, labels_path: Path) -> int:
-    """Block-wise segmentation on Dask; labels written to Zarr."""
-    from mediar3d.distributed import segment_blocks
+def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path) -> Path:
+    """Where block-wise labels go: the given .zarr path, else <name>_labels.ome.zarr beside the TIFF path."""
+    from mediar3d.io.ngff_labels import ngff_labels_target
 
     if args.mode not in ("auto", "3d"):
         raise InputError(f"--mode {args.mode}: block-wise segmentation runs the 3D pipeline only")
-    if not labels_path.name.lower().endswith(".zarr"):
-        if Path(args.output).name.lower().endswith((".tif", ".tiff")):
-            raise InputError(f"{args.output}: block-wise labels are written to Zarr; give a .zarr path or a folder")
-        labels_path = labels_path.with_name(f"{_stem(source)}_labels.ome.zarr")
+    if ngff_labels_target(labels_path) is not None:
+        raise InputError(f"{labels_path}: block-wise labels cannot go into an image's labels/ yet; give a .zarr path")
+    if labels_path.name.lower().endswith(".zarr"):
+        return labels_path
+    if Path(args.output).name.lower().endswith((".tif", ".tiff")):
+        raise InputError(f"{args.output}: block-wise labels are written to Zarr; give a .zarr path or a folder")
+    return labels_path.with_name(f"{_stem(source)}_labels.ome.zarr")
+
+
+def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Path,
+                        status: Callable[[str], None]) -> dict[str, Any]:
+    """Block-wise segmentation of one input on Dask, labels written to Zarr; returns a summary row."""
+    from mediar3d.distributed import segment_blocks
 
     def zyx(values):
         return None if values is None else (values[0] if len(values) == 1 else tuple(values))
 
+    if args.measure:
+        raise InputError(f"{source}: --measure is not available for block-wise runs yet; run it on the labels "
+                         "with mediar3d.measure, or use --blocks off")
+    status(f"segmenting {source.name} block by block")
     result = segment_blocks(
         str(source), labels_path, model=_model(args), diameter=args.diameter, anisotropy=args.anisotropy,
         channel=args.channel, block_size=zyx(args.block_size), halo=zyx(args.halo), scheduler=args.scheduler,
         workers=args.workers, threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
-        resume=not args.restart, overwrite=True, progress=not args.no_progress,
+        resume=not args.restart, overwrite=True, progress=not (args.no_progress or args.quiet),
         segment_options=dict(cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold,
                              min_size=args.min_size, min_size_fraction=args.min_size_fraction, niter=args.niter,
                              tile=args.tile, batch_size=args.batch_size,
                              tta=args.tta, device=args.device))
-    print(f"found {result.n_labels} cells in {source.name} ({result.n_blocks} blocks, "
-          f"{result.merges} pieces joined across block faces, {sum(result.seconds.values()):.1f} s)")
-    print(f"  wrote {result.output}")
-    return 0
+    status(f"segmented {source.name}: {result.n_labels} objects in {result.n_blocks} blocks, {result.merges} "
+           f"pieces joined across block faces; " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    return {"objects": result.n_labels, "diameter": args.diameter, "time_read_s": 0.0,
+            "time_segment_s": sum(result.seconds.values()), "time_write_s": 0.0, "written": [result.output],
+            "detail": f"{result.n_blocks} blocks, {result.merges} pieces joined across block faces"}

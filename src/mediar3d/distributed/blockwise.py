@@ -222,7 +222,7 @@ def segment_blocks(
         seconds["link"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        dtype = "int32" if n_labels < np.iinfo(np.int32).max else "int64"
+        dtype = "uint32" if n_labels <= np.iinfo(np.uint32).max else "uint64"  # unsigned, like every label file
         tmp, array_path = create_output(output, grid.shape, grid.block_size, dtype, voxel_size=voxel_size)
         jobs = [(grid, i, str(work), remaps[k], int(counts[k]), str(tmp), array_path, dtype) for k, i in enumerate(indices)]
         for _ in ex.map(relabel_block, jobs, desc="relabel"):

@@ -39,7 +39,8 @@ def open_lazy(source: Any, *, channel: int | None = None) -> Any:
 
     Args:
         source: path to a ``.zarr`` / ``.ome.zarr`` store (an array, an OME-Zarr image
-            whose full resolution is used, or a group holding a single array), or an
+            whose full resolution is used, or a group holding a single array), a TIFF file
+            (read through tifffile's zarr view, one plane at a time), or an
             object with ``shape`` and numpy-style slicing (zarr, numpy, h5py arrays).
         channel: for a (c, z, y, x) input, the channel to use.
 
@@ -47,9 +48,9 @@ def open_lazy(source: Any, *, channel: int | None = None) -> Any:
         An array-like of shape (z, y, x) or (c, z, y, x) sliced lazily.
     """
     if isinstance(source, (str, os.PathLike)):
-        from mediar3d.io import open_zarr_lazy
+        from mediar3d.io import image_format, open_image_lazy, open_zarr_lazy
 
-        source = open_zarr_lazy(source)
+        source = open_image_lazy(source).view() if image_format(source) == "tiff" else open_zarr_lazy(source)
     if not hasattr(source, "shape") or not hasattr(source, "__getitem__"):
         raise InputError(f"{type(source).__name__}: not an array-like (needs .shape and slicing)")
     if channel is not None:
@@ -77,11 +78,14 @@ class _ChannelView:
 
 
 def input_voxel_size(source: Any) -> tuple[float, float, float] | None:
-    """(z, y, x) voxel size in micrometres of an OME-Zarr path, else None."""
+    """(z, y, x) voxel size in micrometres of an OME-Zarr or TIFF path, else None."""
     if not isinstance(source, (str, os.PathLike)):
         return None
-    from mediar3d.io import zarr_axes_and_voxel_size
+    from mediar3d.io import image_format, open_image_lazy, zarr_axes_and_voxel_size
 
+    if image_format(source) == "tiff":
+        voxel = open_image_lazy(source).voxel_size
+        return tuple(voxel) if voxel is not None and len(voxel) == 3 else None
     _, voxel = zarr_axes_and_voxel_size(source)
     if all(a in voxel for a in "ZYX"):
         return (voxel["Z"], voxel["Y"], voxel["X"])
@@ -203,7 +207,7 @@ def create_output(
     tmp = path.with_name(path.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    create_zarr(tmp, shape, dtype, axes="ZYX", voxel_size=voxel_size, chunks=chunks, labels=True)
+    create_zarr(tmp, shape, dtype, axes="ZYX", voxel_size=voxel_size, chunks=chunks, labels=True, name=path.name)
     return tmp, "0"
 
 

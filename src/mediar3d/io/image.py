@@ -13,6 +13,7 @@ import numpy as np
 from mediar3d.errors import InputError
 from mediar3d.io.atomic import atomic_output
 from mediar3d.io.axes import to_spatial
+from mediar3d.io.hdf5 import read_hdf5, split_hdf5_path
 from mediar3d.io.tiff import read_tiff, write_tiff
 from mediar3d.io.validate import label_dtype, validate_image, validate_labels
 from mediar3d.io.zarr_io import is_zarr, read_zarr, write_zarr
@@ -22,7 +23,7 @@ __all__ = ["Image", "read_image", "read_labels", "write_labels", "write_image", 
 logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-SUPPORTED = ".tif, .tiff, .ome.tif, .zarr, .ome.zarr"
+SUPPORTED = ".tif, .tiff, .ome.tif, .zarr, .ome.zarr (input also .h5[:/dataset])"
 
 
 @dataclass
@@ -55,8 +56,10 @@ class Image:
 
 
 def image_format(path: str | os.PathLike) -> str:
-    """Return ``"tiff"`` or ``"zarr"`` from a path's extension (or Zarr folder contents)."""
+    """Return ``"tiff"``, ``"zarr"`` or ``"hdf5"`` (``file.h5[:/dataset]``) from a path's extension."""
     p = Path(path)
+    if split_hdf5_path(path) is not None:
+        return "hdf5"
     if p.suffix.lower() in TIFF_SUFFIXES:
         return "tiff"
     if is_zarr(p):
@@ -66,6 +69,8 @@ def image_format(path: str | os.PathLike) -> str:
 
 def _read_raw(path: Path, axes: str | None) -> tuple[np.ndarray, str, dict[str, float]]:
     fmt = image_format(path)
+    if fmt == "hdf5":
+        return read_hdf5(path, axes)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if fmt == "tiff":
@@ -155,7 +160,7 @@ def _write(path: Path, data: np.ndarray, axes: str, voxel_size: Sequence[float] 
             ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
             write_tiff(temp, data, axes, voxel_size, ome=ome, compress=labels)
         else:
-            write_zarr(temp, data, axes, voxel_size, chunks=chunks, labels=labels)
+            write_zarr(temp, data, axes, voxel_size, chunks=chunks, labels=labels, name=path.name)
     logger.info("wrote %s (%s, %s)", path, "x".join(map(str, data.shape)), data.dtype)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from mediar3d.errors import InputError
 from mediar3d.io.axes import CANONICAL, UNKNOWN, infer_axes, parse_axes
+from mediar3d.io.hdf5 import open_hdf5
 from mediar3d.io.image import image_format
 from mediar3d.io.tiff import open_tiff_lazy
 from mediar3d.io.zarr_io import resolve_zarr
@@ -88,11 +89,20 @@ class LazyImage:
     voxel_size: tuple[float, ...] | None
     path: Path
 
-    def view(self, channel: int | None = None) -> SpatialView:
+    @property
+    def n_timepoints(self) -> int:
+        """Length of the time axis (1 when there is none)."""
+        return int(self.array.shape[self.axes.index("T")]) if "T" in self.axes else 1
+
+    def view(self, channel: int | None = None, timepoint: int | None = None) -> SpatialView:
         """A lazy (z, y, x) / (y, x) view (channels first when several and none chosen).
 
+        Args:
+            channel: Channel to keep (None: all, channels first).
+            timepoint: Time point to keep; needed when the image has several.
+
         Raises:
-            InputError: channel out of range, or several time points.
+            InputError: channel or time point out of range, or several time points and none chosen.
         """
         fixed: dict[int, int] = {}
         shape = self.array.shape
@@ -109,9 +119,13 @@ class LazyImage:
             raise InputError(f"{self.path}: channel {channel} is out of range; the image has a single channel")
         if "T" in self.axes:
             ti = self.axes.index("T")
-            if shape[ti] != 1:
+            if timepoint is None and shape[ti] != 1:
                 raise InputError(f"{self.path}: image has {shape[ti]} time points; segment one at a time")
-            fixed[ti] = 0
+            if not 0 <= (timepoint or 0) < shape[ti]:
+                raise InputError(f"{self.path}: time point {timepoint} is out of range 0..{shape[ti] - 1}")
+            fixed[ti] = timepoint or 0
+        elif timepoint not in (None, 0):
+            raise InputError(f"{self.path}: time point {timepoint} is out of range; the image has no time axis")
         return SpatialView(self.array, self.axes, fixed)
 
 
@@ -119,7 +133,7 @@ def open_image_lazy(path: str | os.PathLike, *, axes: str | None = None, level: 
     """Open a Zarr / OME-Zarr store or a TIFF file as a zarr array without reading the pixels.
 
     Args:
-        path: ``.zarr`` / ``.ome.zarr`` folder or ``.tif`` / ``.tiff`` file.
+        path: ``.zarr`` / ``.ome.zarr`` folder, ``.tif`` / ``.tiff`` file or ``file.h5[:/dataset]``.
         axes: axis letters of the stored array (overrides metadata).
         level: OME-Zarr resolution level (0: full resolution).
 
@@ -131,9 +145,11 @@ def open_image_lazy(path: str | os.PathLike, *, axes: str | None = None, level: 
     """
     p = Path(path)
     fmt = image_format(p)
-    if not p.exists():
+    if fmt == "hdf5":
+        array, hint, voxel = open_hdf5(p)
+    elif not p.exists():
         raise InputError(f"{p}: file not found")
-    if fmt == "tiff":
+    elif fmt == "tiff":
         array, hint, voxel = open_tiff_lazy(p)
     else:
         array, hint, voxel = resolve_zarr(p, level)

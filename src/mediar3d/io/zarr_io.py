@@ -182,7 +182,7 @@ def _ngff_attrs(name: str, axes: str, voxel_size: Sequence[float] | None, labels
 
 def create_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes: str,
                 voxel_size: Sequence[float] | None = None, chunks: Sequence[int] | None = None,
-                labels: bool = False) -> Any:
+                labels: bool = False, name: str | None = None) -> Any:
     """Create an empty OME-Zarr (NGFF 0.4, one resolution level) for block-wise writing.
 
     Not atomic: the store is written in place (callers that need atomicity create it under
@@ -196,13 +196,14 @@ def create_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes: str
         voxel_size: physical size in micrometres of the spatial axes, in (z, y, x) order.
         chunks: chunk shape (default :func:`default_chunks`).
         labels: mark the image as a label image (NGFF ``image-label``).
+        name: ``multiscales[0].name`` (default: the folder name; give it when writing under a temporary name).
 
     Returns:
         The writable ``zarr.Array`` at resolution level ``0``.
     """
     path = Path(path)
     chunks = tuple(int(c) for c in (chunks or default_chunks(shape, axes)))
-    attrs = _ngff_attrs(path.name, axes, voxel_size, labels)
+    attrs = _ngff_attrs(name or path.name, axes, voxel_size, labels)
     if ZARR_V3:
         group = zarr.open_group(str(path), mode="w", zarr_format=2)
         array = group.create_array("0", shape=tuple(shape), chunks=chunks, dtype=np.dtype(dtype),
@@ -216,9 +217,9 @@ def create_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes: str
 
 
 def write_zarr(path: Path, array: np.ndarray, axes: str, voxel_size: Sequence[float] | None = None, *,
-               chunks: Sequence[int] | None = None, labels: bool = False) -> None:
-    """Write an in-memory array as OME-Zarr (NGFF 0.4) at ``path`` (not atomic by itself)."""
+               chunks: Sequence[int] | None = None, labels: bool = False, name: str | None = None) -> None:
+    """Write an in-memory array as OME-Zarr (NGFF 0.4) at ``path`` (not atomic by itself); ``name`` as `create_zarr`."""
     target = create_zarr(path, array.shape, array.dtype, axes=axes, voxel_size=voxel_size,
-                         chunks=chunks, labels=labels)
+                         chunks=chunks, labels=labels, name=name)
     target[...] = array
     logger.debug("wrote %s %s to %s", array.shape, array.dtype, path)

@@ -200,3 +200,17 @@ def run_job(request: SegmentRequest, cancel: threading.Event,
                                        flow_threshold=request.flow_threshold,
                                        min_size=request.min_size)
     return run_segmentation(request.data, wrapped, progress=False, **options)
+
+
+def run_job_and_measure(request: SegmentRequest, cancel: threading.Event,
+                        progress: Callable[[int, int | None], None] | None = None,
+                        voxel_size: tuple[float, ...] | None = None) -> tuple[SegmentResult, dict[str, np.ndarray]]:
+    """`run_job`, then `mediar3d.measure` of its labels on the image (in the worker thread too).
+
+    Returns:
+        The SegmentResult and the per-object table (columns of `mediar3d.measurement.measure`).
+    """
+    from mediar3d.measurement import measure
+
+    result = run_job(request, cancel, progress)
+    return result, measure(result.labels, np.asarray(request.data), voxel_size=voxel_size)

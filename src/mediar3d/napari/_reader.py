@@ -1,4 +1,5 @@
-"""napari reader for what `mediar3d segment` writes: labels, flows and probability files.
+"""napari reader for what `mediar3d segment` writes: labels, flows and probability files,
+and OME-Zarr images with NGFF label images in their ``labels/`` group.
 
 Claims only files named like our outputs: ``<name>_labels.tif`` (also ``.tiff``,
 ``.ome.tif``, ``.zarr``, ``.ome.zarr``), ``<name>_flows.tif`` and ``<name>_prob.tif``.
@@ -62,7 +63,40 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
         if len(path) != 1:
             return None
         path = path[0]
-    return read_outputs if split_output_name(path) is not None else None
+    if split_output_name(path) is not None:
+        return read_outputs
+    return read_image_with_labels if _ngff_label_names(path) else None
+
+
+def _ngff_label_names(path: str | os.PathLike) -> list[str]:
+    """Names under an OME-Zarr image's labels/ group (NGFF), [] when it has none or is no Zarr image."""
+    from mediar3d.io.ngff_labels import read_ngff_label_names
+    from mediar3d.io.zarr_io import is_zarr
+
+    p = Path(str(path).rstrip("/\\"))
+    if not (p.is_dir() and is_zarr(p)):
+        return []
+    try:
+        return read_ngff_label_names(p)
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def read_image_with_labels(path: str | list[str]) -> list[LayerData]:
+    """An OME-Zarr image and the label images of its labels/ group (e.g. written by `segment -o IMG/labels/NAME`)."""
+    from mediar3d.io import read_image
+
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    p = Path(str(path).rstrip("/\\"))
+    image = read_image(p)
+    name = split_stem(p.name)
+    layers: list[LayerData] = [(image.data, {"name": name, "scale": image.voxel_size,
+                                             "channel_axis": 0 if "C" in image.axes else None}, "image")]
+    for label_name in _ngff_label_names(p):
+        labels = read_image(p / "labels" / label_name)
+        layers.append(labels_layer(labels.data, f"{name}_{label_name}", scale=labels.voxel_size))
+    return layers
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None, str]:

@@ -1,11 +1,12 @@
 """The napari dock widget: segment an image layer with `mediar3d.segment` in a worker thread.
 
 The widget reads the settings, checks them (wrong ndim, no channel, missing checkpoint:
-napari notifications, no layer added), then runs :func:`mediar3d.napari._job.run_job` in a
+napari notifications, no layer added), then runs :func:`mediar3d.napari._job.run_job_and_measure` in a
 napari ``thread_worker`` so the viewer stays responsive. A progress bar counts network
 calls (a busy bar while the diameter is being estimated); Cancel stops the run at the next
-network call. The labels come back as a Labels layer on the image's scale and translation,
-optionally with the flows (RGB) and the cell probability.
+network call. The labels come back as a Labels layer on the image's scale and translation, with
+`mediar3d.measure`'s per-object table as its ``features`` (micrometre columns when the layer
+has a scale other than 1), optionally with the flows (RGB) and the cell probability.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from qtpy.QtCore import QObject, Signal
 
 from mediar3d.errors import InputError, Mediar3DError, ModelError
 from mediar3d.inference.segment import DEFAULT_MIN_SIZE
-from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job
+from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job_and_measure
 from mediar3d.napari._layers import flows_layer, labels_layer, probability_layer
 
 if TYPE_CHECKING:
@@ -242,8 +243,9 @@ class SegmentWidget(Container):
         def report(done: int, total: int | None) -> None:
             relay.progress.emit(done, -1 if total is None else total)
 
-        worker = create_worker(run_job, request, self._cancel_event, report,
-                               _connect={"returned": lambda result: self._on_returned(result, layer, request),
+        worker = create_worker(run_job_and_measure, request, self._cancel_event, report,
+                               self._voxel_size(layer, np.ndim(request.data)),
+                               _connect={"returned": lambda done: self._on_returned(*done, layer, request),
                                          "errored": self._on_errored, "finished": self._on_finished},
                                _start_thread=False)
         self._worker = worker
@@ -272,11 +274,18 @@ class SegmentWidget(Container):
             self._progress.max = 0
             self._status.value = f"network: {done} calls (diameter estimated on the way)"
 
-    def _on_returned(self, result: Any, layer: Image, request: SegmentRequest) -> None:
-        scale, translate = self._spatial_geometry(layer, request.data.ndim)
+    def _voxel_size(self, layer: Image, ndim: int) -> tuple[float, ...] | None:
+        """The layer's spatial scale as a voxel size in micrometres; None when it is all ones (not calibrated)."""
+        scale, _ = self._spatial_geometry(layer, ndim)
+        return None if all(s == 1 for s in scale) else tuple(float(s) for s in scale)
+
+    def _on_returned(self, result: Any, table: dict[str, np.ndarray], layer: Image, request: SegmentRequest) -> None:
+        scale, translate = self._spatial_geometry(layer, np.ndim(request.data))
         params = dict(result.params)
-        tuples = [labels_layer(result.labels, f"{layer.name}_labels", scale=scale, translate=translate,
-                               metadata={"mediar3d": params})]
+        labels = labels_layer(result.labels, f"{layer.name}_labels", scale=scale, translate=translate,
+                              metadata={"mediar3d": params})
+        labels[1]["features"] = {"index": table["label"], **table}  # napari maps rows to labels by "index"
+        tuples = [labels]
         if self._add_flows.value and result.flows is not None:
             tuples.append(flows_layer(result.flows, f"{layer.name}_flows", scale=scale, translate=translate))
         if self._add_prob.value and result.probability is not None:
@@ -307,7 +316,7 @@ class SegmentWidget(Container):
             existing = self._viewer.layers[name]
             if type(existing).__name__.lower() == kind and existing.data.shape == data.shape:
                 existing.data = data
-                for key in ("scale", "translate", "metadata"):
+                for key in ("scale", "translate", "metadata", "features"):
                     if key in kwargs:
                         setattr(existing, key, kwargs[key])
                 return
