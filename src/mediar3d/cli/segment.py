@@ -11,8 +11,6 @@ from mediar3d.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `segment` subcommand."""
@@ -87,26 +85,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
     """(labels path, prefix for side outputs) from -o OUT and the input's stem."""
+    from mediar3d.io.naming import image_suffix, split_suffix
+
     out = Path(output)
-    name = out.name.lower()
-    if name.endswith(LABEL_SUFFIXES) or name.endswith(".ome.tif"):
-        base = out.name
-        for suffix in (".ome.zarr", ".ome.tif", ".tiff", ".tif", ".zarr"):
-            if base.lower().endswith(suffix):
-                base = base[: -len(suffix)]
-                break
-        return out, out.with_name(base)
+    if image_suffix(out) is not None:
+        return out, out.with_name(split_suffix(out)[0])
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out}: exists and is not a folder; give a .tif/.zarr labels path or a folder")
     return out / f"{stem}_labels.tif", out / stem
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    from mediar3d.io.naming import split_suffix
+
+    return split_suffix(path)[0]
 
 
 def _model(args: argparse.Namespace) -> str | list[str] | None:

@@ -29,12 +29,13 @@ def segment_takes_intensity_range() -> bool:
 
 
 def worker_device(device: str | None = None) -> str:
-    """The device a worker should use: ``device`` if given (not "auto"), else CUDA when present."""
+    """The device a worker should use: ``device`` if given (not "auto"), else as
+    :func:`mediar3d.inference.device.select_device` picks (CUDA, MPS, CPU)."""
     if device and device != "auto":
         return device
-    import torch
+    from mediar3d.inference.device import select_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(select_device(None))
 
 
 @dataclass

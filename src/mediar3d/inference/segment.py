@@ -22,19 +22,16 @@ import torch
 
 from mediar3d.data.normalize import normalize_percentile, normalize_range
 from mediar3d.errors import InputError
+from mediar3d.io.naming import anisotropy_from_voxel_size
+from mediar3d.models.base import FLOW_SCALE
 from mediar3d.inference.anisotropy import (
-    anisotropy_from_voxel_size,
     check_anisotropy,
     resample_image,
     resample_labels,
     target_shape,
 )
 from mediar3d.inference.device import autocast, select_device
-from mediar3d.inference.diameter import (
-    ESTIMATE_THRESHOLDS,
-    FLOW_SCALE,
-    estimate_diameter,
-)
+from mediar3d.inference.diameter import ESTIMATE_THRESHOLDS, estimate_diameter
 from mediar3d.inference.loader import InferenceModel, resolve_model
 from mediar3d.inference.orthoslice import predict_orthoslices
 from mediar3d.inference.stitch import stitch_slices

@@ -40,8 +40,6 @@ from mediar3d.inference.segment import (
 
 logger = logging.getLogger(__name__)
 
-#: Flows are predicted on this multiple of the unit flow field.
-FLOW_SCALE = 5.0
 #: Default window (z, y, x) of the sliding-window inference.
 DEFAULT_ROI: tuple[int, int, int] = (32, 256, 256)
 

@@ -24,6 +24,7 @@ from qtpy.QtCore import QObject, Signal
 
 from mediar3d.errors import InputError, Mediar3DError, ModelError
 from mediar3d.inference.segment import DEFAULT_MIN_SIZE
+from mediar3d.io.naming import anisotropy_from_voxel_size
 from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job
 from mediar3d.napari._layers import flows_layer, labels_layer, probability_layer
 
@@ -47,9 +48,7 @@ class _Relay(QObject):
 def anisotropy_from_scale(scale: Any) -> float:
     """z step over the mean y/x step of a layer scale (..., z, y, x); 1.0 when not 3D or not positive."""
     scale = [float(s) for s in scale]
-    if len(scale) < 3 or min(scale[-3:]) <= 0:
-        return 1.0
-    return scale[-3] / ((scale[-2] + scale[-1]) / 2.0)
+    return (anisotropy_from_voxel_size(scale[-3:]) if len(scale) >= 3 else None) or 1.0
 
 
 class SegmentWidget(Container):
