@@ -2,9 +2,10 @@
 
 The widget reads the settings, checks them (wrong ndim, no channel, missing checkpoint:
 napari notifications, no layer added), then runs :func:`mediar3d.napari._job.run_job` in a
-napari ``thread_worker`` so the viewer stays responsive. A progress bar counts network
-calls (a busy bar while the diameter is being estimated); Cancel stops the run at the next
-network call. The labels come back as a Labels layer on the image's scale and translation,
+napari ``thread_worker`` so the viewer stays responsive. A progress bar follows the
+slices (or 3D windows) the network has done, as the pipeline reports them (a busy bar
+while the diameter is being estimated); Cancel stops the run at the next network call.
+The labels come back as a Labels layer on the image's scale and translation,
 optionally with the flows (RGB) and the cell probability.
 """
 
@@ -23,7 +24,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
 from mediar3d.errors import InputError, Mediar3DError, ModelError
-from mediar3d.inference.segment import DEFAULT_MIN_SIZE
+from mediar3d.inference.predict import DEFAULT_MIN_SIZE
 from mediar3d.io.naming import anisotropy_from_voxel_size
 from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job
 from mediar3d.napari._layers import flows_layer, labels_layer, probability_layer
@@ -42,7 +43,7 @@ NO_CHANNEL = "none"
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued signal)."""
 
-    progress = Signal(int, int)  # calls done, calls expected (-1: unknown)
+    progress = Signal(int, int)  # slices / windows done, in all (-1: unknown)
 
 
 def anisotropy_from_scale(scale: Any) -> float:
@@ -266,10 +267,10 @@ class SegmentWidget(Container):
         if total > 0:
             self._progress.max = total
             self._progress.value = min(done, total)
-            self._status.value = f"network: {done} / {total} calls" + (" (post-processing)" if done >= total else "")
+            self._status.value = f"network: {done} / {total}" + (" (post-processing)" if done >= total else "")
         else:
             self._progress.max = 0
-            self._status.value = f"network: {done} calls (diameter estimated on the way)"
+            self._status.value = f"network: {done} done"
 
     def _on_returned(self, result: Any, layer: Image, request: SegmentRequest) -> None:
         scale, translate = self._spatial_geometry(layer, request.data.ndim)
