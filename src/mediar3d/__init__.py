@@ -1,19 +1,20 @@
 """mediar3d: 3D instance segmentation of cells and nuclei (Mediar3D).
 
 The main entry point is :func:`mediar3d.segment` (imported lazily, so ``import mediar3d`` stays
-cheap): ``labels = mediar3d.segment(volume)`` for a ``(z, y, x)`` volume or a ``(y, x)`` image.
+cheap): ``labels = mediar3d.segment(volume)`` for a ``(z, y, x)`` volume or a ``(y, x)`` image;
+:func:`mediar3d.run_segmentation` returns a SegmentResult with flows and parameters too.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["segment", "__version__"]
+__all__ = ["run_segmentation", "segment", "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "segment":
-        from mediar3d.inference import segment
+    if name in ("segment", "run_segmentation"):
+        import mediar3d.inference
 
-        return segment
+        return getattr(mediar3d.inference, name)
     raise AttributeError(f"module 'mediar3d' has no attribute {name!r}")

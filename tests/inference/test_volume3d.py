@@ -12,7 +12,7 @@ from mediar3d.evaluation import average_precision
 from mediar3d.inference import run_segmentation
 from mediar3d.inference.volume3d import is_volumetric, predict_volume, window_count, window_size
 
-from .oracle import OracleNet, blob_volume
+from helpers import OracleNet2D as OracleNet, blob_volume
 
 
 class Pointwise3d(torch.nn.Module):
