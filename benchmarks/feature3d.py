@@ -70,7 +70,7 @@ def run_one(method: str, shape: tuple[int, int, int], seed: int, checkpoint: str
         from mediar3d.inference.tiling import predict_slices
 
         slice_fn = partial(predict_slices, net_fn=net, tile=256, overlap=0.25, batch_size=8, divisor=net.stride)
-        flows, logits = predict_orthoslices(volume, slice_fn, batch_size=8, progress=False)
+        flows, logits = predict_orthoslices(volume, slice_fn, batch_size=8)
         finite = bool(np.isfinite(flows).all() and np.isfinite(logits).all())
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {

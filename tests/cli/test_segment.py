@@ -151,12 +151,12 @@ def test_ensemble_of_two_checkpoints_averages_their_flows(tmp_path, volume_file,
 
 
 def test_ensemble_in_python_takes_a_list(volume_file, tiny_checkpoint, second_checkpoint):
-    from mediar3d.inference import segment
+    from mediar3d.inference import run_segmentation
 
     volume = read_image(volume_file).data
-    options = {"diameter": 10.0, "progress": False, "return_flows": True, "niter": 20}
-    pair = segment(volume, [tiny_checkpoint, second_checkpoint], **options)
-    single = [segment(volume, model, **options) for model in (tiny_checkpoint, second_checkpoint)]
+    options = {"diameter": 10.0, "progress": False, "keep_flows": True, "niter": 20}
+    pair = run_segmentation(volume, [tiny_checkpoint, second_checkpoint], **options)
+    single = [run_segmentation(volume, model, **options) for model in (tiny_checkpoint, second_checkpoint)]
     np.testing.assert_allclose(pair.flows, (single[0].flows + single[1].flows) / 2, rtol=0, atol=1e-6)
 
 

@@ -250,3 +250,12 @@ def test_ome_zarr_input_gives_anisotropy_halo_and_voxel_size(balls, mismatch, tm
     assert result.grid.halo == (5, 18, 18) and result.merges > 0
     assert zarr_axes_and_voxel_size(result.output)[1] == {"Z": 2.0, "Y": 0.5, "X": 0.5}
     assert mismatch(labels, _read(result.output)) == ""
+
+
+@pytest.mark.parametrize(("voxel_size", "halo"), [((2.0, 0.25, 0.75), (5, 18, 18)), ((1.0, 0.5, 0.0), (18, 18, 18))])
+def test_anisotropy_from_voxel_size_is_z_over_mean_xy_and_zero_spacing_means_unknown(tmp_path, voxel_size, halo):
+    # z / mean(y, x) = 4 (z / x would be 2.67); a zero spacing is unknown (anisotropy 1), not a crash.
+    labels = np.zeros((16, 32, 32), np.int32)
+    result = segment_blocks(labels, tmp_path / "out.zarr", block_fn=np.asarray, diameter=12.0, block_size=16,
+                            voxel_size=voxel_size, scheduler="synchronous", progress=False)
+    assert result.grid.halo == halo

@@ -5,7 +5,6 @@ import pytest
 
 from mediar3d.errors import InputError
 from mediar3d.inference.anisotropy import (
-    anisotropy_from_voxel_size,
     check_anisotropy,
     resample_image,
     resample_labels,
@@ -70,8 +69,6 @@ def test_anisotropy_checks_and_voxel_size():
     for bad in (0, -1, float("nan")):
         with pytest.raises(InputError):
             check_anisotropy(bad)
-    assert anisotropy_from_voxel_size((2.0, 0.5, 0.5)) == 4.0
-    assert anisotropy_from_voxel_size(None) is None and anisotropy_from_voxel_size((1.0, 1.0)) is None
 
 
 def test_stitching_joins_overlapping_masks_and_separates_new_ones():

@@ -21,7 +21,7 @@ def test_three_views_give_exact_3d_field(batch_size):
     shape = (5, 7, 9)
     volume = rng.random(shape).astype(np.float32)
     z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
-    flows, logits = predict_orthoslices(volume, position_predictor, batch_size=batch_size, progress=False)
+    flows, logits = predict_orthoslices(volume, position_predictor, batch_size=batch_size)
     # dz: rows of y-slices (z, x) and rows of x-slices (z, y) -> both 10*z + v
     expected_dz = 10 * z + volume
     # dy: rows of z-slices (y, x) -> 10*y + v ; cols of x-slices (z, y) -> -y + 2v
@@ -37,7 +37,7 @@ def test_three_views_give_exact_3d_field(batch_size):
 def test_z_only_leaves_dz_zero_and_keeps_in_plane_flows():
     volume = np.random.default_rng(1).random((4, 6, 8)).astype(np.float32)
     _, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in volume.shape), indexing="ij")
-    flows, logits = predict_orthoslices(volume, position_predictor, axes=(0,), progress=False)
+    flows, logits = predict_orthoslices(volume, position_predictor, axes=(0,))
     assert not flows[0].any()
     np.testing.assert_allclose(flows[1], 10 * y + volume, atol=1e-5)
     np.testing.assert_allclose(flows[2], -x + 2 * volume, atol=1e-5)
@@ -46,7 +46,7 @@ def test_z_only_leaves_dz_zero_and_keeps_in_plane_flows():
 
 def test_predictor_with_wrong_output_shape_is_reported():
     with pytest.raises(ConfigError, match="shape"):
-        predict_orthoslices(np.zeros((3, 4, 5), np.float32), lambda b: np.zeros((len(b), 2) + b.shape[1:]), progress=False)
+        predict_orthoslices(np.zeros((3, 4, 5), np.float32), lambda b: np.zeros((len(b), 2) + b.shape[1:]))
 
 
 def test_rejects_2d_input_and_bad_axes():

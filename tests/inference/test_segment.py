@@ -9,7 +9,7 @@ from mediar3d.inference import run_segmentation, segment
 from mediar3d.inference.diameter import estimate_diameter, pick_slices
 from mediar3d.inference.tiling import predict_slices
 
-from .oracle import OracleNet, blob_volume
+from helpers import OracleNet2D as OracleNet, blob_volume
 
 
 def ap50(gt, pred):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mediar3d.inference.tiling import gaussian_weight, predict_slices, tile_starts
-from mediar3d.inference.tta import predict_flip_tta
+from mediar3d.inference.tta import flip_average
 
 
 def conv_net(seed: int = 0) -> torch.nn.Module:
@@ -80,7 +80,7 @@ class GradientNet(torch.nn.Module):
 
 def test_tta_negates_flipped_components():
     x = torch.rand(2, 1, 16, 20)
-    out = predict_flip_tta(RampNet(), x)
+    out = flip_average(RampNet(), x)
     # dy is +1 for no flip and W flip, -1 after undoing H flips: mean 0; same for dx
     assert torch.allclose(out[:, 0], torch.zeros_like(out[:, 0]), atol=1e-6)
     assert torch.allclose(out[:, 1], torch.zeros_like(out[:, 1]), atol=1e-6)
@@ -90,7 +90,7 @@ def test_tta_negates_flipped_components():
 def test_tta_keeps_an_equivariant_network_unchanged():
     x = torch.rand(1, 1, 24, 24)
     net = GradientNet()
-    assert torch.allclose(predict_flip_tta(net, x), net(x), atol=1e-6)
+    assert torch.allclose(flip_average(net, x), net(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [dict(tile=8), dict(overlap=0.95), dict(batch_size=0)])

@@ -9,9 +9,10 @@ from scipy import ndimage
 
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.evaluation import average_precision
-from mediar3d.inference.volume3d import is_volumetric, predict_volume, run_volume_segmentation, window_size
+from mediar3d.inference import run_segmentation
+from mediar3d.inference.volume3d import is_volumetric, predict_volume, window_count, window_size
 
-from .oracle import OracleNet, blob_volume
+from helpers import OracleNet2D as OracleNet, blob_volume
 
 
 class Pointwise3d(torch.nn.Module):
@@ -92,25 +93,32 @@ def test_feature3d_tiled_close_to_untiled():
 
 def test_oracle_segmentation_tiled_equals_untiled():
     image, labels = blob_volume((32, 64, 64), spacing=16)
-    whole = run_volume_segmentation(image, Oracle3d(), roi_size=None, device="cpu")
-    tiled = run_volume_segmentation(image, Oracle3d(), roi_size=(32, 40, 40), overlap=0.5, device="cpu")
+    whole = run_segmentation(image, Oracle3d(), roi_size=None, device="cpu", progress=False)
+    reports = []
+    tiled = run_segmentation(image, Oracle3d(), roi_size=(32, 40, 40), tile_overlap=0.5, device="cpu",
+                             progress=lambda done, total: reports.append((done, total)))
     assert whole.labels.shape == image.shape and whole.labels.dtype == np.int32
     ap_whole = average_precision(labels, whole.labels, [0.5, 0.75])
     ap_tiled = average_precision(labels, tiled.labels, [0.5, 0.75])
     assert np.all(np.asarray(ap_whole) >= 0.95), ap_whole
     assert np.all(np.asarray(ap_tiled) >= 0.95), ap_tiled
     assert tiled.params["roi_size"] == [32, 40, 40] and whole.params["n_objects"] == labels.max()
+    # progress comes from the window loop: one report per window, the last one complete
+    assert len(reports) == window_count((32, 64, 64), (32, 40, 40), 0.5) == reports[-1][0] == reports[-1][1]
 
 
 def test_anisotropic_volume_is_resampled_and_labels_come_back_on_the_input_grid():
     image, labels = blob_volume((32, 48, 48), spacing=16)
     thin, thin_labels = image[::2], labels[::2]
-    result = run_volume_segmentation(thin, Oracle3d(), anisotropy=2.0, roi_size=None, device="cpu", keep_flows=True)
+    result = run_segmentation(thin, Oracle3d(), anisotropy=2.0, roi_size=None, device="cpu", keep_flows=True,
+                              progress=False)
     assert result.params["network_shape"] == [32, 48, 48]
     assert result.labels.shape == thin.shape and result.flows.shape == (3, *thin.shape)
     assert np.asarray(average_precision(thin_labels, result.labels, [0.5])).ravel()[0] >= 0.9
 
 
-def test_2d_network_is_refused():
-    with pytest.raises(InputError, match="2D network"):
-        run_volume_segmentation(np.zeros((8, 32, 32), np.float32), OracleNet(), roi_size=None)
+@pytest.mark.parametrize("mode", [dict(z_only=True), dict(do_3d=False)])
+def test_3d_network_refuses_the_z_only_and_2d_modes(mode):
+    data = np.zeros((8, 32, 32) if "z_only" in mode else (32, 32), np.float32)
+    with pytest.raises(InputError, match="3D network"):
+        run_segmentation(data, Oracle3d(), progress=False, **mode)

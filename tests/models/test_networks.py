@@ -72,3 +72,16 @@ def test_flow_and_cellprob_channels_come_from_separate_heads():
         after = net(x)
     assert torch.equal(before[:, :2], after[:, :2])
     assert not torch.allclose(before[:, 2], after[:, 2])
+
+
+def test_mediar_decoder_uses_mish_not_relu():
+    """The MA-Net decoder's ReLUs are replaced by Mish (thesis 2.7)."""
+    from torch import nn
+
+    from mediar3d.models import create_model
+
+    from .small import SMALL_CONFIGS
+
+    decoder = create_model("mediar", **SMALL_CONFIGS["mediar"]).decoder
+    kinds = {type(m) for m in decoder.modules()}
+    assert nn.Mish in kinds and nn.ReLU not in kinds

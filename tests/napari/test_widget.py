@@ -5,7 +5,6 @@ import pytest
 
 import mediar3d
 from mediar3d.data.synthetic import make_nuclei_volume
-from mediar3d.napari._job import expected_network_calls
 from mediar3d.napari._widget import CHECKPOINT, SegmentWidget
 
 pytestmark = pytest.mark.napari
@@ -75,7 +74,7 @@ def test_widget_labels_match_segment(make_napari_viewer, qtbot, volume):
     flows, prob = viewer.layers["cells_flows"], viewer.layers["cells_prob"]
     assert flows.rgb and flows.data.shape == SHAPE + (3,) and tuple(flows.scale) == (ANISOTROPY, 0.5, 0.5)
     assert prob.data.shape == SHAPE and 0.0 <= prob.data.min() and prob.data.max() <= 1.0
-    total = expected_network_calls(SHAPE, mode="3d", model_diameter=20.0, diameter=DIAMETER, anisotropy=ANISOTROPY)
+    total = sum(labels.metadata["mediar3d"]["network_shape"])  # slices along z, y and x of the network grid
     assert widget._progress.max == total and widget._progress.value == total
     assert widget._run.enabled and not widget._cancel.enabled
 

@@ -158,3 +158,18 @@ def test_params_cover_compute_masks_keywords():
     with pytest.raises(ConfigError):
         compute_masks(np.zeros((2, 5, 5)), np.zeros((5, 5)), peak_kernel=4)
     assert PostprocessParams.help("flow_threshold")
+
+
+def test_compute_masks_fills_holes_of_a_mask():
+    """A disc whose centre falls below the probability threshold comes back whole (fill_holes)."""
+    from mediar3d.flows import masks_to_flows
+    from mediar3d.postprocess import compute_masks
+
+    yy, xx = np.mgrid[:40, :40]
+    disc = (((yy - 20) ** 2 + (xx - 20) ** 2) <= 12 ** 2).astype(np.int32)
+    logits = np.where(disc > 0, 4.0, -4.0).astype(np.float32)
+    hole = (slice(17, 23), slice(17, 23))
+    logits[hole] = -4.0
+    labels = np.asarray(compute_masks(masks_to_flows(disc), logits, niter=100, flow_threshold=0.0, min_size=5))
+    assert labels.max() == 1 and (labels[hole] == 1).all()
+    assert np.array_equal(labels > 0, disc > 0)

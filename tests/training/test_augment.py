@@ -95,3 +95,54 @@ def test_bad_augment_values_are_config_errors():
         AugmentConfig(zoom_prob=1.5)
     with pytest.raises(ConfigError, match="gamma_range"):
         AugmentConfig(gamma_range=(2.0, 1.0))
+
+
+# ---- wiring: every augmentation of the default pipeline is applied ---------------------
+_NO_INTENSITY = dict(diversify_prob=0.0, noise_prob=0.0, contrast_prob=0.0, smooth_prob=0.0, histogram_prob=0.0,
+                     sharpen_prob=0.0)
+
+
+def _one_blob(shape=(32, 32)):
+    """One off-centre object: flips and rotations move it, a zoom changes its area."""
+    labels = np.zeros(shape, np.int32)
+    labels[4:12, 6:16] = 1
+    return {"image": np.where(labels > 0, 0.8, 0.2).astype(np.float32)[None], "label": labels[None],
+            "valid": np.ones((1, *shape), np.float32)}
+
+
+def _outputs(config, seeds=range(12), make=_one_blob):
+    transform = build_train_transforms(32, config)
+    out = []
+    for seed in seeds:
+        transform.set_random_state(seed=seed)
+        sample = transform(make())
+        out.append((np.asarray(sample["image"])[0], np.asarray(sample["label"])[0]))
+    return out
+
+
+def test_default_pipeline_zooms():
+    areas = {int((lab > 0).sum()) for _, lab in _outputs(AugmentConfig(flip_prob=0.0, rot90_prob=0.0, **_NO_INTENSITY))}
+    assert len(areas - {80}) > 0  # some draws zoomed the 8 x 10 object
+
+
+@pytest.mark.parametrize(("flip", "rot90"), [(1.0, 0.0), (0.0, 1.0)])
+def test_default_pipeline_flips_and_rotates(flip, rot90):
+    original = _one_blob()["label"][0] > 0
+    config = AugmentConfig(zoom_prob=0.0, flip_prob=flip, rot90_prob=rot90, **_NO_INTENSITY)
+    moved = [not np.array_equal(lab > 0, original) for _, lab in _outputs(config)]
+    assert any(moved)
+    if rot90:  # a rotation by 90 degrees turns the 8 x 10 box into 10 x 8
+        boxes = {tuple(np.ptp(np.nonzero(lab), axis=1) + 1) for _, lab in _outputs(config)}
+        assert (10, 8) in boxes
+
+
+@pytest.mark.parametrize("name", ["diversify", "noise", "contrast", "smooth", "histogram", "sharpen"])
+def test_default_pipeline_applies_each_intensity_augmentation(name):
+    def textured():  # graded intensities (gamma and histogram shifts keep a two-level image) and 4 cells
+        _, labels = blob_image((32, 32), 4, 5.0, 0)
+        image = np.linspace(0.1, 0.9, 32 * 32, dtype=np.float32).reshape(32, 32)
+        return {"image": image[None], "label": labels[None], "valid": np.ones((1, 32, 32), np.float32)}
+
+    config = AugmentConfig(zoom_prob=0.0, flip_prob=0.0, rot90_prob=0.0, **{**_NO_INTENSITY, f"{name}_prob": 1.0})
+    original = textured()["image"][0]
+    assert any(not np.allclose(image, original, atol=1e-4) for image, _ in _outputs(config, range(3), textured))

@@ -122,3 +122,20 @@ def test_roi_and_full_weights():
     assert np.all(supervision_weights(labels, valid, Supervision("full")) == 1)
     assert np.array_equal(supervision_weights(labels, valid, Supervision("roi")), valid)
     assert not supervision_weights(labels, valid, Supervision("dilate")).any()
+
+
+def test_trainer_loss_uses_the_supervision_weights():
+    """Trainer._loss_terms passes the weights on: predictions where the weight is 0 change nothing."""
+    from mediar3d.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    prediction, target = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    target[:, 2] = (target[:, 2] > 0).float()
+    weight = torch.zeros(2, 1, 8, 8)
+    weight[..., :4] = 1.0
+    changed = prediction.clone()
+    changed[..., 4:] += 3.0  # only where the weight is 0
+    same = Trainer._loss_terms(None, prediction, target, weight)["loss"]
+    assert torch.equal(Trainer._loss_terms(None, changed, target, weight)["loss"], same)
+    assert not torch.equal(Trainer._loss_terms(None, changed, target, torch.ones_like(weight))["loss"],
+                           Trainer._loss_terms(None, prediction, target, torch.ones_like(weight))["loss"])

@@ -169,12 +169,12 @@ def test_short_training_lowers_loss_and_beats_the_untrained_model(tmp_path):
     encoder_after = trainer.model.slice_encoder.encoder.state_dict()
     assert all(torch.equal(encoder_before[k], encoder_after[k]) for k in encoder_before)
     # the saved model is a feature3d checkpoint that 3D inference can use
-    from mediar3d.inference.volume3d import run_volume_segmentation
+    from mediar3d.inference import segment
     from mediar3d.io import read_image
 
     image = read_image(tmp_path / "im" / "v2.tif").data
-    labels = run_volume_segmentation(image, result.save_dir / "model_last.pt", roi_size=(12, 32, 32), min_size=10,
-                                     niter=50).labels
+    labels = segment(image, result.save_dir / "model_last.pt", roi_size=(12, 32, 32), min_size=10, niter=50,
+                     progress=False)
     assert labels.shape == image.shape and labels.max() > 0
 
 

@@ -87,17 +87,3 @@ def tiny_config(mapping: Path, save_dir: Path, **overrides) -> "TrainConfig":  #
                   progress=False, seed=0)
     values.update(overrides)
     return TrainConfig(**values)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; torch's and numba's OpenMP pools fight otherwise."""
-    import numba
-    import torch
-
-    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(torch_threads)
-    numba.set_num_threads(numba_threads)

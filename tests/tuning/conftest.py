@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tuning_synth import ball_labels
+from helpers import ball_labels
 
 
 @pytest.fixture(scope="session")
@@ -17,11 +17,6 @@ def balls():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread on the shared CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every tuning test on one thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)

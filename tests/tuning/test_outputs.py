@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tuning_synth import OracleNet2D, OracleNet3D, ball_labels
+from helpers import OracleNet2D, OracleNet3D, ball_labels
 
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.tuning import predict_outputs, tune_thresholds
@@ -48,13 +48,13 @@ def test_predict_outputs_checks_its_input(blob_volume):
 
 
 def test_volumetric_network_outputs_reproduce_its_segmentation(blob_volume):
-    from mediar3d.inference.volume3d import run_volume_segmentation
+    from mediar3d.inference import run_segmentation
 
     image, labels = blob_volume
     net = OracleNet3D()
     outputs = predict_outputs(image, labels, net, name="blobs", tta=True, tile=64)
     setting = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 20}
-    expected = run_volume_segmentation(image, net, roi_size=None, **setting).labels
+    expected = run_segmentation(image, net, roi_size=None, progress=False, **setting).labels
     assert expected.max() >= 5
     np.testing.assert_array_equal(outputs.labels(**setting), expected)
 

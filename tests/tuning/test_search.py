@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tuning_synth import signed_distance
+from helpers import signed_distance
 
 from mediar3d.errors import ConfigError
 from mediar3d.evaluation import average_precision

@@ -15,8 +15,6 @@ from mediar3d.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `segment` subcommand."""
@@ -108,20 +106,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
     """(labels path, prefix for side outputs) from -o OUT and the input's stem."""
+    from mediar3d.io.naming import image_suffix, split_suffix
     from mediar3d.io.ngff_labels import ngff_labels_target
 
     out = Path(output)
     into = ngff_labels_target(out)
     if into is not None:  # image.ome.zarr/labels/NAME: side outputs beside the image store
         return out, into[0].parent / f"{_stem(into[0])}_{into[1]}"
-    name = out.name.lower()
-    if name.endswith(LABEL_SUFFIXES) or name.endswith(".ome.tif"):
-        base = out.name
-        for suffix in (".ome.zarr", ".ome.tif", ".tiff", ".tif", ".zarr"):
-            if base.lower().endswith(suffix):
-                base = base[: -len(suffix)]
-                break
-        return out, out.with_name(base)
+    if image_suffix(out) is not None:
+        return out, out.with_name(split_suffix(out)[0])
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out}: exists and is not a folder; give a .tif/.zarr labels path or a folder")
     if not out.is_dir() and re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,4}", out.suffix):
@@ -132,15 +125,12 @@ def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
 
 def _stem(path: Path) -> str:
     from mediar3d.io.hdf5 import split_hdf5_path
+    from mediar3d.io.naming import split_suffix
 
     hdf5 = split_hdf5_path(path)
     if hdf5 is not None:
         return hdf5[0].stem
-    name = path.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return split_suffix(path)[0]
 
 
 def _model(args: argparse.Namespace) -> str | list[str] | None:

@@ -64,11 +64,9 @@ def _sources(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    from mediar3d.io.naming import split_suffix
+
+    return split_suffix(path)[0]
 
 
 def run(args: argparse.Namespace) -> int:

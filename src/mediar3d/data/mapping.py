@@ -42,6 +42,7 @@ import numpy as np
 
 from mediar3d.data.slicing import ORIENTATIONS, check_orientations
 from mediar3d.errors import ConfigError, InputError
+from mediar3d.io.naming import pair_files  # noqa: F401  (the pairing rule lives in io.naming)
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,6 @@ SUPERVISION_MODES = ("full", "roi", "dilate")
 DECAYS = ("none", "linear", "gaussian")
 PROBABILITY_MODES = ("dataset", "sample")
 SPLITS = ("train", "val")
-_IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr")
-# Words that tell images and labels apart in file names; dropped before pairing.
-_ROLE_WORDS = {"image", "images", "img", "imgs", "im", "raw", "input", "label", "labels", "lbl", "mask", "masks",
-               "gt", "seg", "segmentation", "instance", "instances", "man", "cp", "target"}
 
 
 @dataclass
@@ -160,90 +157,6 @@ class DatasetMapping:
     def pairs(self, split: str | None = None) -> list[tuple[DatasetEntry, Pair]]:
         """All (dataset, pair) items, optionally only one split (``"train"`` or ``"val"``)."""
         return [(d, p) for d in self.datasets for p in d.pairs if split is None or p.split == split]
-
-
-def _strip_suffix(name: str) -> str:
-    lower = name.lower()
-    for suffix in _IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def _word_key(path: Path) -> str:
-    kept = []
-    for word in re.split(r"[_\-.\s]+", _strip_suffix(path.name).lower()):
-        match = re.fullmatch(r"([a-z]+)(\d+)", word)
-        if match and match.group(1) in _ROLE_WORDS:
-            word = match.group(2)  # "seg007" -> "007"
-        if word and word not in _ROLE_WORDS:
-            kept.append(word)
-    return "_".join(kept)
-
-
-def _digit_key(path: Path) -> str:
-    return "_".join(str(int(d)) for d in re.findall(r"\d+", _strip_suffix(path.name)))
-
-
-def _stem_key(path: Path) -> str:
-    return _strip_suffix(path.name)
-
-
-def pair_files(images: Sequence[str | Path], labels: Sequence[str | Path], *, pair_by: str = "auto",
-               source: str = "dataset") -> list[tuple[Path, Path]]:
-    """Pair image files with label files whatever their naming.
-
-    ``auto`` tries, in turn, identical stems, stems without role words (image, img, raw,
-    mask, label, seg, gt, man, ...; so ``cell_01_img.tif`` pairs with ``cell_01_masks.tif``)
-    and the numbers in the name (so ``t007.tif`` pairs with ``man_seg007.tif``); it takes
-    the first rule under which every label finds exactly one image. Images without labels
-    are left out (logged). ``order`` pairs the sorted lists one to one.
-
-    Args:
-        images: Image file paths.
-        labels: Label file paths.
-        pair_by: ``"auto"``, ``"stem"``, ``"words"``, ``"digits"`` or ``"order"``.
-        source: Dataset name for messages.
-
-    Returns:
-        (image, label) path pairs, sorted by image path.
-
-    Raises:
-        InputError: If no rule pairs every label file with one image.
-    """
-    imgs = sorted(Path(p) for p in images)
-    labs = sorted(Path(p) for p in labels)
-    if not imgs or not labs:
-        raise InputError(f"{source}: found {len(imgs)} image and {len(labs)} label files; both must be non-empty")
-    if pair_by == "order":
-        if len(imgs) != len(labs):
-            raise InputError(f"{source}: pair_by='order' needs as many images ({len(imgs)}) as labels ({len(labs)})")
-        return list(zip(imgs, labs))
-    rules = {"stem": _stem_key, "words": _word_key, "digits": _digit_key}
-    if pair_by != "auto" and pair_by not in rules:
-        raise ConfigError(f"{source}: pair_by={pair_by!r} is unknown; use auto, stem, words, digits or order")
-    failures = []
-    for name, key in rules.items():
-        if pair_by not in ("auto", name):
-            continue
-        image_keys: dict[str, Path] = {}
-        clash = None
-        for p in imgs:
-            k = key(p)
-            if k in image_keys:
-                clash = f"images {image_keys[k].name} and {p.name} share the key {k!r}"
-            image_keys[k] = p
-        label_keys = [key(p) for p in labs]
-        missing = [p.name for p, k in zip(labs, label_keys) if k not in image_keys]
-        if clash is None and not missing and len(set(label_keys)) == len(labs):
-            pairs = sorted(((image_keys[k], p) for p, k in zip(labs, label_keys)), key=lambda t: str(t[0]))
-            unused = len(imgs) - len(pairs)
-            if unused:
-                log.info("%s: %d image(s) have no label file and are left out", source, unused)
-            return pairs
-        failures.append(f"{name}: " + (clash or (f"no image for {missing[0]}" if missing else "two labels share a key")))
-    raise InputError(f"{source}: cannot pair image and label files by name ({'; '.join(failures)}); "
-                     "rename them, list 'pairs' explicitly or use pair_by='order'")
 
 
 def split_pairs(pairs: list[Pair], val_fraction: float, seed: int, name: str) -> None:

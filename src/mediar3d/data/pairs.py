@@ -11,6 +11,7 @@ import numpy as np
 
 from mediar3d.data.mapping import DatasetEntry, Pair
 from mediar3d.errors import InputError
+from mediar3d.io.naming import anisotropy_from_voxel_size
 
 
 def read_pair(dataset: DatasetEntry, pair: Pair) -> tuple[np.ndarray, np.ndarray, float]:
@@ -37,8 +38,6 @@ def read_pair(dataset: DatasetEntry, pair: Pair) -> tuple[np.ndarray, np.ndarray
     anisotropy = 1.0
     if dataset.anisotropy is not None:
         anisotropy = float(dataset.anisotropy)
-    elif data.ndim == 3 and image.voxel_size is not None and len(image.voxel_size) == 3:
-        vz, vy, vx = (float(v) for v in image.voxel_size)
-        if vz > 0 and vy > 0 and vx > 0:
-            anisotropy = vz / (0.5 * (vy + vx))
+    elif data.ndim == 3:
+        anisotropy = anisotropy_from_voxel_size(image.voxel_size) or 1.0
     return data, labels, anisotropy

@@ -22,19 +22,20 @@ _LOCK = threading.Lock()
 
 
 def segment_takes_intensity_range() -> bool:
-    """Whether ``mediar3d.inference.run_segmentation`` accepts a fixed ``intensity_range``."""
-    from mediar3d.inference import run_segmentation
+    """Whether ``mediar3d.inference.predict`` (run by ``run_segmentation``) accepts a fixed ``intensity_range``."""
+    from mediar3d.inference import predict
 
-    return "intensity_range" in inspect.signature(run_segmentation).parameters
+    return "intensity_range" in inspect.signature(predict).parameters
 
 
 def worker_device(device: str | None = None) -> str:
-    """The device a worker should use: ``device`` if given (not "auto"), else CUDA when present."""
+    """The device a worker should use: ``device`` if given (not "auto"), else as
+    :func:`mediar3d.inference.device.select_device` picks (CUDA, MPS, CPU)."""
     if device and device != "auto":
         return device
-    import torch
+    from mediar3d.inference.device import select_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(select_device(None))
 
 
 @dataclass
@@ -119,17 +120,17 @@ class SegmentBlockFn:
         return np.asarray(result.labels)[tuple(slice(0, n) for n in shape)]
 
     def estimate_diameter(self, sample: np.ndarray) -> float | None:
-        """Object diameter that ``segment`` estimates on a (z, y, x) sample, None if none found."""
-        from mediar3d.inference import run_segmentation
+        """Object diameter that ``segment`` estimates on a (z, y, x) sample, None if none found.
+
+        Only the estimate runs (:func:`mediar3d.inference.predict.measure_diameter`), not a segmentation.
+        """
+        from mediar3d.inference.predict import measure_diameter
 
         options = dict(self.options)
-        options["progress"] = False
         device = worker_device(options.pop("device", None) or self.device)
         if self.intensity_range is not None:
             options["intensity_range"] = tuple(self.intensity_range)
-        result = run_segmentation(np.asarray(sample), self._resolved(device), diameter=None,
-                                  anisotropy=self.anisotropy, device=device, **options)
-        value = result.params.get("diameter")
+        value = measure_diameter(np.asarray(sample), self._resolved(device), device=device, **options)
         return float(value) if value else None
 
     def fingerprint(self) -> str:

@@ -30,6 +30,7 @@ from mediar3d.distributed.stitch import block_remaps, merge_components
 from mediar3d.distributed.store import WorkStore, commit_output, create_output, input_voxel_size, open_lazy
 from mediar3d.distributed.tasks import link_block, relabel_block, segment_block
 from mediar3d.errors import ConfigError, InputError
+from mediar3d.io.naming import anisotropy_from_voxel_size
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def segment_blocks(
     if voxel_size is None and not many:
         voxel_size = input_voxel_size(source)
     if anisotropy is None:
-        anisotropy = float(voxel_size[0]) / float(voxel_size[2]) if voxel_size else 1.0
+        anisotropy = anisotropy_from_voxel_size(voxel_size) or 1.0
     if block_fn is None:
         if many:
             raise ConfigError("several inputs need a block_fn (the default pipeline takes one image volume)")

@@ -1,15 +1,14 @@
 """Find and load (GT, prediction) label file pairs: single files, folders, CTC layout.
 
-Plain folders pair files by name: the same name, or the same name once a label
-suffix (``_labels``, ``_masks``, ``_mask``, ``_seg``, ``_pred``, ``_gt``, ...) and the
-extension are dropped, so ``a.tif`` pairs with ``a_labels.tif`` or ``a.zarr``. TIFF
-files and Zarr / OME-Zarr folders are read with :func:`mediar3d.io.read_labels`.
+Plain folders pair files by name: the same name, or the same words once the extension
+and role words (``labels``, ``masks``, ``seg``, ``pred``, ``gt``, ...) are dropped, the
+rule of :mod:`mediar3d.io.naming` that dataset mappings pair by, so ``a.tif`` pairs with
+``a_labels.tif`` or ``a.zarr``. TIFF files and Zarr / OME-Zarr folders are read with :func:`mediar3d.io.read_labels`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,30 +16,21 @@ import numpy as np
 from mediar3d.errors import InputError
 from mediar3d.evaluation.ctc import EvalPair, ctc_pairs, is_ctc_layout
 from mediar3d.io import read_labels
+from mediar3d.io.naming import image_suffix, name_key, word_key
 
 logger = logging.getLogger(__name__)
 
-_EXTENSIONS = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr")
-_LABEL_SUFFIX = re.compile(r"(_(cp_)?(labels?|masks?|seg|segmentation|pred|prediction|gt|instances))$", re.IGNORECASE)
-
-
-def _extension(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((ext for ext in _EXTENSIONS if name.endswith(ext)), None)
-
 
 def _is_label_file(path: Path) -> bool:
-    ext = _extension(path)
+    ext = image_suffix(path)
     if ext is None or path.name.startswith("."):
         return False
-    return path.is_dir() if ext.endswith(".zarr") else path.is_file()
+    return path.is_dir() if ext.lower().endswith(".zarr") else path.is_file()
 
 
 def pair_key(path: Path) -> str:
-    """Name a file is paired by: the name without extension and without a label suffix."""
-    ext = _extension(path) or path.suffix
-    stem = path.name[: len(path.name) - len(ext)]
-    return _LABEL_SUFFIX.sub("", stem)
+    """Name a file is paired and reported by: :func:`mediar3d.io.naming.name_key` (suffix and role words dropped)."""
+    return name_key(path)
 
 
 def folder_pairs(gt_dir: Path, pred_dir: Path) -> list[EvalPair]:
@@ -57,7 +47,7 @@ def folder_pairs(gt_dir: Path, pred_dir: Path) -> list[EvalPair]:
         raise InputError(f"no label files (.tif, .tiff, .zarr) found in {gt_dir}")
     by_key: dict[str, list[Path]] = {}
     for p in sorted(q for q in pred_dir.iterdir() if _is_label_file(q)):
-        by_key.setdefault(pair_key(p), []).append(p)
+        by_key.setdefault(word_key(p), []).append(p)
     pairs = []
     used: set[Path] = set()
     for gt_path in gt_files:
@@ -65,7 +55,7 @@ def folder_pairs(gt_dir: Path, pred_dir: Path) -> list[EvalPair]:
         if _is_label_file(same_name):
             pred_path = same_name
         else:
-            candidates = by_key.get(pair_key(gt_path), [])
+            candidates = by_key.get(word_key(gt_path), [])
             if not candidates:
                 raise InputError(f"no prediction for {gt_path.name} in {pred_dir} (looked for {pair_key(gt_path)}[_labels].tif/.zarr)")
             if len(candidates) > 1:

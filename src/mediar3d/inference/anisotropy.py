@@ -25,16 +25,6 @@ def check_anisotropy(anisotropy: float | None) -> float:
     return value
 
 
-def anisotropy_from_voxel_size(voxel_size: tuple[float, ...] | None) -> float | None:
-    """z step divided by the mean xy step from a (z, y, x) voxel size, or None when unknown."""
-    if voxel_size is None or len(voxel_size) != 3:
-        return None
-    z, y, x = (float(v) for v in voxel_size)
-    if min(z, y, x) <= 0 or not np.all(np.isfinite([z, y, x])):
-        return None
-    return z / ((y + x) / 2.0)
-
-
 def target_shape(shape: tuple[int, ...], factors: tuple[float, ...]) -> tuple[int, ...]:
     """Shape after zooming each axis of `shape` by `factors` (rounded, at least 1)."""
     return tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors))

@@ -10,15 +10,28 @@ import torch
 from mediar3d.errors import ConfigError
 
 
-def select_device(device: str | torch.device | None = None) -> torch.device:
+def select_device(device: str | torch.device | None = None, local_rank: int | None = None) -> torch.device:
     """Return the device to run on: the given one, else cuda, then mps, then cpu.
+
+    The one device choice of the package: inference, training (one process per GPU:
+    ``local_rank`` picks this process's GPU when the name gives no index), Dask block
+    workers and ``mediar3d cluster`` all call it.
 
     Args:
         device: "cpu", "cuda", "cuda:1", "mps", a torch.device, or None / "auto" to pick.
+        local_rank: Rank of this process on its machine; ``cuda`` then means GPU
+            ``local_rank % device_count``. None: the current CUDA device.
 
     Raises:
         ConfigError: the name is unknown or the device is not available here.
     """
+    chosen = _choose(device)
+    if chosen.type == "cuda" and chosen.index is None and local_rank is not None:
+        chosen = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return chosen
+
+
+def _choose(device: str | torch.device | None) -> torch.device:
     if isinstance(device, torch.device):
         return device
     if device is None or device == "auto":

@@ -33,12 +33,11 @@ from typing import Callable
 import numpy as np
 
 from mediar3d.inference.anisotropy import resample_image, target_shape
+from mediar3d.models.base import FLOW_SCALE
 from mediar3d.postprocess.filters import weighted_median
 
 logger = logging.getLogger(__name__)
 
-#: Flows come out of the network on the x5 training scale.
-FLOW_SCALE = 5.0
 #: Scales tried in turn while fewer than `min_objects` masks are found.
 SEARCH_SCALES = (1.0, 0.5, 2.0, 0.25, 4.0)
 #: Post-processing thresholds of the masks the estimate measures (the library defaults),

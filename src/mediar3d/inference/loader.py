@@ -3,7 +3,7 @@
 `model` may be None or "default" (the bundled default network), a name of a bundled
 model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, a bioimage.io
 package or an https URL with its sha256 (`mediar3d.models.sources`), a list of
-names / paths (an ensemble: `mediar3d.inference.ensemble.load_ensemble` averages their outputs), or an
+names / paths (an ensemble: :func:`load_ensemble` averages their outputs), or an
 `nn.Module` already built (then its training diameter is unknown and no rescaling is done
 unless `model_diameter` is given).
 """
@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mediar3d.errors import ModelError
@@ -90,7 +93,7 @@ def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | Sequenc
     """Turn the `model` argument of `segment` into an InferenceModel.
 
     A list or tuple of several names / checkpoint paths becomes one ensemble
-    (`mediar3d.inference.ensemble.load_ensemble`: outputs averaged before post-processing); a
+    (:func:`load_ensemble`: outputs averaged before post-processing); a
     one-element list is that model.
 
     Raises:
@@ -101,8 +104,6 @@ def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | Sequenc
         if not model:
             raise ModelError("model []: give at least one model name or checkpoint path")
         if len(model) > 1:
-            from mediar3d.inference.ensemble import load_ensemble
-
             model = load_ensemble(list(model))
         else:
             model = model[0]
@@ -119,3 +120,61 @@ def resolve_model(model: str | Path | torch.nn.Module | InferenceModel | Sequenc
         resolved = dataclasses.replace(resolved, diameter=float(model_diameter))
     resolved.net.eval()
     return resolved
+
+
+#: Largest relative spread of the members' training diameters an ensemble accepts.
+DIAMETER_TOLERANCE = 0.05
+
+
+def load_ensemble(paths: Sequence[str | os.PathLike], *, tta: bool = False,
+                  weights: Sequence[float] | None = None) -> InferenceModel:
+    """Load checkpoints into one :class:`InferenceModel` for `segment`.
+
+    The members must see the same input: the same normalisation percentiles and the same
+    training object diameter (within 5 %; all unknown is allowed), since `segment` scales
+    the volume once for all of them.
+
+    Args:
+        paths: Checkpoint files (or bundled model names) written by `save_checkpoint`.
+        tta: Wrap every member in :class:`mediar3d.inference.tta.FlipTTA`.
+        weights: Optional weight per checkpoint.
+
+    Returns:
+        An InferenceModel whose network is a :class:`mediar3d.inference.ensemble.EnsembleModel`; its training diameter
+        is the members' mean, its thresholds (and ``min_size`` when every member has one)
+        the members' mean.
+
+    Raises:
+        ModelError: unreadable checkpoint; members that normalise their input differently or
+        were trained at different object diameters.
+    """
+    from mediar3d.inference.ensemble import EnsembleModel
+    from mediar3d.inference.tta import FlipTTA
+
+    members = [resolve_model(p) for p in paths]
+    if not members:
+        raise ModelError("an ensemble needs at least one model")
+    percentiles = {tuple(m.percentiles) for m in members}
+    if len(percentiles) != 1:
+        listed = ", ".join(f"{m.name} {list(m.percentiles)}" for m in members)
+        raise ModelError(f"ensemble members normalise with different percentiles ({listed}); "
+                         "ensemble models trained with the same normalisation")
+    diameters = [m.diameter for m in members]
+    known = [d for d in diameters if d is not None]
+    if known and (len(known) != len(diameters) or max(known) > (1.0 + DIAMETER_TOLERANCE) * min(known)):
+        listed = ", ".join(f"{m.name} {m.diameter if m.diameter is None else round(m.diameter, 2)}" for m in members)
+        raise ModelError(f"ensemble members were trained at different object diameters in px ({listed}); "
+                         "segment scales the volume once for all members, so ensemble models trained on "
+                         "objects of the same size")
+    diameter = float(np.mean(known)) if known else None
+    sizes = [m.min_size for m in members]
+    min_size = None if any(s is None for s in sizes) else float(np.mean(sizes))
+    nets = [FlipTTA(m.net) if tta else m.net for m in members]
+    net = EnsembleModel(nets, weights)
+    return InferenceModel(
+        net=net.eval(), name="+".join(m.name for m in members), in_channels=net.in_channels, diameter=diameter,
+        percentiles=members[0].percentiles,
+        cellprob_threshold=float(np.mean([m.cellprob_threshold for m in members])),
+        flow_threshold=float(np.mean([m.flow_threshold for m in members])),
+        divisor=math.lcm(*(int(m.divisor) for m in members)), min_size=min_size,
+    )

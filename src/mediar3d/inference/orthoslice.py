@@ -30,7 +30,6 @@ import logging
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mediar3d.errors import ConfigError
 
@@ -57,12 +56,13 @@ def accumulate_orientation(
     logits: np.ndarray,
     *,
     batch_size: int = 8,
-    progress: bool = True,
+    on_slices: Callable[[int], None] | None = None,
 ) -> None:
     """Run `slice_fn` on every slice of `volume` (z, y, x) along `axis` and add the results in place.
 
     The two in-plane components are added to `flows` (3, Z, Y, X) at their (dz, dy, dx)
     indices and the logit to `logits` (Z, Y, X); no full-volume temporary is made.
+    `on_slices` is called with the number of slices of every finished batch.
     """
     rows, cols = orientation_components(axis)
     moved = np.moveaxis(volume, axis, 0)
@@ -70,7 +70,6 @@ def accumulate_orientation(
     cols_acc = np.moveaxis(flows[cols], axis, 0)
     logit_acc = np.moveaxis(logits, axis, 0)
     count = moved.shape[0]
-    bar = tqdm(total=count, desc=f"slices along {AXES[axis]}", unit="slice", disable=not progress, leave=False)
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
         batch = np.ascontiguousarray(moved[start:stop], dtype=np.float32)
@@ -80,8 +79,8 @@ def accumulate_orientation(
         rows_acc[start:stop] += pred[:, 0]
         cols_acc[start:stop] += pred[:, 1]
         logit_acc[start:stop] += pred[:, 2]
-        bar.update(stop - start)
-    bar.close()
+        if on_slices is not None:
+            on_slices(stop - start)
 
 
 def predict_orthoslices(
@@ -90,7 +89,7 @@ def predict_orthoslices(
     *,
     axes: Sequence[int] = (0, 1, 2),
     batch_size: int = 8,
-    progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict a 3D flow field from 2D predictions on slices along the given axes.
 
@@ -99,7 +98,7 @@ def predict_orthoslices(
         slice_fn: 2D predictor, (B, H, W) -> (B, 3, H, W) = (d_rows, d_cols, logit).
         axes: Slice axes to use: (0, 1, 2) for full 3D, (0,) for z-only (dz stays 0).
         batch_size: Slices per call of `slice_fn`.
-        progress: Show a progress bar per orientation.
+        progress: Called with (slices done, slices in all orientations) after every batch.
 
     Returns:
         flows: float32 (3, Z, Y, X), (dz, dy, dx), each component the mean of the views that
@@ -114,9 +113,18 @@ def predict_orthoslices(
     flows = np.zeros((3,) + volume.shape, dtype=np.float32)
     logits = np.zeros(volume.shape, dtype=np.float32)
     seen = np.zeros(3, dtype=np.int64)
+    total = sum(volume.shape[axis] for axis in axes)
+    done = 0
+
+    def on_slices(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total)
+
     for axis in axes:
         logger.info("predicting slices along %s (%d slices)", AXES[axis], volume.shape[axis])
-        accumulate_orientation(volume, axis, slice_fn, flows, logits, batch_size=batch_size, progress=progress)
+        accumulate_orientation(volume, axis, slice_fn, flows, logits, batch_size=batch_size, on_slices=on_slices)
         seen[list(orientation_components(axis))] += 1
     for component in range(3):
         if seen[component] > 1:

@@ -114,11 +114,8 @@ def load_encoder_weights(module: nn.Module, encoder: str, source: str) -> None:
 
 def _checkpoint_encoder_state(path: Any, encoder: str) -> dict[str, torch.Tensor] | None:
     """The encoder weights of a mediar3d checkpoint, or None if `path` is not one."""
-    import mediar3d.models as models
+    from mediar3d.models.checkpoint import load_model
 
-    load_model = getattr(models, "load_model", None)
-    if load_model is None:
-        return None
     try:
         net, _ = load_model(path)
     except ModelError:

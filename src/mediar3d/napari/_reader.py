@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from mediar3d.io.naming import IMAGE_SUFFIXES
 from mediar3d.napari._layers import LayerData, flows_layer, labels_layer, probability_layer
 
 #: Output kinds by file-name ending (lower case).
 KINDS = {"_labels": "labels", "_flows": "flows", "_prob": "prob"}
-SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr")
+SUFFIXES = IMAGE_SUFFIXES
 
 
 def split_output_name(path: str | os.PathLike) -> tuple[str, str] | None:

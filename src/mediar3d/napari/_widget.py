@@ -2,9 +2,10 @@
 
 The widget reads the settings, checks them (wrong ndim, no channel, missing checkpoint:
 napari notifications, no layer added), then runs :func:`mediar3d.napari._job.run_job_and_measure` in a
-napari ``thread_worker`` so the viewer stays responsive. A progress bar counts network
-calls (a busy bar while the diameter is being estimated); Cancel stops the run at the next
-network call. The labels come back as a Labels layer on the image's scale and translation, with
+napari ``thread_worker`` so the viewer stays responsive. A progress bar follows the
+slices (or 3D windows) the network has done, as the pipeline reports them (a busy bar
+while the diameter is being estimated); Cancel stops the run at the next network call.
+The labels come back as a Labels layer on the image's scale and translation, with
 `mediar3d.measure`'s per-object table as its ``features`` (micrometre columns when the layer
 has a scale other than 1), optionally with the flows (RGB) and the cell probability.
 """
@@ -24,7 +25,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
 from mediar3d.errors import InputError, Mediar3DError, ModelError
-from mediar3d.inference.segment import DEFAULT_MIN_SIZE
+from mediar3d.inference.predict import DEFAULT_MIN_SIZE
+from mediar3d.io.naming import anisotropy_from_voxel_size
 from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job_and_measure
 from mediar3d.napari._layers import flows_layer, labels_layer, probability_layer
 
@@ -42,15 +44,13 @@ NO_CHANNEL = "none"
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued signal)."""
 
-    progress = Signal(int, int)  # calls done, calls expected (-1: unknown)
+    progress = Signal(int, int)  # slices / windows done, in all (-1: unknown)
 
 
 def anisotropy_from_scale(scale: Any) -> float:
     """z step over the mean y/x step of a layer scale (..., z, y, x); 1.0 when not 3D or not positive."""
     scale = [float(s) for s in scale]
-    if len(scale) < 3 or min(scale[-3:]) <= 0:
-        return 1.0
-    return scale[-3] / ((scale[-2] + scale[-1]) / 2.0)
+    return (anisotropy_from_voxel_size(scale[-3:]) if len(scale) >= 3 else None) or 1.0
 
 
 class SegmentWidget(Container):
@@ -269,10 +269,10 @@ class SegmentWidget(Container):
         if total > 0:
             self._progress.max = total
             self._progress.value = min(done, total)
-            self._status.value = f"network: {done} / {total} calls" + (" (post-processing)" if done >= total else "")
+            self._status.value = f"network: {done} / {total}" + (" (post-processing)" if done >= total else "")
         else:
             self._progress.max = 0
-            self._status.value = f"network: {done} calls (diameter estimated on the way)"
+            self._status.value = f"network: {done} done"
 
     def _voxel_size(self, layer: Image, ndim: int) -> tuple[float, ...] | None:
         """The layer's spatial scale as a voxel size in micrometres; None when it is all ones (not calibrated)."""

@@ -147,7 +147,7 @@ def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
     Returns:
         One zoom per item of ``index.items`` (1.0 where nothing could be measured).
     """
-    from mediar3d.inference.segment import MAX_SCALE, MIN_SCALE
+    from mediar3d.inference.predict import MAX_SCALE, MIN_SCALE
     from mediar3d.io import read_labels
 
     measured = [item.pair.diameter if item.pair.diameter is not None

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mediar3d.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +48,13 @@ def current() -> DistInfo:
 
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
-    """Resolve ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` to a device (``cuda`` -> this rank's GPU)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: CUDA is not available on this machine; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
+    """Resolve ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` to a device (``cuda`` -> this rank's GPU).
+
+    :func:`mediar3d.inference.device.select_device` with this process's local rank.
+    """
+    from mediar3d.inference.device import select_device as choose
+
+    return choose(name, local_rank=local_rank)
 
 
 def init_from_env(device: torch.device) -> DistInfo:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: Ground-truth flows are multiplied by this before the MSE (eq. 3.6).
-FLOW_SCALE = 5.0
+from mediar3d.models.base import FLOW_SCALE  # noqa: F401  (ground-truth flows are multiplied by it, eq. 3.6)
+
 TERMS = ("flow_y", "flow_x", "cellprob")
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mediar3d.errors import ConfigError
+from mediar3d.models.checkpoint import unwrap_model
 
 STATE_FILE = "train_state.pt"
 LAST_MODEL = "model_last.pt"
@@ -33,10 +34,8 @@ BEST_MODEL = "model_best.pt"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside a DistributedDataParallel / DataParallel wrapper."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    """The bare network inside DDP / DataParallel / torch.compile: :func:`mediar3d.models.unwrap_model`."""
+    return unwrap_model(model)
 
 
 def capture_rng() -> dict[str, Any]:

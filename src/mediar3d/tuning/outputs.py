@@ -2,22 +2,18 @@
 
 Tuning post-processing thresholds only needs the flows and cell-probability logits of
 each validation volume; the network runs once per volume through
-`mediar3d.inference.run_segmentation` (the same normalisation, diameter scaling,
-anisotropy resampling, tiling and TTA as `mediar3d segment`), and each threshold setting
-then costs one `mediar3d.postprocess.compute_masks` on the network's grid, with labels
-mapped back to the input grid, exactly as `segment` does.
-
-`run_segmentation` hands flows and probabilities back on the input grid; they are
-resampled to the network grid it reports (a no-op when the object diameter matches the
-model's and voxels are isotropic, otherwise a linear interpolation on top of segment's).
-Outputs can be kept on disk as ``.npz`` files (:func:`save_outputs` / :func:`load_outputs`).
+`mediar3d.inference.predict` (the same normalisation, diameter scaling, anisotropy
+resampling, tiling and TTA as `mediar3d segment`), whose outputs are kept as they are, on
+the network grid, and each threshold setting then costs one `mediar3d.inference.labels`
+(post-processing on the network grid, labels mapped back to the input grid), exactly as
+`segment` does. Outputs can be kept on disk as ``.npz`` files (:func:`save_outputs` /
+:func:`load_outputs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -31,9 +27,6 @@ from mediar3d.errors import ConfigError, InputError
 logger = logging.getLogger(__name__)
 
 __all__ = ["NetworkOutputs", "load_outputs", "model_fingerprint", "outputs_key", "predict_outputs", "save_outputs"]
-
-#: Probabilities are clipped to this distance from 0 and 1 before taking the logit.
-_EPS = 1e-7
 
 
 @dataclasses.dataclass
@@ -74,35 +67,31 @@ class NetworkOutputs:
     def labels(self, *, cellprob_threshold: float, flow_threshold: float, min_size: float,
                **options: Any) -> np.ndarray:
         """Instance labels (input grid) for one setting; ``min_size`` in input voxels, as in `segment`."""
-        from mediar3d.inference.anisotropy import resample_labels
-        from mediar3d.postprocess import compute_masks
+        from mediar3d.inference import Prediction, labels
 
-        size = max(1, round(float(min_size) * self.voxel_factor))
-        masks = compute_masks(self.flows, self.logits, cellprob_threshold=float(cellprob_threshold),
-                              flow_threshold=float(flow_threshold), min_size=size, **options)
-        return resample_labels(np.asarray(masks), self.gt.shape)
+        outputs = Prediction(flows=self.flows, logits=self.logits, input_shape=tuple(self.gt.shape),
+                             mode="2d" if self.logits.ndim == 2 else "3d", voxel_factor=self.voxel_factor)
+        return labels(outputs, cellprob_threshold=float(cellprob_threshold), flow_threshold=float(flow_threshold),
+                      min_size=float(min_size), **options)
 
 
 def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", **options: Any) -> NetworkOutputs:
-    """Run the network on one image as `segment` would and keep its outputs.
+    """Run the network on one image as `segment` would and keep its outputs (network grid).
 
     Args:
         image: Volume (z, y, x) or image (y, x): array or `mediar3d.io.Image`.
         gt: Ground-truth labels of the same shape.
-        model: Anything `segment` takes as ``model`` (name, path, module, InferenceModel); a
-            volumetric network (``spatial_dims = 3``) runs through `run_volume_segmentation`
-            (``tta`` then averages its eight 3D flips).
+        model: Anything `segment` takes as ``model`` (name, path, module, InferenceModel);
+            a volumetric network (``spatial_dims = 3``) runs on 3D windows (``tta`` then
+            averages its eight 3D flips).
         name: Name for reports.
-        **options: `run_segmentation` options (diameter, anisotropy, tta, device, tile,
-            batch_size, ...); ``do_3d`` follows the image's dimensions.
+        **options: `mediar3d.inference.predict` options (diameter, anisotropy, tta, device,
+            tile, batch_size, ...); ``do_3d`` follows the image's dimensions.
 
     Raises:
         InputError: shapes that differ, or z-only mode (its per-slice masks cannot be tuned here).
     """
-    from mediar3d.inference import run_segmentation
-    from mediar3d.inference.anisotropy import resample_image
-    from mediar3d.inference.loader import resolve_model
-    from mediar3d.inference.volume3d import is_volumetric, run_volume_segmentation
+    from mediar3d.inference import predict
 
     data = np.asarray(getattr(image, "data", image))
     gt = np.asarray(gt)
@@ -110,28 +99,14 @@ def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", *
         raise InputError(f"{name or 'image'}: labels of shape {gt.shape} do not match the image of shape {data.shape}")
     if options.get("z_only"):
         raise ConfigError("threshold tuning needs the full 3D (or 2D) mode, not z-only")
-    resolved = resolve_model(model, model_diameter=options.pop("model_diameter", None))
-    if is_volumetric(resolved.net):
-        accepted = inspect.signature(run_volume_segmentation).parameters
-        options = {"progress": False, **{k: v for k, v in options.items() if k in accepted}}
-        result = run_volume_segmentation(image, resolved, keep_flows=True, **options)
-    else:
-        options = {"progress": False, **options, "do_3d": data.ndim == 3}
-        result = run_segmentation(image, resolved, keep_flows=True, **options)
-    work_shape = tuple(int(n) for n in result.params["network_shape"])
-    probability = np.clip(result.probability.astype(np.float64), _EPS, 1.0 - _EPS)
-    logits = np.log(probability / (1.0 - probability)).astype(np.float32)
-    flows = np.stack([resample_image(f, work_shape) for f in result.flows]).astype(np.float32, copy=False)
-    logits = resample_image(logits, work_shape).astype(np.float32, copy=False)
-    voxel_factor = float(np.prod(np.array(work_shape, dtype=np.float64) / np.array(data.shape)))
-    defaults = {k: float(result.params[k]) for k in ("cellprob_threshold", "flow_threshold", "min_size",
-                                                     "min_size_fraction")
-                if result.params.get(k) is not None}
-    logger.info("%s: network outputs on grid %s (input %s)", name, work_shape, data.shape)
-    diameter = result.params.get("diameter")
-    return NetworkOutputs(name=name, flows=flows, logits=logits, gt=gt, voxel_factor=voxel_factor, defaults=defaults,
+    options = {"progress": False, **options, "do_3d": data.ndim == 3}
+    outputs = predict(image, model, **options)
+    logger.info("%s: network outputs on grid %s (input %s)", name, outputs.logits.shape, data.shape)
+    diameter = outputs.params.get("diameter")
+    return NetworkOutputs(name=name, flows=outputs.flows, logits=outputs.logits, gt=gt,
+                          voxel_factor=outputs.voxel_factor, defaults={k: float(v) for k, v in outputs.thresholds.items()},
                           diameter=None if diameter is None else float(diameter),
-                          diameter_estimated=bool(result.params.get("diameter_estimated", False)))
+                          diameter_estimated=bool(outputs.params.get("diameter_estimated", False)))
 
 
 def model_fingerprint(model: str | os.PathLike) -> str:

@@ -1,4 +1,10 @@
-"""Test helpers of the tuning tests: oracle network outputs and oracle networks (no training)."""
+"""Shared test helpers: synthetic objects and the oracle networks (no training).
+
+The oracle networks return what a perfect network would for images of well-separated
+bright objects: 5 x the flows of the bright connected regions (threshold 0.5) and a +-4
+cell-probability logit. `tests/conftest.py` puts this folder on the import path
+(``from helpers import OracleNet2D``) and serves some of them as fixtures.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,24 @@ def ball_labels(shape=(20, 40, 40), spacing=13, radius=4.5, seed=0) -> np.ndarra
     return labels
 
 
+def blob_volume(shape=(40, 64, 64), radius=5.5, spacing=16, seed=0):
+    """Well-separated balls on a jittered grid: (image float32 in ~[0, 1], labels int32), isotropic."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    grid = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    label = 0
+    for cz in range(spacing // 2, shape[0] - 2, spacing):
+        for cy in range(spacing // 2, shape[1] - 2, spacing):
+            for cx in range(spacing // 2, shape[2] - 2, spacing):
+                centre = np.array([cz, cy, cx]) + rng.uniform(-1.0, 1.0, 3)
+                r = radius * rng.uniform(0.85, 1.05)
+                inside = sum((g - c) ** 2 for g, c in zip(grid, centre)) <= r * r
+                label += 1
+                labels[inside & (labels == 0)] = label
+    image = (labels > 0).astype(np.float32) * 0.8 + 0.1 + rng.normal(0, 0.02, shape).astype(np.float32)
+    return image, labels
+
+
 def signed_distance(labels: np.ndarray) -> np.ndarray:
     """float32 distance to the object border: > 0 inside objects, < 0 outside."""
     inside = ndimage.distance_transform_edt(labels > 0)
@@ -31,7 +55,10 @@ def signed_distance(labels: np.ndarray) -> np.ndarray:
 
 
 class OracleNet2D(torch.nn.Module):
-    """(B, 1, H, W) -> (B, 3, H, W): 5 x the flows of the bright connected regions and a +-4 logit."""
+    """(B, 1, H, W) -> (B, 3, H, W): 5 x the flows of the bright connected regions and a +-4 logit.
+
+    What a perfect 2D network would output for well-separated blobs, in any slice orientation.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from mediar3d.flows import masks_to_flows
@@ -42,7 +69,7 @@ class OracleNet2D(torch.nn.Module):
             flows = masks_to_flows(labels) if n else np.zeros((2,) + image.shape, np.float32)
             logit = np.where(labels > 0, 4.0, -4.0).astype(np.float32)
             out.append(np.concatenate([5.0 * flows, logit[None]]))
-        return torch.from_numpy(np.stack(out))
+        return torch.from_numpy(np.stack(out)).to(x.device)
 
 
 class OracleNet3D(torch.nn.Module):

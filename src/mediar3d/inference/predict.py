@@ -1,0 +1,369 @@
+"""predict -> outputs -> labels: the one inference pipeline.
+
+:func:`predict` validates the input, normalises it, estimates the object diameter (2D
+networks, unless given), resamples (z to isotropic, objects to the model's training size)
+and runs the network, dispatching once on its kind: a 2D network on slices along z, y and
+x (Algorithm 1), along z only, or on the single image; a volumetric network (``feature3d``)
+on sliding 3D windows. It returns a :class:`Prediction`: flows and logits on the network
+grid with what post-processing needs (voxel factor, resolved thresholds).
+
+:func:`labels` runs `mediar3d.postprocess.compute_masks` on the network grid (per slice
+and stitched across z in the z-only mode), maps the labels back to the input grid and
+renumbers them. `segment`, `mediar3d tune`, the napari widget and the block-wise
+pipeline all go through these two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import fastremap
+import numpy as np
+import torch
+
+from mediar3d.data.normalize import normalize_percentile, normalize_range
+from mediar3d.errors import InputError
+from mediar3d.inference.anisotropy import check_anisotropy, resample_image, resample_labels, target_shape
+from mediar3d.inference.device import autocast, select_device
+from mediar3d.inference.diameter import ESTIMATE_THRESHOLDS, estimate_diameter
+from mediar3d.inference.loader import InferenceModel, resolve_model
+from mediar3d.inference.orthoslice import predict_orthoslices
+from mediar3d.inference.progress import ProgressFn, as_callback
+from mediar3d.inference.stitch import stitch_slices
+from mediar3d.inference.tiling import predict_slices
+from mediar3d.inference.tta import FlipTTA, with_flip_tta
+from mediar3d.inference.volume3d import DEFAULT_ROI, is_volumetric, predict_volume, window_size
+from mediar3d.io.naming import anisotropy_from_voxel_size
+from mediar3d.models.base import FLOW_SCALE
+
+logger = logging.getLogger(__name__)
+
+#: Limits of the zoom applied to match the model's training diameter.
+MIN_SCALE, MAX_SCALE = 1.0 / 16.0, 8.0
+#: Smallest object kept (input voxels) when neither the caller nor the model sets one.
+DEFAULT_MIN_SIZE = 15
+#: Smallest object kept as a fraction of the typical object, when neither the caller nor the model sets one.
+DEFAULT_MIN_SIZE_FRACTION = 0.0
+#: Modes of a Prediction: orthogonal slices, z-slices, one 2D image, a volumetric network.
+MODES = ("3d", "z-only", "2d", "3d-network")
+
+ModelArg = str | Path | torch.nn.Module | InferenceModel | Sequence[str | Path] | None
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Network outputs on the network grid and what post-processing needs.
+
+    Attributes:
+        flows: float32 flows on the unit scale (network output / FLOW_SCALE): (3, Z, Y, X)
+            (dz, dy, dx) for "3d", "3d-network" and "z-only" (dz = 0 there), (2, Y, X) (dy, dx) for "2d".
+        logits: float32 cell-probability logits, (Z, Y, X) or (Y, X).
+        input_shape: Shape of the input the labels are mapped back to.
+        mode: One of MODES.
+        voxel_factor: Network voxels per input voxel (scales ``min_size``).
+        thresholds: Resolved ``cellprob_threshold``, ``flow_threshold`` (logit, error) and
+            ``min_size`` (input voxels): the caller's, else the model's, else the defaults.
+        params: Resolved settings and timings (JSON-serialisable).
+    """
+
+    flows: np.ndarray
+    logits: np.ndarray
+    input_shape: tuple[int, ...]
+    mode: str = "3d"
+    voxel_factor: float = 1.0
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def check_volume(volume: Any, do_3d: bool) -> tuple[np.ndarray, float | None]:
+    """The input as an array and the anisotropy from its voxel size when it is a `mediar3d.io.Image`.
+
+    Raises:
+        InputError: wrong dtype, dimensions, emptiness, NaN or infinite values.
+    """
+    voxel_anisotropy = None
+    if hasattr(volume, "data") and hasattr(volume, "voxel_size"):
+        voxel_anisotropy = anisotropy_from_voxel_size(getattr(volume, "voxel_size"))
+        volume = volume.data
+    array = np.asarray(volume)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"input of dtype {array.dtype}: expected an integer or floating-point image")
+    want = 3 if do_3d else (2, 3)
+    if array.ndim not in np.atleast_1d(want):
+        if do_3d and array.ndim == 2:
+            raise InputError(f"input of shape {array.shape} is 2D: a 3D run needs a (z, y, x) volume (use do_3d=False / --2d for one image)")
+        raise InputError(f"input of shape {array.shape}: expected (z, y, x){'' if do_3d else ' or (y, x)'}; select one channel first")
+    if min(array.shape) < 1 or array.size == 0:
+        raise InputError(f"input of shape {array.shape} is empty")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputError(f"input of shape {array.shape} contains NaN or infinite values; fix or mask them first")
+    return array, voxel_anisotropy
+
+
+def resolve_min_size(min_size: float | None, model: InferenceModel) -> float:
+    """The smallest object size (input voxels) to keep: the given one, else the model's, else 15."""
+    if min_size is None:
+        min_size = DEFAULT_MIN_SIZE if model.min_size is None else model.min_size
+    value = float(min_size)
+    if not np.isfinite(value) or value < 0:
+        raise InputError(f"min_size {min_size!r}: must be a number of voxels >= 0")
+    return int(value) if value.is_integer() else value
+
+
+def resolve_min_size_fraction(fraction: float | None, model: InferenceModel) -> float:
+    """The smallest object as a fraction of the typical one: the given one, else the model's, else the default."""
+    if fraction is None:
+        fraction = DEFAULT_MIN_SIZE_FRACTION if model.min_size_fraction is None else model.min_size_fraction
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        raise InputError(f"min_size_fraction {fraction!r}: must be a number in [0, 1)") from None
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"min_size_fraction {fraction!r}: must be a number in [0, 1)")
+    return value
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 1..n in order of first appearance; int32 (int64 beyond 2**31 objects)."""
+    labels, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=True)
+    return labels.astype(np.int32 if labels.max(initial=0) < 2**31 else np.int64, copy=False)
+
+
+def _slice_fn(model: InferenceModel, device: torch.device, tta: bool, *, tile: int, overlap: float,
+              batch_size: int):
+    """2D predictor (B, H, W) -> (B, 3, H, W) = (dy, dx on the x5 scale, logit), tiled."""
+    net = model.net.to(device)
+    repeat = model.in_channels
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        if repeat > 1:
+            batch = batch.repeat(1, repeat, 1, 1)
+        with autocast(device):
+            return net(batch).float()
+
+    net_fn = with_flip_tta(run) if tta else run
+
+    def slice_fn(images: np.ndarray) -> np.ndarray:
+        return predict_slices(images, net_fn, tile=tile, overlap=overlap, batch_size=batch_size,
+                              divisor=model.divisor, device=device)
+
+    return slice_fn
+
+
+def _normalise(array: np.ndarray, model: InferenceModel, intensity_range: tuple[float, float] | None) -> np.ndarray:
+    if intensity_range is not None:
+        return normalize_range(array, *intensity_range)
+    return normalize_percentile(array, model.percentiles)
+
+
+def _scale(diameter: float | None, model: InferenceModel, *, clip: bool) -> float:
+    scale = model.diameter / diameter if (diameter and model.diameter) else 1.0
+    if clip and not MIN_SCALE <= scale <= MAX_SCALE:
+        logger.warning("diameter %.1f px vs model diameter %.1f px asks for a zoom of %.2f; limiting it to [%g, %g]",
+                       diameter, model.diameter, scale, MIN_SCALE, MAX_SCALE)
+        scale = float(np.clip(scale, MIN_SCALE, MAX_SCALE))
+    return scale
+
+
+def measure_diameter(volume: Any, model: ModelArg = None, *, anisotropy: float | None = None, do_3d: bool = True,
+                     tile: int = 256,
+                     tile_overlap: float = 0.25, batch_size: int = 8, tta: bool = False,
+                     device: str | torch.device | None = None, intensity_range: tuple[float, float] | None = None,
+                     niter: int = 200, max_size_fraction: float = 0.4, model_diameter: float | None = None,
+                     **_: Any) -> float | None:
+    """The object diameter (pixels, y/x) `predict` estimates for `volume`, without the rest of the run.
+
+    None when the model has no training diameter or no objects are found. Other keyword
+    arguments of `predict` are accepted and ignored, so a caller can pass its options.
+    """
+    array, voxel_anisotropy = check_volume(volume, do_3d)
+    aniso = check_anisotropy(voxel_anisotropy if (anisotropy is None and array.ndim == 3) else anisotropy)
+    resolved = resolve_model(model, model_diameter=model_diameter)
+    if resolved.diameter is None or is_volumetric(resolved.net):
+        return None
+    slice_fn = _slice_fn(resolved, select_device(device), tta, tile=tile, overlap=tile_overlap, batch_size=batch_size)
+    return estimate_diameter(_normalise(array, resolved, intensity_range), slice_fn, resolved.diameter,
+                             anisotropy=aniso, batch_size=batch_size, niter=niter,
+                             max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
+
+
+def predict(
+    volume: Any,
+    model: ModelArg = None,
+    *,
+    diameter: float | None = None,
+    anisotropy: float | None = None,
+    do_3d: bool = True,
+    z_only: bool = False,
+    tile: int | None = 256,
+    tile_overlap: float = 0.25,
+    batch_size: int = 8,
+    tta: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool | ProgressFn | None = False,
+    model_diameter: float | None = None,
+    cellprob_threshold: float | None = None,
+    flow_threshold: float | None = None,
+    min_size: float | None = None,
+    min_size_fraction: float | None = None,
+    niter: int = 200,
+    max_size_fraction: float = 0.4,
+    intensity_range: tuple[float, float] | None = None,
+    roi_size: Sequence[int] | int | None | str = "auto",
+    amp: bool = False,
+) -> Prediction:
+    """Run the network on a volume or image; flows and logits on the network grid.
+
+    Args:
+        volume: (z, y, x) volume, or with ``do_3d=False`` one (y, x) image; array or
+            `mediar3d.io.Image` (its voxel size gives the anisotropy).
+        model: Anything `mediar3d.inference.loader.resolve_model` takes.
+        diameter: Object diameter (pixels, y/x); None estimates it (2D networks with a
+            training diameter) or, for a volumetric network, runs at the model's scale.
+        anisotropy: z voxel size / xy voxel size; None reads it from an Image, else 1.
+        do_3d, z_only: Volume in 3D (orthogonal slices), volume as z-slices, or one image.
+        tile, tile_overlap, batch_size: 2D window side, overlap and windows per call.
+        tta: Average over flips (4 for a 2D network, 8 for a volumetric one).
+        device: "cpu", "cuda", "mps" or None for automatic.
+        progress: A callback ``(done, total)`` (slices, or windows for a volumetric
+            network), True for a tqdm bar, False for nothing.
+        model_diameter: Override the model's training diameter.
+        cellprob_threshold, flow_threshold, min_size, min_size_fraction: Thresholds to
+            record in the Prediction (None: the model's, else 0, 0.4, 15 input voxels and
+            DEFAULT_MIN_SIZE_FRACTION).
+        niter, max_size_fraction: Post-processing settings of the diameter estimate's masks.
+        intensity_range: (low, high) mapped to 0 and 1 instead of percentile normalisation.
+        roi_size: Volumetric networks: sliding window (z, y, x) on the network grid;
+            "auto" = (32, tile, tile), None = the whole volume. A volumetric network
+            runs one window per call.
+        amp: Volumetric networks: mixed precision (2D networks use float16 on CUDA always).
+
+    Returns:
+        A :class:`Prediction`; pass it to :func:`labels`.
+
+    Raises:
+        InputError: bad input or settings; a volumetric network asked for 2D or z-only.
+    """
+    start = time.perf_counter()
+    array, voxel_anisotropy = check_volume(volume, do_3d)
+    is_3d = array.ndim == 3
+    aniso = check_anisotropy(voxel_anisotropy if (anisotropy is None and is_3d) else anisotropy)
+    if diameter is not None and (not np.isfinite(diameter) or diameter <= 0):
+        raise InputError(f"diameter {diameter!r}: must be a positive number of pixels (or None to estimate it)")
+    resolved = resolve_model(model, model_diameter=model_diameter)
+    volumetric = is_volumetric(resolved.net)
+    if volumetric and (not is_3d or z_only):
+        raise InputError(f"model {resolved.name} is a 3D network: it needs a (z, y, x) volume, "
+                         "not the 2D or z-only mode")
+    dev = select_device(device)
+    thresholds = {
+        "cellprob_threshold": resolved.cellprob_threshold if cellprob_threshold is None else float(cellprob_threshold),
+        "flow_threshold": resolved.flow_threshold if flow_threshold is None else float(flow_threshold),
+        "min_size": resolve_min_size(min_size, resolved),
+        "min_size_fraction": resolve_min_size_fraction(min_size_fraction, resolved),
+    }
+    image = _normalise(array, resolved, intensity_range)
+    mode = "3d-network" if volumetric else ("2d" if not is_3d else ("z-only" if z_only else "3d"))
+    estimated = False
+    diameter_start = time.perf_counter()
+    slice_fn = None
+    if not volumetric:
+        slice_fn = _slice_fn(resolved, dev, tta, tile=tile, overlap=tile_overlap, batch_size=batch_size)
+        if diameter is None and resolved.diameter is not None:
+            diameter = estimate_diameter(image, slice_fn, resolved.diameter, anisotropy=aniso, batch_size=batch_size,
+                                         niter=niter, max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
+            estimated = diameter is not None
+            if diameter is None:
+                logger.warning("could not estimate the object diameter (no objects found); running at the model's scale")
+    diameter_time = time.perf_counter() - diameter_start
+    scale = _scale(diameter, resolved, clip=not volumetric)
+    factors = (aniso * scale, scale, scale) if is_3d else (scale, scale)
+    work_shape = target_shape(array.shape, factors)
+    voxel_factor = float(np.prod(np.array(work_shape) / np.array(array.shape)))
+    logger.info("input %s -> network grid %s (diameter %s, anisotropy %.2f)", array.shape, work_shape, diameter, aniso)
+    work = resample_image(image, work_shape)
+    del image
+    net_start = time.perf_counter()
+    params: dict[str, Any] = {}
+    with as_callback(progress, "windows" if volumetric else "slices", "window" if volumetric else "slice") as report:
+        if volumetric:
+            roi = (DEFAULT_ROI[0], tile, tile) if roi_size == "auto" and tile is not None else roi_size
+            roi = None if roi == "auto" else roi
+            net = resolved.net.to(dev).eval()
+            pred = predict_volume(FlipTTA(net) if tta else net, work, roi_size=roi, overlap=tile_overlap, batch_size=1,
+                                  device=dev, amp=amp, progress=report)
+            flows, logits = pred[:3] / FLOW_SCALE, pred[3]
+            params.update(roi_size=None if roi is None else list(window_size(work_shape, roi)), overlap=tile_overlap)
+        else:
+            stack = work if is_3d else work[None]
+            axes = (0, 1, 2) if mode == "3d" else (0,)
+            flows, logits = predict_orthoslices(stack, slice_fn, axes=axes, batch_size=batch_size, progress=report)
+            flows /= FLOW_SCALE
+            if not is_3d:
+                flows, logits = flows[1:, 0], logits[0]
+            params.update(tile=tile, tile_overlap=tile_overlap)
+    del work
+    params.update({
+        "model": resolved.name, "model_diameter": resolved.diameter, "diameter": diameter,
+        "diameter_estimated": estimated, "anisotropy": aniso, "scale": scale, "input_shape": list(array.shape),
+        "network_shape": list(work_shape), "mode": mode, "batch_size": 1 if volumetric else batch_size, "tta": tta,
+        "device": str(dev), **thresholds,
+        "time_diameter_s": round(diameter_time, 3), "time_network_s": round(time.perf_counter() - net_start, 3),
+        "time_predict_s": round(time.perf_counter() - start, 3),
+    })
+    return Prediction(flows=np.asarray(flows, dtype=np.float32), logits=np.asarray(logits, dtype=np.float32),
+                      input_shape=tuple(array.shape), mode=mode, voxel_factor=voxel_factor, thresholds=thresholds,
+                      params=params)
+
+
+def labels(
+    outputs: Prediction,
+    *,
+    cellprob_threshold: float | None = None,
+    flow_threshold: float | None = None,
+    min_size: float | None = None,
+    min_size_fraction: float | None = None,
+    niter: int = 200,
+    max_size_fraction: float = 0.4,
+    stitch_threshold: float = 0.25,
+    **options: Any,
+) -> np.ndarray:
+    """Instance labels on the input grid from a :class:`Prediction`.
+
+    Args:
+        outputs: What :func:`predict` returned.
+        cellprob_threshold, flow_threshold: None: the Prediction's resolved thresholds.
+        min_size: Smallest object kept, in input voxels (None: the Prediction's); scaled
+            by the voxel factor to the network grid.
+        min_size_fraction: Smallest object kept as a fraction of the typical one (None: the Prediction's).
+        niter, max_size_fraction: Post-processing settings.
+        stitch_threshold: z-only mode: IoU above which masks of consecutive slices join.
+        **options: More `mediar3d.postprocess.compute_masks` keyword arguments.
+
+    Returns:
+        int32 labels of ``outputs.input_shape``, 1..n, 0 = background.
+    """
+    from mediar3d.postprocess import compute_masks
+
+    given = {"cellprob_threshold": cellprob_threshold, "flow_threshold": flow_threshold, "min_size": min_size,
+             "min_size_fraction": min_size_fraction}
+    chosen = {k: (outputs.thresholds.get(k, default) if given[k] is None else given[k])
+              for k, default in (("cellprob_threshold", 0.0), ("flow_threshold", 0.4), ("min_size", DEFAULT_MIN_SIZE),
+                                 ("min_size_fraction", DEFAULT_MIN_SIZE_FRACTION))}
+    grid_size = max(1, int(round(float(chosen["min_size"]) * outputs.voxel_factor)))
+    mask_options = dict(options, niter=niter, max_size_fraction=max_size_fraction, min_size=grid_size,
+                        cellprob_threshold=float(chosen["cellprob_threshold"]),
+                        flow_threshold=float(chosen["flow_threshold"]),
+                        min_size_fraction=float(chosen["min_size_fraction"]))
+    if outputs.mode == "z-only":
+        planes = [np.asarray(compute_masks(outputs.flows[1:, z], outputs.logits[z], **mask_options))
+                  for z in range(outputs.logits.shape[0])]
+        masks = stitch_slices(planes, stitch_threshold)
+    else:
+        masks = np.asarray(compute_masks(outputs.flows, outputs.logits, **mask_options))
+    return relabel(resample_labels(masks, tuple(outputs.input_shape)))
