@@ -147,7 +147,7 @@ def segment_options(args: argparse.Namespace) -> dict[str, Any]:
 def _grid(args: argparse.Namespace) -> dict[str, list[float]]:
     grid = {}
     for name, values in (("cellprob_threshold", args.cellprob_thresholds), ("flow_threshold", args.flow_thresholds),
-                         ("min_size", args.min_sizes), ("min_size_fraction", args.min_size_fractions)):
+                         ("min_size", args.min_sizes), ("min_size_fraction", getattr(args, "min_size_fractions", None))):
         if values is not None:
             grid[name] = values
     return grid
