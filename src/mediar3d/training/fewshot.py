@@ -41,7 +41,7 @@ from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair, Supervisio
 from mediar3d.errors import ConfigError
 from mediar3d.training.config import TrainConfig
 from mediar3d.training.dataset import SampleIndex, build_index, diameter_scales
-from mediar3d.training.state import BEST_MODEL, LAST_MODEL, STATE_FILE
+from mediar3d.training.state import BEST_MODEL, LAST_MODEL, STATE_FILE, save_model
 from mediar3d.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,13 @@ MIN_STEPS, MAX_STEPS = 150, 1500
 #: Fine-tuning learning rate at batch 8 (thesis table 4.3 fine-tuning value).
 BASE_LR = 5e-5
 #: Share of ``minutes`` given to training; the rest is for re-tuning the thresholds.
-TRAIN_SHARE = 0.85
+TRAIN_SHARE = 0.75
+#: Candidate thresholds of the re-tuning (a smaller grid than `mediar3d tune`'s: it must fit the budget).
+RETUNE_GRID = {"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5), "flow_threshold": (0.4, 0.6, 0.8),
+               "min_size": (0.0, 15.0, 50.0)}
 #: Keys of the plan that a user's own flag or config value overrides.
-PLAN_KEYS = ("crop_size", "batch_size", "lr", "epochs", "samples_per_epoch", "grad_clip")
+PLAN_KEYS = ("crop_size", "batch_size", "lr", "epochs", "samples_per_epoch", "grad_clip", "cellprob_threshold",
+             "flow_threshold", "min_size")
 
 ProgressFn = Callable[[int, int, float | None, float], None]
 
@@ -124,6 +128,7 @@ class SmallDataPlan:
         crop_size, batch_size, lr: Training settings.
         steps: Optimiser steps planned (before any budget cut).
         steps_per_epoch: Steps of one short epoch.
+        thresholds: The start model's thresholds (the fine-tuned model starts from them).
     """
 
     objects: int
@@ -134,6 +139,7 @@ class SmallDataPlan:
     lr: float
     steps: int
     steps_per_epoch: int
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -142,8 +148,15 @@ class SmallDataPlan:
 
     def overrides(self) -> dict[str, Any]:
         """The plan as TrainConfig values."""
-        return {"crop_size": self.crop_size, "batch_size": self.batch_size, "lr": self.lr, "epochs": self.epochs,
-                "samples_per_epoch": self.steps_per_epoch * self.batch_size, "grad_clip": 5.0}
+        values: dict[str, Any] = {"crop_size": self.crop_size, "batch_size": self.batch_size, "lr": self.lr,
+                                  "epochs": self.epochs, "samples_per_epoch": self.steps_per_epoch * self.batch_size,
+                                  "grad_clip": 5.0}
+        for key in ("cellprob_threshold", "flow_threshold"):
+            if key in self.thresholds:
+                values[key] = float(self.thresholds[key])
+        if "min_size" in self.thresholds:
+            values["min_size"] = int(round(self.thresholds["min_size"]))
+        return values
 
 
 def plane_side(index: SampleIndex, scales: Sequence[float]) -> int:
@@ -161,13 +174,15 @@ def plane_side(index: SampleIndex, scales: Sequence[float]) -> int:
     return int(math.ceil(side))
 
 
-def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool) -> SmallDataPlan:
+def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool,
+                    thresholds: dict[str, float] | None = None) -> SmallDataPlan:
     """Pick crop size, steps, batch and learning rate for fine-tuning on a small training set.
 
     Args:
         index: The training split.
         diameter: The start model's training diameter (the data is zoomed to it), or None.
         gpu: Training runs on a GPU (larger crops are affordable).
+        thresholds: The start model's thresholds, kept as the fine-tuned model's starting point.
 
     Raises:
         ConfigError: the training split holds no annotated object.
@@ -183,7 +198,8 @@ def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool) ->
     steps = int(np.clip(STEPS_PER_OBJECT * objects, MIN_STEPS, MAX_STEPS))
     per_epoch = max(5, math.ceil(steps / 20))
     return SmallDataPlan(objects=objects, samples=len(index.samples), plane_side=side, crop_size=crop,
-                         batch_size=batch, lr=BASE_LR * batch / 8, steps=steps, steps_per_epoch=per_epoch)
+                         batch_size=batch, lr=BASE_LR * batch / 8, steps=steps, steps_per_epoch=per_epoch,
+                         thresholds=dict(thresholds or {}))
 
 
 # ------------------------------------------------------------------------------- trainer
@@ -225,6 +241,7 @@ class FewShotTrainer(Trainer):
         self._bar: Any = None
         self._started = 0.0
         self._epoch_started = 0.0
+        self._epoch_reached = 0
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch on this process."""
@@ -236,6 +253,9 @@ class FewShotTrainer(Trainer):
     def _optimizer_step(self, terms: dict[str, Any], epoch: int, params: Any) -> dict[str, float]:
         if self.should_stop is not None and self.should_stop():
             raise StopTraining("cancelled")
+        if self.seconds is not None and self.steps_done and time.monotonic() - self._started >= self.seconds:
+            raise StopTraining("budget")
+        self._epoch_reached = epoch
         values = super()._optimizer_step(terms, epoch, params)
         self.steps_done += 1
         total = self._planned_steps()
@@ -278,6 +298,8 @@ class FewShotTrainer(Trainer):
             result = super().fit()
         except StopTraining as stop:
             self.stopped_by = stop.reason
+            if self.steps_done and self.dist.is_main:  # keep the steps of the unfinished epoch too
+                save_model(self.save_dir / LAST_MODEL, self.model, self._checkpoint_info(self._epoch_reached + 1, {}))
             result = TrainResult(self.save_dir, self.planned_epochs, self.best["metric"],
                                  float("nan") if self.best["value"] is None else float(self.best["value"]),
                                  int(self.best["epoch"]))
@@ -358,7 +380,7 @@ def retune_thresholds(model: str | Path, output: str | Path, mapping: DatasetMap
     from mediar3d.tuning import tune_thresholds, write_tuned_checkpoint
 
     outputs = _annotated_outputs(mapping, model, device)
-    result = tune_thresholds(outputs, metric="ap", iou=0.5, sparse_gt=sparse)
+    result = tune_thresholds(outputs, metric="ap", iou=0.5, sparse_gt=sparse, grid=RETUNE_GRID, max_rounds=2)
     write_tuned_checkpoint(model, output, result, {"data": "annotated training data", "sparse_gt": sparse})
     return dict(result.best), float(result.score)
 
@@ -432,11 +454,12 @@ def plan_for(config: TrainConfig, mapping: DatasetMapping) -> SmallDataPlan:
     from mediar3d.models import read_checkpoint
     from mediar3d.training.distributed import select_device
 
-    diameter = None
+    diameter, thresholds = None, None
     if config.init_from:
-        diameter = getattr(read_checkpoint(resolve_source(config.init_from))[0], "train_diameter", None)
+        start = read_checkpoint(resolve_source(config.init_from))[0]
+        diameter, thresholds = getattr(start, "train_diameter", None), dict(getattr(start, "thresholds", None) or {})
     gpu = select_device(config.device, 0).type == "cuda"
-    return plan_small_data(build_index(mapping, "train"), diameter=diameter, gpu=gpu)
+    return plan_small_data(build_index(mapping, "train"), diameter=diameter, gpu=gpu, thresholds=thresholds)
 
 
 def apply_plan(config: TrainConfig, plan: SmallDataPlan, given: set[str]) -> TrainConfig:
