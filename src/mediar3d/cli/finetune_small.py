@@ -52,7 +52,6 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from mediar3d.training import load_config
     from mediar3d.training.fewshot import apply_plan, finetune_small, plan_for
 
-    overrides = {"save_dir": "runs/finetune", **overrides} if not args.config else overrides
     config = load_config(args.config, overrides)
     plan = plan_for(config, load_mapping(config.data))
     config = apply_plan(config, plan, _given(args, overrides))

@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_args(args)
     volumetric = _architecture(args, overrides) in list_models(spatial_dims=3)
+    if getattr(args, "init_from", None) and not overrides.get("save_dir"):
+        overrides["save_dir"] = _config_save_dir(args) or "runs/finetune"
     if getattr(args, "image", None) or getattr(args, "labels", None):
         overrides["data"] = _files_mapping(args, overrides)
     elif getattr(args, "supervision", None) or getattr(args, "anisotropy", None) or getattr(args, "channel", None):
@@ -218,8 +220,7 @@ def _files_mapping(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
         for path in (pair.image, pair.label):
             if not Path(path).exists():
                 raise InputError(f"{path}: file does not exist")
-    save_dir = overrides.get("save_dir") or _config_save_dir(args) or "runs/finetune"
-    overrides["save_dir"] = save_dir
+    save_dir = overrides["save_dir"]
     if run_exists(save_dir) and not (args.resume or args.overwrite):
         raise ConfigError(f"{save_dir} already holds a training run; pass --resume to continue it, --overwrite to "
                           "start again, or choose another --save-dir")
@@ -230,6 +231,9 @@ def _config_save_dir(args: argparse.Namespace) -> str | None:
     """The save folder a --config file names, if any."""
     if not args.config:
         return None
-    from mediar3d.training.config import load_config
+    from pathlib import Path
 
-    return load_config(args.config, {"data": "-"}).save_dir
+    from mediar3d.training.config import read_config_file
+
+    value = read_config_file(args.config).get("save_dir")
+    return None if not value else str(Path(args.config).parent / value)
