@@ -276,7 +276,8 @@ class FewShotTrainer(Trainer):
         self._epoch_started = now
         if self.seconds is not None:
             left = self.seconds - (now - self._started)
-            fit = epoch + int(max(left, 0.0) // max(epoch_seconds, 1e-6))
+            # an epoch that does not fit whole is begun and cut at the budget (_optimizer_step)
+            fit = epoch + math.ceil(max(left, 0.0) / max(epoch_seconds, 1e-6))
             self.planned_epochs = max(epoch, min(self.config.epochs, fit))
         if epoch >= self.planned_epochs:
             if self.planned_epochs < self.config.epochs:
