@@ -58,7 +58,7 @@ BASE_LR = 5e-5
 TRAIN_SHARE = 0.75
 #: Candidate thresholds of the re-tuning (a smaller grid than `mediar3d tune`'s: it must fit the budget).
 RETUNE_GRID = {"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5), "flow_threshold": (0.4, 0.6, 0.8),
-               "min_size": (0.0, 15.0, 50.0)}
+               "min_size": (0.0, 15.0, 50.0), "min_size_fraction": (0.0, 0.2)}
 #: Keys of the plan that a user's own flag or config value overrides.
 PLAN_KEYS = ("crop_size", "batch_size", "lr", "epochs", "samples_per_epoch", "grad_clip", "cellprob_threshold",
              "flow_threshold", "min_size")
