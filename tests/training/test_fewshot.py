@@ -102,9 +102,14 @@ def test_plan_follows_the_data(tmp_path):
     plan = plan_small_data(index, diameter=None, gpu=True)
     assert plan.objects == 3 and plan.steps == max(MIN_STEPS, 3 * STEPS_PER_OBJECT)
     assert plan.plane_side == 64 and plan.crop_size == 64  # 16 z-planes x 4 = 64 > 48 in y, x
-    zoomed = plan_small_data(index, diameter=40.0, gpu=True)  # objects of ~12 px zoomed ~3.3x
-    assert zoomed.plane_side > 3 * plan.plane_side and zoomed.crop_size == 256
-    assert plan_small_data(index, diameter=40.0, gpu=False).crop_size == 128
+    from mediar3d.training.dataset import diameter_scales
+
+    zoom = diameter_scales(index, 60.0)[0]  # the start model's diameter is larger than the data's
+    assert zoom > 1.5
+    zoomed = plan_small_data(index, diameter=60.0, gpu=True)
+    assert zoomed.plane_side == int(np.ceil(64 * zoom))
+    assert zoomed.crop_size == min(256, 32 * int(np.ceil(zoomed.plane_side / 32)))
+    assert plan_small_data(index, diameter=60.0, gpu=False).crop_size == 128
     many = plan_small_data(build_index(pairs_mapping([image], [_volume(tmp_path / "b", keep=None)[1]],
                                                      supervision=Supervision()), "train"), diameter=None, gpu=False)
     assert many.objects > 3 * plan.objects and many.steps == many.objects * STEPS_PER_OBJECT
