@@ -111,6 +111,27 @@ def test_imagej_hyperstack_channels(tmp_path):
     np.testing.assert_array_equal(both.data, zcyx.transpose(1, 0, 2, 3))
 
 
+def test_imagej_stack_without_axes_is_a_z_stack(tmp_path):
+    """tifffile's imwrite(..., imagej=True) with no axes records N "channels"; Fiji shows a z-stack."""
+    from mediar3d.io import open_image_lazy
+
+    labels = _labels(shape=(16, 48, 48)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "lab.tif", labels, imagej=True)
+    np.testing.assert_array_equal(read_labels(tmp_path / "lab.tif"), labels)
+    image = read_image(tmp_path / "lab.tif")
+    assert image.axes == "ZYX" and image.data.shape == (16, 48, 48)
+    assert open_image_lazy(tmp_path / "lab.tif").axes == "ZYX"
+
+
+def test_imagej_few_or_composite_channels_stay_channels(tmp_path):
+    planes = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    tifffile.imwrite(tmp_path / "three.tif", planes, imagej=True)
+    assert read_image(tmp_path / "three.tif").axes == "CYX"
+    many = np.zeros((9, 8, 8), np.uint16)
+    tifffile.imwrite(tmp_path / "composite.tif", many, imagej=True, metadata={"axes": "CYX", "mode": "composite"})
+    assert read_image(tmp_path / "composite.tif").axes == "CYX"
+
+
 def test_ome_tiff_nanometres(tmp_path):
     vol = np.ones((3, 8, 9), np.float32)
     tifffile.imwrite(tmp_path / "o.ome.tif", vol, ome=True, photometric="minisblack",

@@ -1,5 +1,7 @@
 """The dock widget on a small synthetic volume: same labels as `mediar3d.segment`, cancel, user mistakes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -176,3 +178,50 @@ def test_threshold_fields_follow_the_chosen_checkpoint(make_napari_viewer, tmp_p
     assert (widget._cellprob.value, widget._flow.value, widget._min_size.value) == (0.0, 0.4, 15)
     widget._checkpoint.value = tmp_path / "missing.pt"  # nothing to read: the fields stay
     assert widget._cellprob.value == 0.0
+
+
+TINY_FINETUNE = {"epochs": 1, "samples_per_epoch": 2, "batch_size": 2, "crop_size": 64, "device": "cpu"}
+
+
+def _annotated(make_napari_viewer, tmp_path, keep=2):
+    from mediar3d.data.partial import simulate_partial
+
+    image, labels = make_nuclei_volume(SHAPE, radius_range=(8.0, 11.0), anisotropy=ANISOTROPY, seed=5)
+    viewer, widget = _widget(make_napari_viewer, image, scale=(ANISOTROPY, 1.0, 1.0))
+    viewer.add_labels(simulate_partial(labels, count=keep, seed=0), name="some nuclei")
+    widget._ft_folder.value = tmp_path / "ft"
+    widget._diameter.value = DIAMETER
+    return viewer, widget
+
+
+def test_finetune_on_a_labels_layer_then_segment_with_it(make_napari_viewer, qtbot, tmp_path):
+    from mediar3d.models import read_checkpoint
+
+    viewer, widget = _annotated(make_napari_viewer, tmp_path)
+    assert widget._ft_labels.value is viewer.layers["some nuclei"] and widget._ft_supervision.value == "dilate"
+    widget.finetune_overrides = dict(TINY_FINETUNE)
+    steps = []
+    widget._relay.steps.connect(lambda done, total, eta: steps.append((done, total)))
+    widget.finetune()
+    assert widget.running and not widget._ft_run.enabled
+    qtbot.waitUntil(lambda: "cells_labels" in viewer.layers and not widget.running, timeout=300_000)
+    model = tmp_path / "ft" / "model_best.pt"
+    assert steps and steps[-1] == (1, 1)
+    assert widget._model.value == CHECKPOINT and Path(str(widget._checkpoint.value)) == model
+    assert read_checkpoint(model)[0].metadata["tuning"]["sparse_gt"] is True
+    expected = mediar3d.segment(viewer.layers["cells"].data, str(model), diameter=DIAMETER, anisotropy=ANISOTROPY,
+                                progress=False)
+    np.testing.assert_array_equal(viewer.layers["cells_labels"].data, expected)
+
+
+def test_finetune_cancel_keeps_the_weights_and_segments_nothing(make_napari_viewer, qtbot, tmp_path, notifications):
+    viewer, widget = _annotated(make_napari_viewer, tmp_path)
+    widget.finetune_overrides = {**TINY_FINETUNE, "epochs": 3}
+    widget._relay.steps.connect(lambda done, total, eta: widget.cancel())
+    widget.finetune()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    qtbot.wait(50)
+    assert widget._status.value == "cancelled" and "cells_labels" not in viewer.layers
+    assert (tmp_path / "ft" / "model_best.pt").is_file()
+    assert any("cancelled" in str(n.message) for n in notifications)
+    assert widget._model.value == "default"

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from mediar3d.errors import ConfigError
+from mediar3d.errors import ConfigError, InputError
 
 # flag name -> config key
 _FLAGS = {
@@ -24,12 +24,16 @@ _FLAGS = {
 
 def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--config", metavar="JSON", help="training config file (see mediar3d/configs/*.json)")
-    parser.add_argument("--data", metavar="MAP.json", required=finetune,
-                        help="dataset mapping written by `mediar3d map-dataset`")
-    parser.add_argument("--save-dir", metavar="DIR", help="output folder (default: runs/train)")
+    parser.add_argument("--data", metavar="MAP.json",
+                        help="dataset mapping written by `mediar3d map-dataset`"
+                             + (" (or give --image and --labels)" if finetune else ""))
+    parser.add_argument("--save-dir", metavar="DIR",
+                        help=f"output folder (default: runs/{'finetune' if finetune else 'train'})")
     if finetune:
-        parser.add_argument("--from", dest="init_from", metavar="CKPT", required=True,
-                            help="checkpoint to start from (its architecture is used)")
+        parser.add_argument("--from", dest="init_from", metavar="MODEL", required=True,
+                            help="model to start from: a bundled name as for `segment` (default, nuclei, ...) or a "
+                                 "checkpoint file (its architecture is used)")
+        _add_fewshot(parser)
     else:
         parser.add_argument("--model", metavar="NAME", help="architecture (default: unet-small; see `mediar3d info`)")
         parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights")
@@ -56,6 +60,31 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--overwrite", action="store_true", help="start afresh even if --save-dir holds a run")
 
 
+def _add_fewshot(parser: argparse.ArgumentParser) -> None:
+    """Options of `finetune` for one annotated image or volume and the small-data mode."""
+    group = parser.add_argument_group(
+        "annotated files instead of a mapping, and the small-data mode",
+        "Give --image and --labels (repeatable, same order) instead of --data: the mapping is built for you and "
+        "saved as mapping.json in the save folder. Volumes train on slices along z, y and x, made isotropic "
+        "and zoomed to the start model's object diameter, as `segment` sees them.")
+    group.add_argument("--image", action="append", default=[], metavar="IMG", help="annotated image or volume")
+    group.add_argument("--labels", action="append", default=[], metavar="LAB",
+                       help="its instance labels (0 = not annotated where --supervision is dilate or roi)")
+    group.add_argument("--supervision", metavar="MODE", default=None,
+                       help="full (unlabelled = background; the default), dilate (only around the labelled objects: "
+                            "for a few objects labelled in a crowded image) or roi (only inside the box around them); "
+                            "or a JSON object such as '{\"mode\": \"dilate\", \"iterations\": 8}'")
+    group.add_argument("--anisotropy", type=float, metavar="Z/XY",
+                       help="z voxel size / xy voxel size of the volumes (default: from the file's voxel size, else 1)")
+    group.add_argument("--channel", type=int, help="channel of multi-channel images")
+    group.add_argument("--minutes", type=float, metavar="N",
+                       help="time budget of the run (training stops cleanly in time to re-tune the thresholds)")
+    group.add_argument("--small-data", action=argparse.BooleanOptionalAction, default=None,
+                       help="pick crop size, steps, batch and learning rate from the data, show one progress bar "
+                            "with ETA and re-tune the thresholds on the annotated data at the end (default: on when "
+                            f"the data has at most 10 files and 500 annotated objects); flags you give win")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `finetune` subcommands."""
     train = subparsers.add_parser(
@@ -67,8 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(func=run)
     finetune = subparsers.add_parser(
         "finetune", help="fine-tune a trained checkpoint on your data",
-        description="Fine-tune a checkpoint on the datasets of a mapping JSON (partial annotations: set a "
-                    "supervision mode per dataset in the mapping). Same options as `train`.")
+        description="Fine-tune a model on your annotated data: a mapping JSON (--data; partial annotations: set a "
+                    "supervision mode per dataset in the mapping) or annotated files (--image/--labels "
+                    "[--supervision dilate]). On small data the settings are picked from the data and the run ends "
+                    "with thresholds re-tuned on the annotated data, written into model_best.pt (ready for "
+                    "`segment --model`). Same options as `train`.",
+        epilog="example:\n  mediar3d finetune --from default --image vol.tif --labels vol_10_nuclei.tif "
+               "--supervision dilate --minutes 15",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(finetune, finetune=True)
     finetune.set_defaults(func=run)
 
@@ -110,9 +145,10 @@ def _architecture(args: argparse.Namespace, overrides: dict[str, Any]) -> str | 
     """The architecture this run trains: the checkpoint's, else the flag's, else the config file's."""
     init_from = overrides.get("init_from")
     if init_from:
+        from mediar3d.models.sources import resolve_source
         from mediar3d.models import read_checkpoint
 
-        return read_checkpoint(init_from)[0].arch
+        return read_checkpoint(resolve_source(init_from))[0].arch
     if overrides.get("model"):
         return str(overrides["model"])
     if args.config:
@@ -129,7 +165,22 @@ def run(args: argparse.Namespace) -> int:
     from mediar3d.models import list_models
 
     overrides = overrides_from_args(args)
-    if _architecture(args, overrides) in list_models(spatial_dims=3):
+    volumetric = _architecture(args, overrides) in list_models(spatial_dims=3)
+    if getattr(args, "init_from", None) and not overrides.get("save_dir"):
+        overrides["save_dir"] = _config_save_dir(args) or "runs/finetune"
+    if getattr(args, "image", None) or getattr(args, "labels", None):
+        overrides["data"] = _files_mapping(args, overrides)
+    elif getattr(args, "supervision", None) or getattr(args, "anisotropy", None) or getattr(args, "channel", None):
+        raise ConfigError("--supervision, --anisotropy and --channel go with --image/--labels; with --data set them "
+                          "per dataset in the mapping")
+    if getattr(args, "init_from", None) and not volumetric:
+        from mediar3d.cli import finetune_small
+
+        if finetune_small.wanted(args, overrides):
+            return finetune_small.run(args, overrides)
+    if getattr(args, "minutes", None) is not None:
+        raise ConfigError("--minutes needs the small-data mode (leave out --no-small-data; 2D networks only)")
+    if volumetric:
         from mediar3d.training.trainer3d import Trainer3D as trainer_class
         from mediar3d.training.trainer3d import load_config3d as load
     else:
@@ -147,3 +198,42 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {result.epochs} epochs; best {result.best_metric} {result.best_value:.4f} "
           f"(epoch {result.best_epoch}); outputs in {result.save_dir}")
     return 0
+
+
+def _files_mapping(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    """Write the mapping of --image/--labels into the save folder; returns its path."""
+    from pathlib import Path
+
+    from mediar3d.data.mapping import parse_supervision
+    from mediar3d.training.fewshot import pairs_mapping, run_exists, write_pairs_mapping
+
+    if overrides.get("data"):
+        raise ConfigError("give the training data either with --data MAP.json or with --image/--labels, not both")
+    text = args.supervision or "full"
+    try:
+        supervision = json.loads(text) if text.lstrip().startswith("{") else text
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--supervision {text!r}: not a mode name nor valid JSON ({err})") from None
+    mapping = pairs_mapping(args.image, args.labels, supervision=parse_supervision(supervision, "--supervision"),
+                            anisotropy=args.anisotropy, channel=args.channel)
+    for _, pair in mapping.pairs(None):
+        for path in (pair.image, pair.label):
+            if not Path(path).exists():
+                raise InputError(f"{path}: file does not exist")
+    save_dir = overrides["save_dir"]
+    if run_exists(save_dir) and not (args.resume or args.overwrite):
+        raise ConfigError(f"{save_dir} already holds a training run; pass --resume to continue it, --overwrite to "
+                          "start again, or choose another --save-dir")
+    return str(write_pairs_mapping(mapping, save_dir))
+
+
+def _config_save_dir(args: argparse.Namespace) -> str | None:
+    """The save folder a --config file names, if any."""
+    if not args.config:
+        return None
+    from pathlib import Path
+
+    from mediar3d.training.config import read_config_file
+
+    value = read_config_file(args.config).get("save_dir")
+    return None if not value else str(Path(args.config).parent / value)

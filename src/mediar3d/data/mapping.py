@@ -207,7 +207,8 @@ _DATASET_KEYS = ("name", "images", "labels", "pairs", "pair_by", "probability", 
 _PAIR_KEYS = ("image", "label", "split", "weight", "diameter")
 
 
-def _parse_supervision(obj: Any, source: str) -> Supervision:
+def parse_supervision(obj: Any, source: str) -> Supervision:
+    """Supervision settings from a mode name or an object of its fields (``source`` names it in errors)."""
     if obj is None:
         return Supervision()
     if isinstance(obj, str):
@@ -271,7 +272,7 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
     return DatasetEntry(
         name=name, pairs=pairs,
         probability=None if probability is None else float(probability),
-        supervision=_parse_supervision(obj.get("supervision"), src),
+        supervision=parse_supervision(obj.get("supervision"), src),
         orientations=check_orientations(obj.get("orientations", ORIENTATIONS), f"{src}: orientations"),
         channel=None if channel is None else int(channel),
         anisotropy=None if anisotropy is None else float(anisotropy),

@@ -89,10 +89,34 @@ def _corrupt(path: Path, exc: BaseException) -> InputError:
     return InputError(f"{path}: cannot read TIFF file (corrupt or not a TIFF: {reason})")
 
 
+#: More channels than ImageJ shows as a composite: a bare ImageJ stack of more "channels" is a z-stack.
+IMAGEJ_MAX_CHANNELS = 7
+
+
+def _imagej_plain_stack(tif: tifffile.TiffFile) -> bool:
+    """Whether an ImageJ file is a plain stack that says "channels" only because no axes were given.
+
+    ``tifffile.imwrite(path, volume, imagej=True)`` without ``metadata={"axes": ...}``
+    records a (z, y, x) array as N channels (no slices, no frames, grayscale mode); Fiji
+    opens such a stack of more than :data:`IMAGEJ_MAX_CHANNELS` planes as a z-stack, and so
+    does mediar3d. Composite or colour-mode files, and those with slices or frames, keep
+    their channels.
+    """
+    meta = tif.imagej_metadata or {}
+    channels = int(meta.get("channels", 1) or 1)
+    mode = str(meta.get("mode", "grayscale")).lower()
+    return (channels > IMAGEJ_MAX_CHANNELS and int(meta.get("slices", 1) or 1) == 1
+            and int(meta.get("frames", 1) or 1) == 1 and mode not in ("composite", "color"))
+
+
 def _series_axes(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, ndim: int, path: Path) -> str:
     """Axes of the first series over ``TCZYX?`` (``?``: unknown, to be inferred)."""
     file_axes = series.axes
     mapped = parse_axes(file_axes, ndim, path, strict=False)
+    if tif.is_imagej and "C" in mapped and "Z" not in mapped and _imagej_plain_stack(tif):
+        logger.info("%s: ImageJ stack of %d planes without axes metadata read as a z-stack (as Fiji does)", path,
+                    series.shape[file_axes.index("C")])
+        mapped = mapped.replace("C", "Z")
     trusted = tif.is_ome or tif.is_imagej
     if not trusted and "C" in mapped and 0 <= file_axes.find("S") < file_axes.find("Y"):
         # A plain multi-page TIFF of 3 or 4 slices is stored as planar RGB by some writers

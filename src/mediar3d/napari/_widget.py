@@ -8,6 +8,11 @@ while the diameter is being estimated); Cancel stops the run at the next network
 The labels come back as a Labels layer on the image's scale and translation, with
 `mediar3d.measure`'s per-object table as its ``features`` (micrometre columns when the layer
 has a scale other than 1), optionally with the flows (RGB) and the cell probability.
+
+"Fine-tune on these labels" adapts the chosen model to the image with a Labels layer of
+a few annotated objects (:mod:`mediar3d.napari._finetune`, the workflow of ``mediar3d
+finetune --image --labels``) in a worker thread, with step progress and Cancel; the
+fine-tuned checkpoint then becomes the widget's model and the image is segmented with it.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton,
                               SpinBox)
-from napari.layers import Image
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
 from mediar3d.errors import InputError, Mediar3DError, ModelError
 from mediar3d.inference.predict import DEFAULT_MIN_SIZE
 from mediar3d.io.naming import anisotropy_from_voxel_size
+from mediar3d.napari._finetune import FineTuneRequest, run_finetune_job
 from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job_and_measure
 from mediar3d.napari._layers import flows_layer, labels_layer, probability_layer
 
@@ -45,6 +51,7 @@ class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued signal)."""
 
     progress = Signal(int, int)  # slices / windows done, in all (-1: unknown)
+    steps = Signal(int, int, float)  # fine-tuning steps done, planned, ETA seconds (-1: unknown)
 
 
 def anisotropy_from_scale(scale: Any) -> float:
@@ -86,16 +93,32 @@ class SegmentWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self._status = Label(value="")
+        self._ft_labels = ComboBox(label="annotations", choices=self._labels_choices,
+                                   tooltip="Labels layer with some objects of the image annotated (0 elsewhere)")
+        self._ft_supervision = ComboBox(label="supervision", choices=["dilate", "roi", "full"], value="dilate",
+                                        tooltip="dilate: a few objects annotated here and there; roi: every object "
+                                                "inside a box; full: every object of the image")
+        self._ft_minutes = FloatSpinBox(label="minutes", value=10.0, min=0.5, max=600.0, step=1.0,
+                                        tooltip="time budget of the fine-tuning, threshold re-tuning included")
+        self._ft_folder = FileEdit(label="fine-tune folder", mode="d", value=Path("runs") / "finetune-napari",
+                                   tooltip="run folder (overwritten); model_best.pt is the fine-tuned model")
+        self._ft_run = PushButton(text="Fine-tune on these labels")
         super().__init__(widgets=[
             self._image, self._channel, self._mode, self._model, self._checkpoint, self._anisotropy, self._diameter,
             self._model_thresholds, self._cellprob, self._flow, self._min_size, self._tta, self._add_flows,
             self._add_prob,
-            self._run, self._cancel, self._progress, self._status,
+            self._run, self._ft_labels, self._ft_supervision, self._ft_minutes, self._ft_folder, self._ft_run,
+            self._cancel, self._progress, self._status,
         ])
+        #: TrainConfig values for fine-tuning that win over the small-data plan (tests make runs tiny).
+        self.finetune_overrides: dict[str, Any] = {}
+        self._resegment = False
         self._worker = None
         self._cancel_event = threading.Event()
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
+        self._relay.steps.connect(self._on_steps)
+        self._ft_run.clicked.connect(self.finetune)
         self._image.changed.connect(self._on_image_changed)
         self._model.changed.connect(self._on_model_changed)
         self._checkpoint.changed.connect(self._show_model_thresholds)
@@ -112,8 +135,12 @@ class SegmentWidget(Container):
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Labels]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
+
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image.reset_choices()
+        self._ft_labels.reset_choices()
 
     @staticmethod
     def _layer_axes(layer: Image | None) -> tuple[int, bool]:
@@ -251,6 +278,64 @@ class SegmentWidget(Container):
         self._worker = worker
         worker.start()
 
+    def finetune(self) -> None:
+        """Fine-tune the chosen model on the annotations layer in a worker thread, then segment with it."""
+        from napari.qt.threading import create_worker
+
+        if self.running:
+            return
+        try:
+            request, layer = self.build_request()
+            annotations = self._ft_labels.value
+            if annotations is None:
+                raise InputError("no Labels layer to fine-tune on: add one and paint some objects of the image")
+            job = FineTuneRequest(image=request.data, labels=np.asarray(annotations.data), model=request.model,
+                                  save_dir=Path(str(self._ft_folder.value)).expanduser(),
+                                  supervision=str(self._ft_supervision.value), anisotropy=request.anisotropy,
+                                  minutes=float(self._ft_minutes.value), overrides=dict(self.finetune_overrides))
+        except Mediar3DError as err:
+            show_error(str(err))
+            return
+        self._cancel_event = threading.Event()
+        self._set_running(True, f"fine-tuning on {annotations.name}...")
+        self._ft_run.enabled = False
+        relay = self._relay
+
+        def report(done: int, total: int, eta: float | None, loss: float) -> None:
+            relay.steps.emit(done, total, -1.0 if eta is None else float(eta))
+
+        worker = create_worker(run_finetune_job, job, self._cancel_event, report,
+                               _connect={"returned": self._on_finetuned, "errored": self._on_errored,
+                                         "finished": self._on_finetune_finished},
+                               _start_thread=False)
+        self._worker = worker
+        worker.start()
+
+    def _on_steps(self, done: int, total: int, eta: float) -> None:
+        self._progress.max = max(total, 1)
+        self._progress.value = min(done, total)
+        left = f", about {eta / 60:.1f} min left" if eta >= 0 else ""
+        self._status.value = f"fine-tuning: step {done} / {total}{left}"
+
+    def _on_finetuned(self, result: Any) -> None:
+        if result.stopped_by == "cancelled":
+            show_info(f"mediar3d: fine-tuning cancelled; the weights so far are in {result.model}")
+            self._status.value = "cancelled"
+            return
+        show_info(f"mediar3d: {result.summary()}")
+        self._model.value = CHECKPOINT
+        self._checkpoint.value = result.model
+        self._model_thresholds.value = True
+        self._show_model_thresholds()
+        self._resegment = True
+
+    def _on_finetune_finished(self) -> None:
+        self._on_finished()
+        self._ft_run.enabled = True
+        if self._resegment:
+            self._resegment = False
+            self.run()
+
     def cancel(self) -> None:
         """Ask the running segmentation to stop at its next network call."""
         if self.running:
@@ -259,6 +344,7 @@ class SegmentWidget(Container):
 
     def _set_running(self, running: bool, status: str) -> None:
         self._run.enabled = not running
+        self._ft_run.enabled = not running
         self._cancel.enabled = running
         self._status.value = status
         if running:
@@ -338,6 +424,7 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         self._worker = None
         self._run.enabled = True
+        self._ft_run.enabled = True
         self._cancel.enabled = False
         if self._progress.max == 0:
             self._progress.max = 1

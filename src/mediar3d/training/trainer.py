@@ -197,9 +197,10 @@ class Trainer:
         if model is not None:
             return model
         if cfg.init_from:
+            from mediar3d.models.sources import resolve_source
             from mediar3d.models import load_model
 
-            net, saved = load_model(cfg.init_from)
+            net, saved = load_model(resolve_source(cfg.init_from))
             self.start_config = saved
             log.info("fine-tuning %s from %s", saved.arch, cfg.init_from)
             return net.train()

@@ -1,0 +1,478 @@
+"""Few-shot fine-tuning: adapt a trained model to a little annotated data, within a time budget.
+
+A user annotates a few objects of their own image or volume (the rest left 0) and
+fine-tunes a model on it. The small-data mode picks what a user would otherwise have to
+guess, from the data itself (:func:`plan_small_data`):
+
+- crop size: the largest training plane (after the zoom to the start model's diameter and,
+  for volumes, after making the voxels isotropic), rounded up to a multiple of 32, at most
+  128 on a CPU and 256 on a GPU;
+- steps: 25 per annotated object, between 150 and 1500; short epochs (about 20 in all) so
+  the run can end at a budget with a checkpoint at most one short epoch old;
+- batch 8 (or the number of training planes if fewer) and the fine-tuning learning rate
+  5e-5 scaled by batch / 8, with a cosine decay over the steps that fit the budget.
+
+:class:`FewShotTrainer` trains with one progress bar (steps, loss, ETA), re-plans the
+cosine after every epoch from the measured epoch time so it ends inside ``minutes``, and
+stops cleanly (at the budget, or when ``should_stop()`` says so) with ``model_last.pt``
+written. :func:`finetune_small` then re-tunes ``cellprob_threshold``, ``flow_threshold``
+and ``min_size`` of the fine-tuned model on the annotated data (sparse annotation: only
+annotated objects score, :func:`mediar3d.tuning.score_setting` ``sparse_gt``) and writes
+them into ``model_best.pt``, ready for ``mediar3d segment --model RUN/model_best.pt``.
+
+Volumes train as the library trains them (:mod:`mediar3d.training.dataset`): slices along
+z, y and x, made isotropic by the anisotropy and zoomed to the start model's
+``train_diameter`` (:func:`~mediar3d.training.dataset.diameter_scales`), as inference sees them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair, Supervision, save_mapping
+from mediar3d.errors import ConfigError
+from mediar3d.training.config import TrainConfig
+from mediar3d.training.dataset import SampleIndex, build_index, diameter_scales
+from mediar3d.training.state import BEST_MODEL, LAST_MODEL, STATE_FILE, save_model
+from mediar3d.training.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+#: Data is "small" (small-data mode by default) up to this many files and annotated objects.
+SMALL_MAX_FILES = 10
+SMALL_MAX_OBJECTS = 500
+#: Steps per annotated object, and the bounds of the step count.
+STEPS_PER_OBJECT = 25
+MIN_STEPS, MAX_STEPS = 150, 1500
+#: Fine-tuning learning rate at batch 8 (thesis table 4.3 fine-tuning value).
+BASE_LR = 5e-5
+#: Share of ``minutes`` given to training; the rest is for re-tuning the thresholds.
+TRAIN_SHARE = 0.75
+#: Candidate thresholds of the re-tuning (a smaller grid than `mediar3d tune`'s: it must fit the budget).
+RETUNE_GRID = {"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5), "flow_threshold": (0.4, 0.6, 0.8),
+               "min_size": (0.0, 15.0, 50.0), "min_size_fraction": (0.0, 0.2)}
+#: Keys of the plan that a user's own flag or config value overrides.
+PLAN_KEYS = ("crop_size", "batch_size", "lr", "epochs", "samples_per_epoch", "grad_clip", "cellprob_threshold",
+             "flow_threshold", "min_size")
+
+ProgressFn = Callable[[int, int, float | None, float], None]
+
+
+# ---------------------------------------------------------------------------------- data
+def pairs_mapping(images: Sequence[str | Path], labels: Sequence[str | Path], *, supervision: Supervision,
+                  anisotropy: float | None = None, channel: int | None = None, name: str | None = None) -> DatasetMapping:
+    """A one-dataset mapping of image/label files, all in the train split (no mapping JSON needed).
+
+    Args:
+        images: Image files (2D images or (z, y, x) volumes).
+        labels: Their label files, same order; 0 = unannotated.
+        supervision: How the labels supervise (``full``, ``dilate``, ``roi``).
+        anisotropy: z / xy voxel size of the volumes; None: from each file's voxel size.
+        channel: Channel to read from multi-channel images.
+        name: Dataset name (default: the first image's file name).
+
+    Raises:
+        ConfigError: no files, or not one labels file per image.
+    """
+    if not images or len(images) != len(labels):
+        raise ConfigError(f"give one --labels file per --image (got {len(images)} image(s), {len(labels)} labels)")
+    pairs = [Pair(Path(i).resolve(), Path(lab).resolve(), split="train") for i, lab in zip(images, labels)]
+    entry = DatasetEntry(name=name or Path(images[0]).name.split(".")[0] or "data", pairs=pairs,
+                         supervision=supervision, anisotropy=anisotropy, channel=channel)
+    return DatasetMapping([entry], val_fraction=0.0)
+
+
+def write_pairs_mapping(mapping: DatasetMapping, save_dir: str | Path) -> Path:
+    """Save a mapping built by :func:`pairs_mapping` as ``mapping.json`` in the run folder."""
+    return save_mapping(mapping, Path(save_dir) / "mapping.json")
+
+
+def count_objects(index: SampleIndex) -> int:
+    """Annotated objects (distinct non-zero ids) in the label files of an index."""
+    import fastremap
+
+    from mediar3d.io import read_labels
+
+    total = 0
+    for item in index.items:
+        ids = fastremap.unique(np.asarray(read_labels(item.pair.label)))
+        total += int(np.count_nonzero(ids))
+    return total
+
+
+def is_small(mapping: DatasetMapping) -> bool:
+    """Whether a mapping is small enough for the small-data mode (files, then objects)."""
+    pairs = mapping.pairs(None)
+    if len(pairs) > SMALL_MAX_FILES:
+        return False
+    return count_objects(build_index(mapping, None)) <= SMALL_MAX_OBJECTS
+
+
+# ---------------------------------------------------------------------------------- plan
+@dataclasses.dataclass
+class SmallDataPlan:
+    """Training settings picked from the data (see the module docstring).
+
+    Attributes:
+        objects: Annotated objects in the training files.
+        samples: Training planes (2D images and annotated slices of volumes).
+        plane_side: Largest side (pixels) of a training plane, as the network sees it.
+        crop_size, batch_size, lr: Training settings.
+        steps: Optimiser steps planned (before any budget cut).
+        steps_per_epoch: Steps of one short epoch.
+        thresholds: The start model's thresholds (the fine-tuned model starts from them).
+    """
+
+    objects: int
+    samples: int
+    plane_side: int
+    crop_size: int
+    batch_size: int
+    lr: float
+    steps: int
+    steps_per_epoch: int
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        """Number of short epochs."""
+        return max(1, math.ceil(self.steps / self.steps_per_epoch))
+
+    def overrides(self) -> dict[str, Any]:
+        """The plan as TrainConfig values."""
+        values: dict[str, Any] = {"crop_size": self.crop_size, "batch_size": self.batch_size, "lr": self.lr,
+                                  "epochs": self.epochs, "samples_per_epoch": self.steps_per_epoch * self.batch_size,
+                                  "grad_clip": 5.0}
+        for key in ("cellprob_threshold", "flow_threshold"):
+            if key in self.thresholds:
+                values[key] = float(self.thresholds[key])
+        if "min_size" in self.thresholds:
+            values["min_size"] = int(round(self.thresholds["min_size"]))
+        return values
+
+
+def plane_side(index: SampleIndex, scales: Sequence[float]) -> int:
+    """Largest side of a training plane: volumes' y and x slices are stretched by the anisotropy, all zoomed."""
+    side = 0.0
+    for item, scale in zip(index.items, scales):
+        shape = item.shape
+        if len(shape) == 3:
+            dims = {"z": (shape[1], shape[2]), "y": (shape[0] * item.anisotropy, shape[2]),
+                    "x": (shape[0] * item.anisotropy, shape[1])}
+            extent = max(max(dims[o]) for o in item.dataset.orientations)
+        else:
+            extent = max(shape)
+        side = max(side, extent * float(scale))
+    return int(math.ceil(side))
+
+
+def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool,
+                    thresholds: dict[str, float] | None = None) -> SmallDataPlan:
+    """Pick crop size, steps, batch and learning rate for fine-tuning on a small training set.
+
+    Args:
+        index: The training split.
+        diameter: The start model's training diameter (the data is zoomed to it), or None.
+        gpu: Training runs on a GPU (larger crops are affordable).
+        thresholds: The start model's thresholds, kept as the fine-tuned model's starting point.
+
+    Raises:
+        ConfigError: the training split holds no annotated object.
+    """
+    objects = count_objects(index)
+    if objects == 0 or not index.samples:
+        raise ConfigError("the training data holds no annotated object; label some objects (non-zero ids) first")
+    scales = diameter_scales(index, diameter) if diameter else [1.0] * len(index.items)
+    side = plane_side(index, scales)
+    cap = 256 if gpu else 128
+    crop = int(min(cap, max(64, 32 * math.ceil(side / 32))))
+    batch = int(min(8, max(2, len(index.samples))))
+    steps = int(np.clip(STEPS_PER_OBJECT * objects, MIN_STEPS, MAX_STEPS))
+    per_epoch = max(5, math.ceil(steps / 20))
+    return SmallDataPlan(objects=objects, samples=len(index.samples), plane_side=side, crop_size=crop,
+                         batch_size=batch, lr=BASE_LR * batch / 8, steps=steps, steps_per_epoch=per_epoch,
+                         thresholds=dict(thresholds or {}))
+
+
+# ------------------------------------------------------------------------------- trainer
+class StopTraining(Exception):
+    """Raised inside the loop to end a few-shot run early (budget reached or cancelled)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FewShotTrainer(Trainer):
+    """A :class:`Trainer` with one progress bar over all steps, a time budget and cancellation.
+
+    Args:
+        config: The resolved config (``epochs`` short epochs of ``samples_per_epoch`` draws).
+        seconds: Training time budget; None: no budget (the plan's steps).
+        should_stop: Polled before every step; True ends the run (the last epoch's
+            checkpoint stays).
+        on_progress: Called after every step with (steps done, steps planned, ETA seconds or
+            None, loss).
+        progress: Show a tqdm bar on the terminal.
+        **kwargs: For :class:`Trainer` (resume, overwrite, model, callbacks).
+    """
+
+    def __init__(self, config: TrainConfig, *, seconds: float | None = None,
+                 should_stop: Callable[[], bool] | None = None, on_progress: ProgressFn | None = None,
+                 progress: bool = True, **kwargs: Any) -> None:
+        config = dataclasses.replace(config, progress=False)
+        callbacks = [*kwargs.pop("callbacks", ()), self._after_epoch]
+        super().__init__(config, callbacks=callbacks, **kwargs)
+        self.seconds = seconds
+        self.should_stop = should_stop
+        self.on_progress = on_progress
+        self.show_bar = progress
+        self.planned_epochs = config.epochs
+        self.steps_done = 0
+        self.stopped_by = "plan"
+        self._bar: Any = None
+        self._started = 0.0
+        self._epoch_started = 0.0
+        self._epoch_reached = 0
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch on this process."""
+        return max(1, math.ceil(len(self.sampler) / self.config.batch_size))
+
+    def _planned_steps(self) -> int:
+        return (self.planned_epochs - self.start_epoch) * self.steps_per_epoch()
+
+    def _optimizer_step(self, terms: dict[str, Any], epoch: int, params: Any) -> dict[str, float]:
+        if self.should_stop is not None and self.should_stop():
+            raise StopTraining("cancelled")
+        if self.seconds is not None and self.steps_done and time.monotonic() - self._started >= self.seconds:
+            raise StopTraining("budget")
+        self._epoch_reached = epoch
+        values = super()._optimizer_step(terms, epoch, params)
+        self.steps_done += 1
+        total = self._planned_steps()
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / self.steps_done * max(total - self.steps_done, 0) if self.steps_done else None
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+        if self.on_progress is not None:
+            self.on_progress(self.steps_done, total, eta, values["loss"])
+        return values
+
+    def _after_epoch(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        """Re-plan the epochs that fit the budget, set the cosine learning rate, stop when done."""
+        now = time.monotonic()
+        epoch_seconds = now - self._epoch_started
+        self._epoch_started = now
+        if self.seconds is not None:
+            left = self.seconds - (now - self._started)
+            # an epoch that does not fit whole is begun and cut at the budget (_optimizer_step)
+            fit = epoch + math.ceil(max(left, 0.0) / max(epoch_seconds, 1e-6))
+            self.planned_epochs = max(epoch, min(self.config.epochs, fit))
+        if epoch >= self.planned_epochs:
+            if self.planned_epochs < self.config.epochs:
+                self.stopped_by = "budget"
+            raise StopTraining(self.stopped_by)
+        cfg = self.config
+        fraction = epoch / self.planned_epochs
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+    def fit(self) -> TrainResult:
+        """Train until the plan's steps are done, the budget is spent or ``should_stop()``; never raises StopTraining."""
+        from tqdm.auto import tqdm
+
+        self._started = self._epoch_started = time.monotonic()
+        self._bar = tqdm(total=self._planned_steps(), desc="fine-tuning", unit="step", disable=not self.show_bar,
+                         dynamic_ncols=True)
+        try:
+            result = super().fit()
+        except StopTraining as stop:
+            self.stopped_by = stop.reason
+            if self.steps_done and self.dist.is_main:  # keep the steps of the unfinished epoch too
+                save_model(self.save_dir / LAST_MODEL, self.model, self._checkpoint_info(self._epoch_reached + 1, {}))
+            result = TrainResult(self.save_dir, self.planned_epochs, self.best["metric"],
+                                 float("nan") if self.best["value"] is None else float(self.best["value"]),
+                                 int(self.best["epoch"]))
+        finally:
+            self._bar.close()
+        return result
+
+
+# ------------------------------------------------------------------------- whole workflow
+@dataclasses.dataclass
+class FewShotResult:
+    """What :func:`finetune_small` produced.
+
+    Attributes:
+        model: The ready checkpoint (``model_best.pt``: fine-tuned weights, tuned thresholds).
+        plan: The settings used.
+        steps: Optimiser steps done.
+        stopped_by: ``"plan"`` (all steps), ``"budget"`` or ``"cancelled"``.
+        seconds: Wall time of the whole run (training and tuning).
+        thresholds: The tuned thresholds (empty when tuning was skipped).
+        score_before, score_after: AP@0.5 on the annotated data of the start model (its own
+            thresholds) and of the fine-tuned one (tuned thresholds); None if not measured.
+        objects: Annotated objects trained on.
+    """
+
+    model: Path
+    plan: SmallDataPlan
+    steps: int
+    stopped_by: str
+    seconds: float
+    thresholds: dict[str, float]
+    score_before: float | None
+    score_after: float | None
+    objects: int
+
+    def summary(self) -> str:
+        """One line: what was done, where the model is and how to use it."""
+        scores = ""
+        if self.score_after is not None:
+            before = "" if self.score_before is None else f"{self.score_before:.2f} -> "
+            scores = f"; AP@0.5 on the annotated objects {before}{self.score_after:.2f}"
+        cut = {"budget": " (stopped at the time budget)", "cancelled": " (cancelled)"}.get(self.stopped_by, "")
+        return (f"fine-tuned on {self.objects} annotated objects, {self.steps} steps in "
+                f"{self.seconds / 60:.1f} min{cut}{scores}; model: {self.model} "
+                f"(use: mediar3d segment IMAGE --model {self.model})")
+
+
+def _annotated_outputs(mapping: DatasetMapping, model: str | Path, device: str) -> list[Any]:
+    """Network outputs of every annotated file (all splits), run as `segment` runs them."""
+    from mediar3d.io import read_image, read_labels
+    from mediar3d.tuning import predict_outputs
+
+    outputs = []
+    for dataset, pair in mapping.pairs(None):
+        image = read_image(pair.image, channel=dataset.channel)
+        gt = np.asarray(read_labels(pair.label))
+        options: dict[str, Any] = {"device": None if device == "auto" else device}
+        if dataset.anisotropy is not None:
+            options["anisotropy"] = dataset.anisotropy
+        outputs.append(predict_outputs(image, gt, str(model), name=pair.image.name, **options))
+    return outputs
+
+
+def retune_thresholds(model: str | Path, output: str | Path, mapping: DatasetMapping, *, sparse: bool,
+                      device: str = "auto") -> tuple[dict[str, float], float]:
+    """Tune a checkpoint's thresholds on the annotated data and write the result to ``output``.
+
+    Args:
+        model: Checkpoint to tune.
+        output: Where the checkpoint with the tuned thresholds goes (may be ``model``).
+        mapping: The annotated data.
+        sparse: Partial annotation: only annotated objects score.
+        device: Inference device.
+
+    Returns:
+        The tuned thresholds and their AP@0.5.
+    """
+    from mediar3d.tuning import tune_thresholds, write_tuned_checkpoint
+
+    outputs = _annotated_outputs(mapping, model, device)
+    result = tune_thresholds(outputs, metric="ap", iou=0.5, sparse_gt=sparse, grid=RETUNE_GRID, max_rounds=2)
+    write_tuned_checkpoint(model, output, result, {"data": "annotated training data", "sparse_gt": sparse})
+    return dict(result.best), float(result.score)
+
+
+def score_model(model: str | Path, mapping: DatasetMapping, *, sparse: bool, device: str = "auto") -> float:
+    """AP@0.5 of a model with its own thresholds on the annotated data (pooled over files)."""
+    from mediar3d.tuning import score_setting
+
+    outputs = _annotated_outputs(mapping, model, device)
+    defaults = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15.0, **outputs[0].defaults}
+    return float(score_setting(outputs, defaults, iou=0.5, sparse_gt=sparse)["ap"])
+
+
+def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: bool = True,
+                   should_stop: Callable[[], bool] | None = None, on_progress: ProgressFn | None = None,
+                   progress: bool = True, resume: bool = False, overwrite: bool = False,
+                   plan: SmallDataPlan | None = None, score_start: bool = False) -> FewShotResult:
+    """Fine-tune ``config.init_from`` on the small data of ``config.data`` and make it ready to use.
+
+    ``config`` should already hold the plan (:func:`apply_plan`). Writes the usual run folder;
+    its ``model_best.pt`` is the last fine-tuned weights with thresholds re-tuned on the
+    annotated data (``model_last.pt`` keeps the weights with the start model's thresholds).
+
+    Args:
+        config: Resolved config with ``init_from`` and ``data``.
+        minutes: Time budget of the whole run (training gets :data:`TRAIN_SHARE` of it).
+        tune: Re-tune the thresholds (else ``model_best.pt`` is a copy of ``model_last.pt``).
+        should_stop: Polled every step; True cancels training (tuning still runs on the
+            last checkpoint, if one was written).
+        on_progress: Step progress callback (see :class:`FewShotTrainer`).
+        progress: Show the terminal progress bar.
+        resume, overwrite: As for :class:`Trainer`.
+        plan: The plan used (recorded in the result); measured again if None.
+        score_start: Also score the start model on the annotated data (one more network run).
+    """
+    import shutil
+
+    from mediar3d.data.mapping import load_mapping
+
+    started = time.monotonic()
+    mapping = load_mapping(config.data)
+    if plan is None:
+        plan = plan_for(config, mapping)
+    seconds = None if minutes is None else float(minutes) * 60.0 * (TRAIN_SHARE if tune else 1.0)
+    trainer = FewShotTrainer(config, seconds=seconds, should_stop=should_stop, on_progress=on_progress,
+                             progress=progress, resume=resume, overwrite=overwrite)
+    trainer.fit()
+    save_dir = Path(config.save_dir)
+    last, best = save_dir / LAST_MODEL, save_dir / BEST_MODEL
+    if not last.is_file():
+        raise ConfigError(f"{save_dir}: training ended before the first epoch finished; no model was written")
+    sparse = any(d.supervision.mode != "full" for d in mapping.datasets)
+    thresholds: dict[str, float] = {}
+    before = after = None
+    if tune and not (should_stop is not None and should_stop()):
+        thresholds, after = retune_thresholds(last, best, mapping, sparse=sparse, device=config.device)
+        if score_start:
+            before = score_model(config.init_from, mapping, sparse=sparse, device=config.device)
+    else:
+        tmp = best.with_name(best.name + ".tmp")
+        shutil.copyfile(last, tmp)
+        tmp.replace(best)
+    return FewShotResult(model=best, plan=plan, steps=trainer.steps_done, stopped_by=trainer.stopped_by,
+                         seconds=time.monotonic() - started, thresholds=thresholds, score_before=before,
+                         score_after=after, objects=plan.objects)
+
+
+def plan_for(config: TrainConfig, mapping: DatasetMapping) -> SmallDataPlan:
+    """The small-data plan for fine-tuning ``config.init_from`` on ``mapping``'s train split."""
+    from mediar3d.models.sources import resolve_source
+    from mediar3d.models import read_checkpoint
+    from mediar3d.training.distributed import select_device
+
+    diameter, thresholds = None, None
+    if config.init_from:
+        start = read_checkpoint(resolve_source(config.init_from))[0]
+        diameter, thresholds = getattr(start, "train_diameter", None), dict(getattr(start, "thresholds", None) or {})
+    gpu = select_device(config.device, 0).type == "cuda"
+    return plan_small_data(build_index(mapping, "train"), diameter=diameter, gpu=gpu, thresholds=thresholds)
+
+
+def apply_plan(config: TrainConfig, plan: SmallDataPlan, given: set[str]) -> TrainConfig:
+    """``config`` with the plan's values, except the keys the user set (``given``)."""
+    from mediar3d.training.config import config_from_dict
+
+    values = {k: v for k, v in plan.overrides().items() if k not in given}
+    if "epochs" in given and "samples_per_epoch" not in given:
+        values.pop("samples_per_epoch", None)  # the user's epochs are whole passes over the data
+    return config_from_dict(values, base=config, source="small-data plan").validate()
+
+
+def run_exists(save_dir: str | Path) -> bool:
+    """Whether a folder already holds a training run."""
+    return (Path(save_dir) / STATE_FILE).exists()
