@@ -209,9 +209,19 @@ class Trainer:
         return create_model(cfg.model, **cfg.model_kwargs)
 
     def _load_state(self) -> None:
-        state = load_train_state(self.save_dir / STATE_FILE)
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        path = self.save_dir / STATE_FILE
+        state = load_train_state(path)
+        done = int(state["epoch"])
+        if done >= self.config.epochs:
+            raise ConfigError(f"cannot resume: {path} has already finished {done} epochs and --epochs is "
+                              f"{self.config.epochs}; pass --epochs N with N > {done} to train further")
+        try:
+            unwrap(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ConfigError(f"cannot resume: {path} holds the state of another network than "
+                              f"{self.config.model!r} with these options; resume with the run's own config.json "
+                              f"({str(err).splitlines()[0][:120]})") from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scheduler.T_max = self.config.cosine_period or self.config.epochs
         if self.scaler is not None and state.get("scaler"):
@@ -351,10 +361,12 @@ class Trainer:
                     if improved:
                         save_model(self.save_dir / BEST_MODEL, self.model, info)
                     save_model(self.save_dir / LAST_MODEL, self.model, info)
+                    # The row goes first: a kill between the two leaves a row that resuming drops
+                    # and writes again, never a saved epoch without its row.
+                    logger.log_epoch(epoch + 1, metrics)
                     save_train_state(self.save_dir / STATE_FILE, epoch=epoch + 1, model=self.model,
                                      optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
                                      best=self.best, config=cfg.to_dict())
-                    logger.log_epoch(epoch + 1, metrics)
                     log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
                              ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
                 distributed.barrier()
