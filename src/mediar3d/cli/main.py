@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from mediar3d import __version__
 from mediar3d.errors import Mediar3DError
@@ -71,11 +73,45 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except Mediar3DError as err:
         print(f"mediar3d {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"mediar3d {args.command}: terminated; partial outputs removed", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"mediar3d {args.command}: interrupted; partial outputs removed", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"mediar3d {args.command}: error: out of memory; use a smaller input, --tile, --batch-size, "
+              "or --blocks for large volumes", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if args.verbose >= 2:
+            raise
+        print(f"mediar3d {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that ``finally`` blocks remove temporary outputs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _stop_on_sigterm() -> object | None:
+    """Turn SIGTERM into :class:`Terminated` (main thread only); returns the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mediar3d.cli.guard import guard_outputs
 from mediar3d.errors import ConfigError
 
 
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         obj["seed"] = args.seed
     mapping = mapping_from_dict(obj, base, source=args.spec or "--dataset")
+    guard_outputs([args.output], [args.spec, *(p for _, pair in mapping.pairs(None) for p in (pair.image, pair.label))])
     path = save_mapping(mapping, args.output)
     for d in mapping.datasets:
         n_val = sum(p.split == "val" for p in d.pairs)

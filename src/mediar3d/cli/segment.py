@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mediar3d.cli.guard import existing_files, guard_outputs, segment_outputs
 from mediar3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,11 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
 
     from mediar3d.inference import run_segmentation
     from mediar3d.inference.provenance import provenance
-    from mediar3d.io import atomic_output, read_image, write_image
+    from mediar3d.io import atomic_output, output_set, read_image, write_image
 
+    outputs = segment_outputs(labels_path, prefix, save_flows=args.save_flows, preview=args.preview,
+                              measure=args.measure)
+    _guard(outputs, source, args)
     start = time.perf_counter()
     image = read_image(source, channel=args.channel) if timepoint is None else _read_timepoint(source, args.channel,
                                                                                                timepoint)
@@ -200,41 +204,57 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
 
     write_start = time.perf_counter()
     written = []
-    _write_labels(labels_path, result.labels, image.voxel_size, args.overwrite)
-    written.append(labels_path)
-    if args.save_flows:
-        flows_path, prob_path = Path(f"{prefix}_flows.tif"), Path(f"{prefix}_prob.tif")
-        write_image(flows_path, result.flows.astype(np.float32), voxel_size=image.voxel_size)
-        write_image(prob_path, result.probability.astype(np.float32), voxel_size=image.voxel_size)
-        written += [flows_path, prob_path]
-    if args.measure:
-        from mediar3d.measurement import measure, write_table_csv
+    with output_set(outputs):  # all or none, also on Ctrl-C / SIGTERM
+        _write_labels(labels_path, result.labels, image.voxel_size, args.overwrite)
+        written.append(labels_path)
+        if args.save_flows:
+            flows_path, prob_path = Path(f"{prefix}_flows.tif"), Path(f"{prefix}_prob.tif")
+            write_image(flows_path, result.flows.astype(np.float32), voxel_size=image.voxel_size)
+            write_image(prob_path, result.probability.astype(np.float32), voxel_size=image.voxel_size)
+            written += [flows_path, prob_path]
+        if args.measure:
+            from mediar3d.measurement import measure, write_table_csv
 
-        measure_start = time.perf_counter()
-        objects_path = Path(f"{prefix}_objects.csv")
-        write_table_csv(objects_path, measure(result.labels, image.data, voxel_size=image.voxel_size))
-        written.append(objects_path)
-        status(f"measured {params['n_objects']} objects of {name}"
-               f"{'' if image.voxel_size else ' (no voxel size in the file: voxel units only)'} "
-               f"({time.perf_counter() - measure_start:.1f} s)")
-    if args.preview:
-        from mediar3d.inference.preview import render_preview
+            measure_start = time.perf_counter()
+            objects_path = Path(f"{prefix}_objects.csv")
+            write_table_csv(objects_path, measure(result.labels, image.data, voxel_size=image.voxel_size))
+            written.append(objects_path)
+            status(f"measured {params['n_objects']} objects of {name}"
+                   f"{'' if image.voxel_size else ' (no voxel size in the file: voxel units only)'} "
+                   f"({time.perf_counter() - measure_start:.1f} s)")
+        if args.preview:
+            from mediar3d.inference.preview import render_preview
 
-        preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
-        render_preview(preview_path, image.data, result.labels, anisotropy=params["anisotropy"],
-                       title=f"{name}: {params['n_objects']} objects")
-        written.append(preview_path)
-    params_path = Path(f"{prefix}_params.json")
-    record = dict(params, input=str(source), timepoint=timepoint, labels=str(labels_path), command="mediar3d segment",
-                  **provenance(_model(args), getattr(args, "argv", None)))
-    with atomic_output(params_path) as temp:
-        temp.write_text(json.dumps(record, indent=2) + "\n")
-    written.append(params_path)
+            preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
+            render_preview(preview_path, image.data, result.labels, anisotropy=params["anisotropy"],
+                           title=f"{name}: {params['n_objects']} objects")
+            written.append(preview_path)
+        params_path = Path(f"{prefix}_params.json")
+        record = dict(params, input=str(source), timepoint=timepoint, labels=str(labels_path),
+                      command="mediar3d segment", **provenance(_model(args), getattr(args, "argv", None)))
+        with atomic_output(params_path) as temp:
+            temp.write_text(json.dumps(record, indent=2) + "\n")
+        written.append(params_path)
     write_time = time.perf_counter() - write_start
     status(f"wrote {len(written)} files for {name} ({write_time:.1f} s)")
     return {"objects": params["n_objects"], "diameter": diameter, "time_read_s": read_time,
             "time_segment_s": params["time_total_s"], "time_write_s": write_time, "written": written,
             "shape": result.labels.shape}
+
+
+def _guard(outputs: list[Path], source: Path, args: argparse.Namespace, *, replaced: list[Path] | None = None) -> None:
+    """Refuse outputs that resolve to the input or a --model file, or cannot be written, before reading.
+
+    Labels written into an OME-Zarr image's ``labels/`` group belong inside that input: only the
+    side outputs are checked against it.
+    """
+    from mediar3d.io.ngff_labels import ngff_labels_target
+
+    if ngff_labels_target(outputs[0]) is not None:
+        outputs = outputs[1:]
+    elif replaced is None:
+        replaced = [outputs[0]] if outputs[0].name.lower().endswith(".zarr") else []
+    guard_outputs(outputs, [source, *existing_files(args.model)], replaced=replaced or [])
 
 
 def _write_labels(path: Path, labels: Any, voxel_size: tuple[float, ...] | None, overwrite: bool) -> None:
@@ -317,6 +337,8 @@ def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Pat
     if args.measure:
         raise InputError(f"{source}: --measure is not available for block-wise runs yet; run it on the labels "
                          "with mediar3d.measure, or use --blocks off")
+    work = Path(f"{labels_path}.work")
+    _guard([labels_path, work], source, args, replaced=[labels_path, work])
     status(f"segmenting {source.name} block by block")
     result = segment_blocks(
         str(source), labels_path, model=_model(args), diameter=args.diameter, anisotropy=args.anisotropy,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mediar3d.errors import ConfigError, InputError
+from mediar3d.io.paths import check_plain_name, check_writable, refuse_overwriting_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
     sources: dict[str, DatasetEntry] = {}
     table: list[dict[str, Any]] = []
     used_stems: dict[str, set[str]] = {}
-    for dataset, pair in _sources(args):
+    items = _sources(args)
+    for dataset, _ in items:
+        check_plain_name(dataset.name, "--name" if args.data is None else f"{args.data}: dataset name")
+    refuse_overwriting_inputs([out], [args.data, *(p for _, pair in items for p in (pair.image, pair.label))])
+    check_writable(out, directory=True)
+    for dataset, pair in items:
         image, labels, anisotropy = read_pair(dataset, pair)
         if image.ndim != 3:
             raise InputError(f"{pair.image}: is 2D (shape {image.shape}); slice-volumes needs (z, y, x) volumes")

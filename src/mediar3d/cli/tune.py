@@ -242,6 +242,10 @@ def run_learning_curve(args: argparse.Namespace) -> int:
 
     data = validation_data(args)
     out_dir = args.output if args.output is not None else args.learning_curve
+    from mediar3d.cli.guard import guard_outputs
+
+    read = [args.data, *(p for item in data for p in item[4])]
+    guard_outputs([Path(out_dir) / "learning_curve.csv", Path(out_dir) / "learning_curve.png"], read)
     options = dict(segment_options(args), progress=False)
     rows = evaluate_checkpoints(args.learning_curve, data, metric=args.metric, iou=args.iou, tune_each=args.tune_each,
                                 grid=_grid(args), sparse_gt=args.sparse, segment_options=options,
@@ -270,6 +274,11 @@ def run(args: argparse.Namespace) -> int:
     outputs_to_write = _outputs_to_write(args)
     report = args.report or outputs_to_write[0].with_name(f"{outputs_to_write[0].stem}_tuning")
     data = validation_data(args)
+    from mediar3d.cli.guard import guard_outputs
+
+    read = [args.data, *(p for item in data for p in item[4])]
+    guard_outputs([] if args.no_write else outputs_to_write, read)
+    guard_outputs([report], read, flag="--report", folders=[report])
     outputs = _outputs(args, data, segment_options(args))
     from tqdm.auto import tqdm
 
