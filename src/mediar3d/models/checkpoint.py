@@ -201,6 +201,60 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     return config, strip_prefixes(obj["state_dict"])
 
 
+#: No option of any architecture is an integer above this (channel counts are at most a few thousand).
+MAX_INT_OPTION = 65536
+#: Values a network built from stored kwargs may hold beyond twice the stored weights before it is refused unbuilt.
+SIZE_SLACK = 10_000_000
+
+
+def _ints(value: Any) -> list[int]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ints(v)]
+    if isinstance(value, (list, tuple)):
+        return [i for v in value for i in _ints(v)]
+    return []
+
+
+def check_kwargs_fit_weights(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse stored kwargs that describe another (e.g. a vastly larger) network than the stored weights.
+
+    The network is first built on PyTorch's ``meta`` device, which allocates nothing, and its
+    number of values compared with the weights in the file (strict loading needs them equal;
+    a network far larger than the file is refused here, a smaller mismatch is left to
+    :func:`load_strict`, which names the keys and shapes).
+    Where an architecture cannot be built on ``meta``, every integer option must instead be at
+    most the largest dimension of a stored tensor. Either way a tiny file whose kwargs ask for
+    ``channels=[..., 200000]`` is refused before a byte of the network is allocated.
+
+    Raises:
+        ModelError: naming ``source``, the options and the sizes.
+    """
+    stored = sum(int(t.numel()) for t in state.values() if isinstance(t, torch.Tensor))
+    ints = _ints(config.kwargs)
+    if any(i > MAX_INT_OPTION or i < 0 for i in ints):
+        raise ModelError(f"{source}: kwargs {config.kwargs} hold a value outside 0..{MAX_INT_OPTION}; "
+                         "the file is damaged or was edited")
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(config.arch, **config.kwargs)
+        needed = sum(int(t.numel()) for t in skeleton.state_dict().values())
+    except (RuntimeError, NotImplementedError):  # e.g. `.item()` on a meta tensor while building
+        largest = max((max(t.shape, default=1) for t in state.values() if isinstance(t, torch.Tensor)), default=0)
+        if ints and max(ints) > max(largest, 64):
+            raise ModelError(f"{source}: kwargs {config.kwargs} ask for {max(ints)} where the stored weights are "
+                             f"at most {largest} wide; the file is damaged or was edited") from None
+        return
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"{source}: cannot build {config.arch!r} from kwargs {config.kwargs}: {error}") from None
+    if needed > 2 * stored + SIZE_SLACK:  # smaller mismatches: load_strict names the keys and shapes
+        raise ModelError(f"{source}: kwargs {config.kwargs} describe a {config.arch} of {needed:,} values but the "
+                         f"file stores {stored:,}; the file is damaged or its kwargs were edited")
+
+
 def load_model(path: str | os.PathLike | None, *,
                device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
     """Build the network stored in a checkpoint and load its weights strictly.
@@ -218,6 +272,7 @@ def load_model(path: str | os.PathLike | None, *,
     """
     path = resolve_source(path)
     config, state = read_checkpoint(path)
+    check_kwargs_fit_weights(config, state, str(path))
     try:
         model = create_model(config.arch, **config.kwargs)
     except (TypeError, ValueError) as error:
