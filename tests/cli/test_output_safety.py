@@ -160,3 +160,29 @@ def test_slice_volumes_refuses_a_mapping_dataset_name_with_a_path(tmp_path, caps
         {"image": "vol.tif", "label": "gt.tif", "split": "train"}]}]}))
     assert main(["slice-volumes", "--data", str(spec), "-o", str(tmp_path / "out")]) == 1
     assert "plain folder name" in capsys.readouterr().err
+
+
+def test_an_implausible_voxel_size_is_refused_with_the_value_and_the_way_out(tmp_path, tiny_checkpoint, capsys,
+                                                                              no_network, monkeypatch):
+    path = tmp_path / "um_as_m.tif"
+    write_image(path, np.ones((6, 24, 24), np.uint8), voxel_size=(1e6, 1.0, 1.0))
+    assert _segment(path, tmp_path / "out", tiny_checkpoint) == 1
+    err = capsys.readouterr().err
+    assert "voxel size" in err and "1e+06" in err and "--skip-size-checks" in err
+    import mediar3d.io.memory
+
+    monkeypatch.setattr(mediar3d.io.memory, "physical_memory", lambda: 2**20)   # 1 MiB of RAM
+    assert _segment(path, tmp_path / "out", tiny_checkpoint, "--anisotropy", "50") == 1
+    err = capsys.readouterr().err
+    assert "GiB of memory" in err and "--skip-size-checks" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_slice_volumes_refuses_an_anisotropy_that_would_fill_the_disk(tmp_path, capsys):
+    write_image(tmp_path / "vol.tif", np.ones((4, 8, 8), np.float32))
+    write_labels(tmp_path / "gt.tif", np.ones((4, 8, 8), np.int32))
+    out = tmp_path / "out"
+    code = main(["slice-volumes", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "gt.tif"),
+                 "--anisotropy", "1e5", "-o", str(out)])
+    assert code == 1 and "--anisotropy 100000 is implausible" in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*.tif"))

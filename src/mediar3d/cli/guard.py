@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mediar3d.errors import InputError
 from mediar3d.io.paths import check_writable, refuse_overwriting_inputs
 
 PathLike = str | os.PathLike
@@ -53,3 +54,71 @@ def segment_outputs(labels_path: Path, prefix: Path, *, save_flows: bool, previe
         paths.append(Path(f"{prefix}_preview.png") if preview == "auto" else Path(preview))
     paths.append(Path(f"{prefix}_params.json"))
     return paths
+
+
+#: Anisotropy (z voxel size / xy voxel size) outside this range is taken for a metadata or typing
+#: error (a voxel size in nm read as um, 1e6 for 1e-6) unless --skip-size-checks is given.
+PLAUSIBLE_ANISOTROPY = (0.05, 50.0)
+SKIP_FLAG = "--skip-size-checks"
+
+
+def add_skip_flag(parser) -> None:
+    """Add ``--skip-size-checks`` to a subcommand parser."""
+    parser.add_argument(SKIP_FLAG, action="store_true",
+                        help=f"go ahead despite an anisotropy outside {PLAUSIBLE_ANISOTROPY[0]:g}..."
+                             f"{PLAUSIBLE_ANISOTROPY[1]:g} or a memory/disk estimate above this machine's")
+
+
+def check_anisotropy_plausible(anisotropy: float | None, *, given: bool, voxel_size: Sequence[float] | None,
+                               source: object, skip: bool) -> None:
+    """Refuse an implausible anisotropy, saying where it came from and how to go ahead.
+
+    Raises:
+        InputError: unless ``skip`` or the value is in :data:`PLAUSIBLE_ANISOTROPY`.
+    """
+    low, high = PLAUSIBLE_ANISOTROPY
+    if skip or anisotropy is None or low <= anisotropy <= high:
+        return
+    origin = ("--anisotropy" if given else
+              f"{source}: voxel size {tuple(float(v) for v in voxel_size or ())} um gives anisotropy")
+    raise InputError(f"{origin} {anisotropy:g} is implausible (expected {low:g}..{high:g}: z voxel size / xy voxel "
+                     f"size); give the right --anisotropy, or {SKIP_FLAG} to go ahead")
+
+
+def check_memory_estimate(nbytes: float, what: str, *, skip: bool, available: float | None = None,
+                          resource: str = "memory") -> None:
+    """Refuse a run whose estimated need exceeds ``available`` (default: this machine's RAM).
+
+    Raises:
+        InputError: naming the estimate, what it is for, and the flag that goes ahead anyway.
+    """
+    from mediar3d.io.memory import gib, physical_memory
+
+    limit = physical_memory() if available is None else available
+    if skip or not limit or nbytes <= limit:
+        return
+    raise InputError(f"{what} needs about {gib(nbytes)} of {resource}, more than the {gib(limit)} here; check the "
+                     f"anisotropy / voxel size, use --blocks for large volumes, or {SKIP_FLAG} to go ahead")
+
+
+def check_volume_size(image, anisotropy: float | None, source: object, *, skip: bool) -> None:
+    """Before segmenting a (z, y, x) ``Image``: a plausible anisotropy, and the whole-volume pipeline's
+    working memory (z resampled by the anisotropy) within this machine's RAM.
+
+    Raises:
+        InputError: see :func:`check_anisotropy_plausible` and :func:`check_memory_estimate`.
+    """
+    import math
+
+    from mediar3d.distributed.grid import PIPELINE_BYTES_PER_VOXEL
+    from mediar3d.inference.anisotropy import anisotropy_from_voxel_size
+
+    shape = image.spatial_shape
+    if len(shape) != 3:
+        return
+    value = anisotropy if anisotropy is not None else anisotropy_from_voxel_size(image.voxel_size)
+    check_anisotropy_plausible(value, given=anisotropy is not None, voxel_size=image.voxel_size, source=source,
+                               skip=skip)
+    voxels = math.prod(shape) * max(float(value or 1.0), 1.0)
+    check_memory_estimate(voxels * PIPELINE_BYTES_PER_VOXEL,
+                          f"{source}: segmenting {'x'.join(map(str, shape))} at anisotropy {value or 1:g}", skip=skip)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mediar3d.cli.guard import existing_files, guard_outputs, segment_outputs
+from mediar3d.cli.guard import add_skip_flag, check_volume_size, existing_files, guard_outputs, segment_outputs
 from mediar3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(voxels, and um / um^3 when the file has a voxel size), intensity statistics and whether "
                         "it touches the border")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_skip_flag(p)
     g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
     g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
                    help="segment block by block with labels stitched across blocks: on, off, or auto = for a "
@@ -185,6 +186,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
         mode = "3d" if image.data.ndim == 3 else "2d"
     if mode in ("3d", "z-only") and image.data.ndim != 3:
         raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
+    check_volume_size(image, args.anisotropy, source, skip=args.skip_size_checks or mode == "2d")
     read_time = time.perf_counter() - start
     status(f"read {name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
            f"voxel size {_voxel_text(image.voxel_size)} ({read_time:.1f} s)")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import logging
 from pathlib import Path
 from typing import Any
 
+from mediar3d.cli.guard import add_skip_flag, check_anisotropy_plausible, check_memory_estimate
 from mediar3d.errors import ConfigError, InputError
-from mediar3d.io.paths import check_plain_name, check_writable, refuse_overwriting_inputs
+from mediar3d.io.paths import check_plain_name, check_writable, nearest_folder, refuse_overwriting_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--anisotropy", type=float, default=None,
                    help="z voxel size / xy voxel size (default: the mapping's or the file's voxel size, else 1)")
     p.add_argument("--keep-empty", action="store_true", help="also write slices without any label")
+    add_skip_flag(p)
     p.set_defaults(func=run)
 
 
@@ -95,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{pair.image}: is 2D (shape {image.shape}); slice-volumes needs (z, y, x) volumes")
         if args.anisotropy is not None:
             anisotropy = args.anisotropy
+        check_anisotropy_plausible(anisotropy, given=args.anisotropy is not None, voxel_size=None, source=pair.image,
+                                   skip=args.skip_size_checks)
+        check_memory_estimate(slices_bytes(image.shape, anisotropy, image.itemsize + 4, wanted or dataset.orientations),
+                              f"{pair.image}: its slices", skip=args.skip_size_checks,
+                              available=shutil.disk_usage(nearest_folder(out)).free, resource="disk")
         sources[dataset.name] = dataset
         stems = used_stems.setdefault(dataset.name, set())
         stem = _stem(pair.image)
@@ -141,3 +149,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(table)} slice pairs ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     print(f"  wrote {map_path}\n  wrote {csv_path}")
     return 0
+
+
+def slices_bytes(shape: tuple[int, ...], anisotropy: float, bytes_per_voxel: int, orientations) -> float:
+    """Uncompressed bytes of the image + label slices of a (z, y, x) volume (y and x slices stretched in z)."""
+    z, y, x = shape[-3:]
+    stretched = z * max(float(anisotropy), 1.0)
+    per = {"z": z * y * x, "y": y * stretched * x, "x": x * stretched * y}
+    return sum(per[o] for o in orientations) * bytes_per_voxel

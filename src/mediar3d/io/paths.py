@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from mediar3d.errors import InputError
 
-__all__ = ["check_plain_name", "refuse_overwriting_inputs", "check_writable"]
+__all__ = ["check_plain_name", "refuse_overwriting_inputs", "check_writable", "nearest_folder"]
 
 PathLike = str | os.PathLike
 
@@ -71,6 +71,14 @@ def refuse_overwriting_inputs(outputs: Iterable[PathLike | None], inputs: Iterab
                 raise InputError(f"output {out} would overwrite the input {raw}; choose another {flag}")
 
 
+def nearest_folder(path: PathLike) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent (which may be a file)."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def check_writable(path: PathLike, *, directory: bool = False) -> None:
     """Fail now, not after the work, if ``path`` cannot be written.
 
@@ -87,9 +95,7 @@ def check_writable(path: PathLike, *, directory: bool = False) -> None:
             raise InputError(f"output {target}: exists and is a file, not a folder; choose another path")
         if not directory and target.is_dir():
             raise InputError(f"output {target}: is a folder; give a file name")
-    folder = target.parent
-    while not folder.exists():
-        folder = folder.parent
+    folder = nearest_folder(target.parent)
     if not folder.is_dir():
         raise InputError(f"output {target}: {folder} is a file, not a folder")
     try:

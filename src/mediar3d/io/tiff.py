@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ import tifffile
 
 from mediar3d.errors import InputError
 from mediar3d.io.axes import UNKNOWN, parse_axes
+from mediar3d.io.memory import check_array_fits
 
 __all__ = ["read_tiff", "open_tiff_lazy", "write_tiff", "length_to_um"]
 
@@ -81,7 +83,7 @@ def _imagej_voxel_size(tif: tifffile.TiffFile) -> dict[str, float]:
     return sizes
 
 
-_TIFF_ERRORS = (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, EOFError)
+_TIFF_ERRORS = (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, EOFError, struct.error)
 
 
 def _corrupt(path: Path, exc: BaseException) -> InputError:
@@ -153,6 +155,7 @@ def read_tiff(path: Path, axes: str | None = None) -> tuple[np.ndarray, str, dic
             if not tif.series:
                 raise InputError(f"{path}: TIFF file holds no images")
             series = tif.series[0]
+            check_array_fits(series.shape, series.dtype, path)
             data = series.asarray()
             full_shape = series.get_shape(False)
             voxel = _voxel(tif)

@@ -12,6 +12,7 @@ import zarr
 
 from mediar3d.errors import InputError
 from mediar3d.io.axes import UNKNOWN, parse_axes
+from mediar3d.io.memory import check_array_fits
 from mediar3d.io.tiff import length_to_um
 
 __all__ = ["ZARR_V3", "is_zarr", "resolve_zarr", "open_zarr_lazy", "read_zarr", "zarr_axes_and_voxel_size",
@@ -91,6 +92,10 @@ def resolve_zarr(path: Path, level: int = 0) -> tuple[Any, str | None, dict[str,
         raise InputError(f"{path}: invalid OME-NGFF metadata ({_reason(exc)})") from exc
     if axes_meta is None:
         return array, None, {}
+    if not isinstance(axes_meta, (list, tuple)) or any(isinstance(a, Mapping) and not isinstance(a.get("name"), str)
+                                                         for a in axes_meta):
+        raise InputError(f"{path}: invalid OME-NGFF metadata (every entry of 'axes' needs a \"name\", got "
+                         f"{axes_meta!r:.120})")
     names = [a["name"] if isinstance(a, Mapping) else str(a) for a in axes_meta]
     units = [a.get("unit") if isinstance(a, Mapping) else None for a in axes_meta]
     hint = parse_axes(names, array.ndim, path, strict=False)
@@ -134,6 +139,7 @@ def read_zarr(path: Path, axes: str | None = None, *, level: int = 0) -> tuple[n
         ``(data, axes, voxel_size)`` as for :func:`mediar3d.io.tiff.read_tiff`.
     """
     array, hint, voxel = resolve_zarr(path, level)
+    check_array_fits(array.shape, array.dtype, path)
     try:
         data = np.asarray(array[...])
     except _READ_ERRORS as exc:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +24,11 @@ logger = logging.getLogger(__name__)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 _URL_SCHEMES = ("http", "https", "file")
+
+#: What torch.load raises on a file that is not a torch file (a text file makes the legacy
+#: unpickler fail with KeyError, a few stray bytes with struct.error).
+UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+              struct.error, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 def default_cache_dir() -> Path:
@@ -105,6 +111,13 @@ def _check_digest(path: Path, sha256: str | None, source: str) -> None:
                          "the file is corrupt or not the one meant")
 
 
+def describe_load_error(error: BaseException) -> str:
+    """One line saying why torch.load failed (the unpickler's KeyError 101 means: not a torch file)."""
+    if isinstance(error, (KeyError, IndexError, TypeError, AttributeError, struct.error)) or not str(error):
+        return "not a file written by torch.save"
+    return str(error).splitlines()[0]
+
+
 def read_weights_file(path: str | os.PathLike) -> dict:
     """Load a weights file safely; raise ModelError if unreadable.
 
@@ -128,9 +141,9 @@ def read_weights_file(path: str | os.PathLike) -> dict:
             raise ModelError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    except UNREADABLE as error:
         raise ModelError(f"{path} is not a readable torch weights file (truncated or corrupt?): "
-                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+                         f"{describe_load_error(error)}") from error
     if not isinstance(obj, dict):
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a dict of weights")
     return obj

@@ -30,6 +30,7 @@ from torch import nn
 
 from mediar3d.errors import ConfigError
 from mediar3d.models.checkpoint import unwrap_model
+from mediar3d.models.weights import UNREADABLE, describe_load_error
 
 STATE_FILE = "train_state.pt"
 LAST_MODEL = "model_last.pt"
@@ -110,12 +111,14 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot resume: {path} does not exist (the run never finished an epoch?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err) and "Unsupported global" not in str(err):
+            raise ConfigError(f"cannot resume: {path} is not a torch file ({str(err).splitlines()[0]})") from None
         raise ConfigError(f"cannot resume: {path} holds objects other than tensors and plain values, which are "
                           "never unpickled (a crafted file, or one from an older mediar3d); start again with "
                           "--overwrite") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ConfigError(f"cannot resume: {path} is unreadable ({str(err).splitlines()[0]})") from None
+    except UNREADABLE as err:
+        raise ConfigError(f"cannot resume: {path} is unreadable ({describe_load_error(err)})") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ConfigError(f"cannot resume: {path} is not a training state (no {', '.join(missing)})")
