@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
         spec_path = Path(args.spec)
         if not spec_path.is_file():
             raise ConfigError(f"--spec {spec_path} does not exist")
-        obj = json.loads(spec_path.read_text())
+        try:
+            obj = json.loads(spec_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--spec {spec_path}: not valid JSON ({err})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("datasets", []), list):
+            raise ConfigError(f"--spec {spec_path}: must be a JSON object with a 'datasets' list")
         base = spec_path.parent
     else:
         obj = {"datasets": [{"name": n, "images": i, "labels": lab, "pair_by": args.pair_by}
@@ -70,10 +75,14 @@ def run(args: argparse.Namespace) -> int:
     datasets = obj.get("datasets") or []
     names = [d.get("name") for d in datasets if isinstance(d, dict)]
     for name, p in _named(args.probability, "--probability", names).items():
-        next(d for d in datasets if d.get("name") == name)["probability"] = float(p)
+        try:
+            value = float(p)
+        except ValueError:
+            raise ConfigError(f"--probability {name}={p}: not a number") from None
+        next(d for d in datasets if isinstance(d, dict) and d.get("name") == name)["probability"] = value
     for name, mode in _named(args.supervision, "--supervision", names).items():
-        next(d for d in datasets if d.get("name") == name)["supervision"] = {"mode": mode}
-    for d in datasets:
+        next(d for d in datasets if isinstance(d, dict) and d.get("name") == name)["supervision"] = {"mode": mode}
+    for d in (d for d in datasets if isinstance(d, dict)):
         if args.orientations:
             d["orientations"] = [o.strip() for o in args.orientations.split(",") if o.strip()]
         if args.channel is not None:

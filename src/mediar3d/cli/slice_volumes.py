@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair, save_mapping
     from mediar3d.data.slicing import check_orientations, export_slices
     from mediar3d.data.pairs import read_pair
+    import fastremap
+    import numpy as np
 
     if args.anisotropy is not None and not args.anisotropy > 0:
         raise ConfigError(f"--anisotropy {args.anisotropy}: must be > 0")
@@ -96,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
         image, labels, anisotropy = read_pair(dataset, pair)
         if image.ndim != 3:
             raise InputError(f"{pair.image}: is 2D (shape {image.shape}); slice-volumes needs (z, y, x) volumes")
+        if labels.size and int(labels.max()) > np.iinfo(np.uint32).max:
+            logger.warning("%s: label ids above %d renumbered 1..N (the slices are written as uint32)",
+                           pair.label, np.iinfo(np.uint32).max)
+            labels = fastremap.renumber(np.ascontiguousarray(labels))[0]
         if args.anisotropy is not None:
             anisotropy = args.anisotropy
         check_anisotropy_plausible(anisotropy, given=args.anisotropy is not None, voxel_size=None, source=pair.image,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import re
 import zlib
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from mediar3d.data.slicing import ORIENTATIONS, check_orientations
-from mediar3d.errors import ConfigError, InputError
+from mediar3d.errors import ConfigError, InputError, Mediar3DError
 from mediar3d.io.naming import pair_files  # noqa: F401  (the pairing rule lives in io.naming)
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,19 @@ def parse_supervision(obj: Any, source: str) -> Supervision:
     return Supervision(**obj)
 
 
+def _number(value: Any, what: str) -> float:
+    """``value`` as a finite float, or a ConfigError naming ``what`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{what} must be a number, got {value!r:.40}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number, got {value!r:.40}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{what} must be a finite number, got {value!r:.40}")
+    return number
+
+
 def _resolve(path: str, base: Path) -> Path:
     p = Path(path)
     return p if p.is_absolute() else Path(os.path.normpath(base / p))
@@ -240,7 +254,7 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
             split = item.get("split")
             if split is not None and split not in SPLITS:
                 raise ConfigError(f"{src}: split {split!r} is unknown; use 'train' or 'val'")
-            weight = float(item.get("weight", 1.0))
+            weight = _number(item.get("weight", 1.0), f"{src}: pair weight")
             if not weight >= 0:
                 raise ConfigError(f"{src}: pair weight must be >= 0, got {weight}")
             diameter = item.get("diameter")
@@ -263,10 +277,10 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
                 if not p.exists():
                     raise InputError(f"{src}: file {p} does not exist")
     probability = obj.get("probability")
-    if probability is not None and not float(probability) >= 0:
+    if probability is not None and not _number(probability, f"{src}: probability") >= 0:
         raise ConfigError(f"{src}: probability must be >= 0, got {probability}")
     anisotropy = obj.get("anisotropy")
-    if anisotropy is not None and not float(anisotropy) > 0:
+    if anisotropy is not None and not _number(anisotropy, f"{src}: anisotropy") > 0:
         raise ConfigError(f"{src}: anisotropy must be > 0, got {anisotropy}")
     channel = obj.get("channel")
     return DatasetEntry(
@@ -274,7 +288,7 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
         probability=None if probability is None else float(probability),
         supervision=parse_supervision(obj.get("supervision"), src),
         orientations=check_orientations(obj.get("orientations", ORIENTATIONS), f"{src}: orientations"),
-        channel=None if channel is None else int(channel),
+        channel=None if channel is None else int(_number(channel, f"{src}: channel")),
         anisotropy=None if anisotropy is None else float(anisotropy),
         skip_empty_slices=obj.get("skip_empty_slices"),
     )
@@ -300,7 +314,7 @@ def mapping_from_dict(obj: dict[str, Any], base: str | Path = ".", *, check_file
     if not isinstance(obj, dict):
         raise ConfigError(f"{source}: a dataset mapping must be a JSON object")
     _check_keys(obj, _TOP_KEYS, source)
-    if obj.get("format", FORMAT) != FORMAT or int(obj.get("version", VERSION)) > VERSION:
+    if obj.get("format", FORMAT) != FORMAT or _number(obj.get("version", VERSION), f"{source}: version") > VERSION:
         raise ConfigError(f"{source}: not a {FORMAT} version <= {VERSION} file")
     mode = obj.get("probability_mode", "dataset")
     if mode not in PROBABILITY_MODES:
@@ -309,14 +323,20 @@ def mapping_from_dict(obj: dict[str, Any], base: str | Path = ".", *, check_file
     if not isinstance(datasets_obj, list) or not datasets_obj:
         raise ConfigError(f"{source}: 'datasets' must be a non-empty list")
     base = Path(base)
-    datasets = [parse_dataset(d, base, check_files=check_files) for d in datasets_obj]
+    try:
+        datasets = [parse_dataset(d, base, check_files=check_files) for d in datasets_obj]
+    except Mediar3DError:
+        raise
+    except (TypeError, ValueError, AttributeError) as err:  # a value of the wrong type the checks above missed
+        raise ConfigError(f"{source}: invalid dataset entry ({err})") from None
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: dataset names must be unique, got {names}")
     given = [d.probability is not None for d in datasets]
     if any(given) and not all(given):
         raise ConfigError(f"{source}: give a probability for every dataset or for none")
-    mapping = DatasetMapping(datasets, seed=int(obj.get("seed", 0)), val_fraction=float(obj.get("val_fraction", 0.1)),
+    mapping = DatasetMapping(datasets, seed=int(_number(obj.get("seed", 0), f"{source}: seed")),
+                             val_fraction=_number(obj.get("val_fraction", 0.1), f"{source}: val_fraction"),
                              probability_mode=mode)
     for d in datasets:
         split_pairs(d.pairs, mapping.val_fraction, mapping.seed, d.name)

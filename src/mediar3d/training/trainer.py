@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from mediar3d.data.mapping import load_mapping
 from mediar3d.errors import ConfigError
+from mediar3d.io.paths import check_writable
 from mediar3d.training import distributed
 from mediar3d.training.config import TrainConfig, save_config
 from mediar3d.training.dataset import SliceDataset, build_index, diameter_scales, training_diameter
@@ -100,6 +101,7 @@ class Trainer:
                  overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> None:
         self.config = config.validate()
         self.save_dir = Path(config.save_dir)
+        check_writable(self.save_dir, directory=True)
         self.resume = resume
         self.callbacks = list(callbacks)
         if not resume and not overwrite and (self.save_dir / STATE_FILE).exists():
