@@ -186,3 +186,11 @@ def test_slice_volumes_refuses_an_anisotropy_that_would_fill_the_disk(tmp_path, 
                  "--anisotropy", "1e5", "-o", str(out)])
     assert code == 1 and "--anisotropy 100000 is implausible" in capsys.readouterr().err
     assert not out.exists() or not any(out.rglob("*.tif"))
+
+
+def test_a_nan_threshold_is_a_one_line_error_and_writes_nothing(tmp_path, volume, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    assert _segment(volume, out, tiny_checkpoint, "--cellprob-threshold", "nan") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cellprob_threshold nan" in err
+    assert not out.exists() or not any(out.iterdir())

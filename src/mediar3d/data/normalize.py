@@ -18,6 +18,8 @@ from mediar3d.errors import InputError
 DEFAULT_PERCENTILES: tuple[float, float] = (0.0, 99.5)
 #: Above this many elements the percentiles are computed on a fixed-stride subsample.
 MAX_PERCENTILE_SAMPLES = 1 << 22
+#: A percentile range below this fraction of the intensities is float32 rounding: the input is constant.
+RELATIVE_RESOLUTION = 1e-6
 
 
 def _subsample(array: np.ndarray, max_samples: int) -> np.ndarray:
@@ -61,7 +63,12 @@ def normalize_range(array: np.ndarray, low: float, high: float, *, clip: bool = 
     low, high = float(low), float(high)
     if not (np.isfinite(low) and np.isfinite(high) and high > low):
         raise InputError(f"intensity range ({low}, {high}): need finite low < high")
-    out = (np.asarray(array, dtype=np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
+    factor = 1.0 / (high - low)
+    tiny = np.finfo(np.float32).tiny
+    if factor < np.finfo(np.float32).max and min(abs(low) or 1.0, high - low) >= tiny:
+        out = (np.asarray(array, dtype=np.float32) - np.float32(low)) * np.float32(factor)
+    else:  # intensities beyond float32's range (e.g. a volume scaled by 1e-40): subtract and scale in float64
+        out = ((np.asarray(array, dtype=np.float64) - low) * factor).astype(np.float32)
     if clip:
         np.clip(out, 0.0, 1.0, out=out)
     return out
@@ -83,9 +90,11 @@ def normalize_percentile(
         max_samples: Percentiles use a fixed-stride subsample above this many elements.
 
     Returns:
-        float32 array of the same shape. A constant input gives all zeros.
+        float32 array of the same shape. A constant input gives all zeros. Whether an input
+        is constant does not depend on its scale (a volume multiplied by 1e-30 gives the same
+        result): the range must exceed float32 resolution relative to the intensities.
     """
     low, high = percentile_range(array, percentiles, max_samples=max_samples)
-    if high - low <= 1e-12:
+    if not high - low > RELATIVE_RESOLUTION * max(abs(low), abs(high)):
         return np.zeros(np.shape(array), dtype=np.float32)
     return normalize_range(array, low, high, clip=clip)

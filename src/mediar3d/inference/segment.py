@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mediar3d.inference.anisotropy import resample_image
+from mediar3d.inference.checks import check_segment_options
 from mediar3d.inference.predict import ModelArg, labels, predict
 from mediar3d.inference.progress import ProgressFn
 
@@ -67,6 +68,10 @@ def run_segmentation(
             always uses the fixed thresholds `mediar3d.inference.diameter.ESTIMATE_THRESHOLDS`.
     """
     start = time.perf_counter()
+    check_segment_options(diameter=options.get("diameter"), anisotropy=options.get("anisotropy"),
+                          cellprob_threshold=options.get("cellprob_threshold"),
+                          flow_threshold=options.get("flow_threshold"), min_size=options.get("min_size"), niter=niter,
+                          model=model)
     outputs = predict(volume, model, progress=progress, niter=niter, max_size_fraction=max_size_fraction, **options)
     post_start = time.perf_counter()
     result = SegmentResult(labels=labels(outputs, niter=niter, max_size_fraction=max_size_fraction,

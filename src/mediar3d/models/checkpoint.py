@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -85,9 +86,9 @@ class ModelConfig:
             raise ModelError(f"{source}: normalization percentiles {percentiles!r} must be two numbers "
                              "0 <= low < high <= 100")
         if not isinstance(self.thresholds, dict) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                 for k, v in self.thresholds.items()):
-            raise ModelError(f"{source}: thresholds {self.thresholds!r} must map names to numbers")
+            raise ModelError(f"{source}: thresholds {self.thresholds!r} must map names to finite numbers")
         if self.train_diameter is not None and (not isinstance(self.train_diameter, (int, float))
                                                 or not self.train_diameter > 0):
             raise ModelError(f"{source}: train_diameter {self.train_diameter!r} must be a positive number or None")
