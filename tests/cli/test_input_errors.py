@@ -57,3 +57,16 @@ def test_slice_volumes_renumbers_label_ids_beyond_uint32(tmp_path, capsys):
                  "-o", str(out), "--orientations", "z"]) == 0
     written = [read_labels(p) for p in sorted((out / "volumes" / "labels").glob("*.tif"))]
     assert written and all(0 < w.max() <= 2 and len(np.unique(w)) == 3 for w in written)
+
+
+def test_map_dataset_names_the_images_it_leaves_out(tmp_path, caplog):
+    import logging
+
+    for i in range(3):
+        write_image(tmp_path / "img" / f"a{i}.tif", np.ones((8, 8), np.uint8))
+    for i in range(2):
+        write_labels(tmp_path / "gt" / f"a{i}.tif", np.ones((8, 8), np.int32))
+    with caplog.at_level(logging.WARNING):
+        assert main(["map-dataset", "--dataset", "d", str(tmp_path / "img" / "*.tif"),
+                     str(tmp_path / "gt" / "*.tif"), "-o", str(tmp_path / "m.json")]) == 0
+    assert "left out: a2.tif" in caplog.text

@@ -133,4 +133,25 @@ def load_pair(pair: EvalPair) -> tuple[np.ndarray, np.ndarray]:
         gt, pred = _squeeze_leading(gt, ndim), _squeeze_leading(pred, ndim)
     if gt.shape != pred.shape:
         raise InputError(f"shape mismatch: {pair.gt_path} {gt.shape} vs {pair.pred_path} {pred.shape}")
+    changing = neighbour_change_fraction(pred)
+    if changing > INTENSITY_LIKE_FRACTION:
+        logger.warning("%s looks like an intensity image, not instance labels: %.0f%% of neighbouring foreground "
+                       "pixels along x have different ids (labels: a few %%); score the labels `mediar3d segment` "
+                       "wrote", pair.pred_path, 100 * changing)
     return gt, pred
+
+
+#: Above this fraction of x-neighbours with different non-zero ids, a "labels" file is an intensity image.
+INTENSITY_LIKE_FRACTION = 0.5
+
+
+def neighbour_change_fraction(labels: np.ndarray) -> float:
+    """Fraction of pairs of x-neighbours, both non-zero, whose ids differ (labels (..., x)).
+
+    Instance labels change id only at object borders (a few percent); a noisy intensity image
+    read as labels changes at almost every pixel.
+    """
+    left, right = labels[..., :-1], labels[..., 1:]
+    both = (left != 0) & (right != 0)
+    n = int(np.count_nonzero(both))
+    return float(np.count_nonzero(both & (left != right)) / n) if n else 0.0

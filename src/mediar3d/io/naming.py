@@ -98,7 +98,7 @@ def pair_files(images: Sequence[str | Path], labels: Sequence[str | Path], *, pa
     mask, label, seg, gt, man, pred, ...; so ``cell_01_img.tif`` pairs with ``cell_01_masks.tif``)
     and the numbers in the name (so ``t007.tif`` pairs with ``man_seg007.tif``); it takes
     the first rule under which every label finds exactly one image. Images without labels
-    are left out (logged). ``order`` pairs the sorted lists one to one.
+    are left out (a warning names them). ``order`` pairs the sorted lists one to one.
 
     Args:
         images: Image file paths.
@@ -137,9 +137,11 @@ def pair_files(images: Sequence[str | Path], labels: Sequence[str | Path], *, pa
         missing = [p.name for p, k in zip(labs, label_keys) if k not in image_keys]
         if clash is None and not missing and len(set(label_keys)) == len(labs):
             pairs = sorted(((image_keys[k], p) for p, k in zip(labs, label_keys)), key=lambda t: str(t[0]))
-            unused = len(imgs) - len(pairs)
+            paired = {i for i, _ in pairs}
+            unused = [p.name for p in imgs if p not in paired]
             if unused:
-                log.info("%s: %d image(s) have no label file and are left out", source, unused)
+                log.warning("%s: %d image(s) have no label file and are left out: %s%s", source, len(unused),
+                            ", ".join(unused[:5]), ", ..." if len(unused) > 5 else "")
             return pairs
         failures.append(f"{name}: " + (clash or (f"no image for {missing[0]}" if missing else "two labels share a key")))
     raise InputError(f"{source}: cannot pair image and label files by name ({'; '.join(failures)}); "
