@@ -194,3 +194,21 @@ def test_a_nan_threshold_is_a_one_line_error_and_writes_nothing(tmp_path, volume
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cellprob_threshold nan" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_block_wise_segment_refuses_an_implausible_ngff_scale(tmp_path, tiny_checkpoint, capsys):
+    source = tmp_path / "in.ome.zarr"
+    write_image(source, np.ones((6, 24, 24), np.uint8), voxel_size=(1e6, 1.0, 1.0))
+    assert _segment(source, tmp_path / "out.zarr", tiny_checkpoint, "--blocks", "on") == 1
+    err = capsys.readouterr().err
+    assert "voxel size" in err and "--skip-size-checks" in err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_tune_refuses_a_nan_candidate(tmp_path, tiny_checkpoint, capsys):
+    image, labels = tmp_path / "img.tif", tmp_path / "gt.tif"
+    write_image(image, np.ones((6, 16, 16), np.float32))
+    write_labels(labels, np.ones((6, 16, 16), np.int32))
+    code = main(["tune", "--model", str(tiny_checkpoint), "--image", str(image), "--labels", str(labels),
+                 "--cellprob-thresholds", "0", "nan", "--no-write"])
+    assert code == 1 and "--cellprob-thresholds nan" in capsys.readouterr().err

@@ -122,3 +122,18 @@ def check_volume_size(image, anisotropy: float | None, source: object, *, skip: 
     voxels = math.prod(shape) * max(float(value or 1.0), 1.0)
     check_memory_estimate(voxels * PIPELINE_BYTES_PER_VOXEL,
                           f"{source}: segmenting {'x'.join(map(str, shape))} at anisotropy {value or 1:g}", skip=skip)
+
+
+def check_file_anisotropy(source: Path, anisotropy: float | None, *, skip: bool) -> None:
+    """For block-wise runs (the volume is never loaded whole): a plausible anisotropy from the flag or the
+    file's voxel size (NGFF scale, ImageJ / OME-TIFF metadata), read without loading the data.
+
+    Raises:
+        InputError: see :func:`check_anisotropy_plausible`.
+    """
+    from mediar3d.inference.anisotropy import anisotropy_from_voxel_size
+    from mediar3d.io import open_image_lazy
+
+    voxel = None if anisotropy is not None else open_image_lazy(source).voxel_size
+    value = anisotropy if anisotropy is not None else anisotropy_from_voxel_size(voxel)
+    check_anisotropy_plausible(value, given=anisotropy is not None, voxel_size=voxel, source=source, skip=skip)

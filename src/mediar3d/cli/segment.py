@@ -11,7 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mediar3d.cli.guard import add_skip_flag, check_volume_size, existing_files, guard_outputs, segment_outputs
+from mediar3d.cli.guard import (
+    add_skip_flag,
+    check_file_anisotropy,
+    check_volume_size,
+    existing_files,
+    guard_outputs,
+    segment_outputs,
+)
 from mediar3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -341,6 +348,7 @@ def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Pat
                          "with mediar3d.measure, or use --blocks off")
     work = Path(f"{labels_path}.work")
     _guard([labels_path, work], source, args, replaced=[labels_path, work])
+    check_file_anisotropy(source, args.anisotropy, skip=args.skip_size_checks)
     status(f"segmenting {source.name} block by block")
     result = segment_blocks(
         str(source), labels_path, model=_model(args), diameter=args.diameter, anisotropy=args.anisotropy,

@@ -145,10 +145,14 @@ def segment_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _grid(args: argparse.Namespace) -> dict[str, list[float]]:
+    from mediar3d.inference.checks import check_number
+
     grid = {}
     for name, values in (("cellprob_threshold", args.cellprob_thresholds), ("flow_threshold", args.flow_thresholds),
                          ("min_size", args.min_sizes), ("min_size_fraction", getattr(args, "min_size_fractions", None))):
         if values is not None:
+            for value in values:
+                check_number(value, f"--{name.replace('_', '-')}s", minimum=None if name == "cellprob_threshold" else 0)
             grid[name] = values
     return grid
 
@@ -271,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --model to tune (or --learning-curve DIR)")
     if not 0 < args.iou <= 1:
         raise ConfigError(f"--iou {args.iou}: must be in (0, 1]")
+    _grid(args)  # candidates checked before the network runs
     outputs_to_write = _outputs_to_write(args)
     report = args.report or outputs_to_write[0].with_name(f"{outputs_to_write[0].stem}_tuning")
     data = validation_data(args)
