@@ -111,7 +111,7 @@ def check_volume_size(image, anisotropy: float | None, source: object, *, skip: 
     import math
 
     from mediar3d.distributed.grid import PIPELINE_BYTES_PER_VOXEL
-    from mediar3d.inference.anisotropy import anisotropy_from_voxel_size
+    from mediar3d.io.naming import anisotropy_from_voxel_size
 
     shape = image.spatial_shape
     if len(shape) != 3:
@@ -131,7 +131,7 @@ def check_file_anisotropy(source: Path, anisotropy: float | None, *, skip: bool)
     Raises:
         InputError: see :func:`check_anisotropy_plausible`.
     """
-    from mediar3d.inference.anisotropy import anisotropy_from_voxel_size
+    from mediar3d.io.naming import anisotropy_from_voxel_size
     from mediar3d.io import open_image_lazy
 
     voxel = None if anisotropy is not None else open_image_lazy(source).voxel_size
