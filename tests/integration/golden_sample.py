@@ -21,7 +21,7 @@ GOLDEN = Path(__file__).with_name("golden_sample.npz")
 #: Crop (z, y, x) of the sample volume (32, 160, 160): 16 x 96 x 96 voxels.
 CROP = (slice(8, 24), slice(32, 128), slice(32, 128))
 #: Settings of the golden run: the model's training diameter (scale 1) and the sample's anisotropy.
-SETTINGS = dict(diameter=20.0, anisotropy=2.0, device="cpu", progress=False)
+SETTINGS = dict(diameter=20.0, model_diameter=20.0, anisotropy=2.0, device="cpu", progress=False)
 BLOCK = 8
 
 
