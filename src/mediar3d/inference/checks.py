@@ -53,7 +53,9 @@ def check_segment_options(*, diameter: Any = None, anisotropy: Any = None, cellp
 
 
 def check_bare_network(net: torch.nn.Module) -> None:
-    """A module not built by `create_model` must map a (1, C, 32, 32) zero batch to (1, 3, 32, 32).
+    """A 2D module not built by `create_model` must map a (1, C, 32, 32) zero batch to (1, 3, 32, 32).
+
+    Volumetric networks (``spatial_dims == 3``) are left to the 3D window path.
 
     Raises:
         ModelError: naming the module and the shapes.
@@ -61,6 +63,10 @@ def check_bare_network(net: torch.nn.Module) -> None:
     from mediar3d.models.registry import ARCH_ATTR
 
     if hasattr(net, ARCH_ATTR):
+        return
+    from mediar3d.inference.volume3d import is_volumetric
+
+    if is_volumetric(net):  # volumes in, (B, 4, Z, Y, X) out: checked where its windows run
         return
     weight = next((p for p in net.parameters() if p.dim() >= 2), None)
     channels = int(getattr(net, "in_channels", weight.shape[1] if weight is not None else 1))
