@@ -18,7 +18,7 @@ from mediar3d.errors import Mediar3DError
 
 # Order shown in --help.
 COMMANDS = (
-    "segment",
+    "segment_batch",  # the `segment` command: parser in cli.segment, many-input driver in cli.segment_batch
     "evaluate",
     "train",
     "tune",

@@ -24,8 +24,8 @@ from mediar3d.errors import InputError
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `segment` subcommand."""
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `segment` subcommand's parser (its function is set by `mediar3d.cli.segment_batch.register`)."""
     p = subparsers.add_parser(
         "segment", help="segment a volume into 3D instance labels",
         description="Segment cells or nuclei in a 3D volume (TIFF, OME-TIFF, Zarr, OME-Zarr) or a 2D image. "
@@ -110,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="address of a running Dask scheduler (tcp://host:8786) to use instead of a local cluster")
     g.add_argument("--restart", action="store_true",
                    help="start over instead of resuming the finished blocks of an interrupted run (<output>.work)")
-    p.set_defaults(func=run)
+    return p
 
 
 def _output_paths(output: str, stem: str) -> tuple[Path, Path]:
@@ -148,13 +148,6 @@ def _model(args: argparse.Namespace) -> str | list[str] | None:
     if len(models) > 1:
         return list(models)
     return models[0] if models else None
-
-
-def run(args: argparse.Namespace) -> int:
-    """Segment every input (see `mediar3d.cli.segment_batch`); returns 0, or 1 if a file failed."""
-    from mediar3d.cli.segment_batch import run_batch
-
-    return run_batch(args)
 
 
 def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, prefix: Path, model: Any,

@@ -21,6 +21,7 @@ from typing import Any
 
 from mediar3d.cli.segment import (
     _display_name,
+    add_parser,
     _model,
     _output_paths,
     _stem,
@@ -150,6 +151,11 @@ def _sources(args: argparse.Namespace) -> tuple[list[Path], bool]:
             args.preview = "auto"
         return [sample_path()], False
     return expand_inputs(args.inputs)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `segment` subcommand (parser from `mediar3d.cli.segment`, run by :func:`run_batch`)."""
+    add_parser(subparsers).set_defaults(func=run_batch)
 
 
 def run_batch(args: argparse.Namespace) -> int:
