@@ -9,7 +9,7 @@ local cluster whose per-worker memory limit is far below the volume size, sample
 each worker's resident memory, and prints a JSON record (wall time, peak memory per
 worker, voxels/s, objects found vs made). Deletes the volume afterwards unless --keep.
 
-    python benchmarks/distributed.py --dir /work/bench-distributed --shape 256 1024 1024
+    python benchmarks/distributed.py --dir bench-distributed --shape 256 1024 1024
 """
 
 from __future__ import annotations

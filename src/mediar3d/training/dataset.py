@@ -114,6 +114,15 @@ def file_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float | None:
     return median_diameter(labels, anisotropy if labels.ndim == 3 else 1.0)
 
 
+def item_diameter(item: Item) -> float | None:
+    """The diameter of one item: its pair's stated one (slices of a volume), else measured on its labels."""
+    if item.pair.diameter is not None:
+        return item.pair.diameter
+    from mediar3d.io import read_labels
+
+    return file_diameter(np.asarray(read_labels(item.pair.label)), item.anisotropy)
+
+
 def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
     """Diameter (:func:`file_diameter`) of the data: median over files, at most ``max_items`` read.
 
@@ -122,12 +131,8 @@ def training_diameter(index: SampleIndex, max_items: int = 64) -> float | None:
     """
     if not index.items:
         return None
-    from mediar3d.io import read_labels
-
     chosen = np.unique(np.linspace(0, len(index.items) - 1, min(max_items, len(index.items))).round().astype(int))
-    found = [index.items[i].pair.diameter if index.items[i].pair.diameter is not None
-             else file_diameter(np.asarray(read_labels(index.items[i].pair.label)), index.items[i].anisotropy)
-             for i in chosen]
+    found = [item_diameter(index.items[i]) for i in chosen]
     found = [d for d in found if d is not None]
     return float(np.median(found)) if found else None
 
@@ -148,10 +153,8 @@ def diameter_scales(index: SampleIndex, diameter: float) -> list[float]:
         One zoom per item of ``index.items`` (1.0 where nothing could be measured).
     """
     from mediar3d.inference.predict import MAX_SCALE, MIN_SCALE
-    from mediar3d.io import read_labels
 
-    measured = [item.pair.diameter if item.pair.diameter is not None
-                else file_diameter(np.asarray(read_labels(item.pair.label)), item.anisotropy) for item in index.items]
+    measured = [item_diameter(item) for item in index.items]
     pooled: dict[str, list[float]] = {}
     for item, value in zip(index.items, measured):
         if value is not None:
