@@ -14,7 +14,8 @@ out the data it reads:
 
 Volumes are written as 2D slices along z, y and x (``--per-axis`` annotated slices per
 orientation; all annotated slices of real volumes), each percentile-normalised as a whole
-volume (as inference does) and stretched along z to isotropic pixels
+volume (as inference does; each pair's ``intensity_range`` [0, 1] keeps training from
+normalising the slice again on its own) and stretched along z to isotropic pixels
 (:func:`mediar3d.data.slicing.resample_plane`). Every slice's pair records its volume's 3D
 diameter (:func:`mediar3d.inference.diameter.median_diameter`), so that training zooms it to
 the model's diameter by the volume's definition, not the slice's. Every 8th volume of each
@@ -62,7 +63,7 @@ def write_slices(folder: Path, name: str, image: np.ndarray, labels: np.ndarray,
             write_image(folder / "images" / f"{stem}.tif", plane.astype(np.float32))
             write_labels(folder / "labels" / f"{stem}.tif", mask)
             pairs.append({"image": f"{folder.name}/images/{stem}.tif", "label": f"{folder.name}/labels/{stem}.tif",
-                          "split": split, "diameter": round(float(diameter), 3)})
+                          "split": split, "diameter": round(float(diameter), 3), "intensity_range": [0.0, 1.0]})
     return pairs
 
 

@@ -101,3 +101,34 @@ def test_slices_keep_their_volume_diameter_for_fine_tuning(tmp_path, volumes):
     assert scales == pytest.approx([2.0] * len(index.items))      # a slice's own 2D diameter would differ per slice
     saved = json.loads((out / "mapping.json").read_text())
     assert all("diameter" in p for d in saved["datasets"] for p in d["pairs"])
+
+
+def test_slices_are_normalised_as_their_volume_not_one_by_one(tmp_path):
+    """A slice through a dim region stays dim in training, as inference normalises the whole volume."""
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.io import write_image, write_labels
+    from mediar3d.training.dataset import SliceDataset, build_index
+
+    image = np.zeros((4, 16, 16), np.float32)
+    labels = np.zeros((4, 16, 16), np.int32)
+    image[0, 4:10, 4:10], labels[0, 4:10, 4:10] = 1000.0, 1   # bright nucleus in slice 0
+    image[3, 4:10, 4:10], labels[3, 4:10, 4:10] = 100.0, 2    # dim nucleus in slice 3
+    write_image(tmp_path / "v.tif", image)
+    write_labels(tmp_path / "v_gt.tif", labels)
+    (tmp_path / "m.json").write_text(json.dumps({"datasets": [{"name": "d", "pairs": [
+        {"image": "v.tif", "label": "v_gt.tif", "split": "train"}]}]}))
+    out = tmp_path / "slices"
+    assert main(["slice-volumes", "--data", str(tmp_path / "m.json"), "-o", str(out), "--orientations", "z"]) == 0
+    mapping = load_mapping(out / "mapping.json")
+    pairs = [p for d in mapping.datasets for p in d.pairs]
+    assert pairs and all(p.intensity_range == pytest.approx((0.0, 1000.0)) for p in pairs)
+    dataset = SliceDataset(build_index(mapping, "train"))
+    peaks = {}
+    for number, ref in enumerate(dataset.index.samples):
+        sample = dataset.raw_sample(number)
+        peaks[dataset.index.items[ref.item].pair.image.name] = float(sample["image"].max())
+    dim = next(v for k, v in peaks.items() if k.endswith("z3.tif"))
+    bright = next(v for k, v in peaks.items() if k.endswith("z0.tif"))
+    assert bright == pytest.approx(1.0) and dim == pytest.approx(0.1, abs=0.02)   # per-slice: both 1.0
+    saved = json.loads((out / "mapping.json").read_text())
+    assert all(p["intensity_range"] == pytest.approx([0.0, 1000.0]) for d in saved["datasets"] for p in d["pairs"])

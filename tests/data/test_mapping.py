@@ -126,3 +126,15 @@ def test_pair_diameter_must_be_a_positive_number(tmp_path, value):
         {"image": "a.tif", "label": "b.tif", "diameter": value}]}]}))
     with pytest.raises(ConfigError, match="diameter"):
         load_mapping(path)
+
+
+@pytest.mark.parametrize("value", [[1, 1], [2, 1], [0], "0,1", [0, float("nan")], [True, 2]])
+def test_pair_intensity_range_must_be_low_below_high(tmp_path, value):
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.errors import ConfigError
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"datasets": [{"name": "d", "pairs": [
+        {"image": "a.tif", "label": "b.tif", "intensity_range": value}]}]}))
+    with pytest.raises(ConfigError, match="intensity_range"):
+        load_mapping(path)

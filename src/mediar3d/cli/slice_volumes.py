@@ -67,6 +67,22 @@ def _sources(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     return [(dataset, pair) for pair in dataset.pairs]
 
 
+def _volume_range(image: Any, source: Path) -> tuple[float, float] | None:
+    """The volume's normalisation range (training percentiles), recorded with each of its slices.
+
+    None for a constant volume (its slices then fall back to their own normalisation).
+    """
+    import numpy as np
+
+    from mediar3d.data.normalize import DEFAULT_PERCENTILES, percentile_range
+
+    low, high = percentile_range(np.asarray(image), DEFAULT_PERCENTILES)
+    if not high > low:
+        logger.warning("%s: constant intensities; its slices are normalised one by one", source)
+        return None
+    return low, high
+
+
 def _stem(path: Path) -> str:
     from mediar3d.io.naming import split_suffix
 
@@ -118,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         from mediar3d.inference.diameter import median_diameter
 
         diameter = median_diameter(labels, anisotropy)   # the volume's 3D diameter, kept with each slice
+        intensity_range = _volume_range(image, pair.image)  # so each slice is normalised as its volume
         for orientation in wanted or dataset.orientations:
             written = export_slices(image, labels, out / dataset.name, stem=stem, orientations=[orientation],
                                     anisotropy=anisotropy, skip_empty=not args.keep_empty)
@@ -125,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             for image_path, label_path in written:
                 index = int(image_path.name[len(prefix):].split(".")[0])
                 per_dataset.setdefault(dataset.name, {}).setdefault(orientation, []).append(
-                    Pair(image_path, label_path, pair.split, pair.weight, diameter))
+                    Pair(image_path, label_path, pair.split, pair.weight, diameter, intensity_range))
                 table.append({"image": image_path, "label": label_path, "dataset": dataset.name,
                               "orientation": orientation, "index": index, "split": pair.split,
                               "source_image": pair.image, "source_label": pair.label, "anisotropy": anisotropy})

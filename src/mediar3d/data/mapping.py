@@ -22,7 +22,9 @@ split into train/val with the mapping's seed, per dataset and per file, so the s
 one volume never land on both sides. ``probability`` is each dataset's share of the
 training draws (``probability_mode: "dataset"``) or, as in the thesis' table 4.1, a
 per-sample weight (``"sample"``); ``weight`` is a per-pair factor (``mediar3d cluster``
-writes it for modality balancing).
+writes it for modality balancing). A pair may also state its objects' ``diameter`` and its
+``intensity_range`` (both written by ``mediar3d slice-volumes`` for the slices of a volume,
+see :class:`Pair`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ class Pair:
     on the file itself, e.g. for 2D slices cut from a volume: the volume's 3D diameter
     (:func:`mediar3d.inference.diameter.median_diameter`), which fine-tuning then zooms to
     the model's training diameter instead of the slice's own 2D statistic.
+
+    ``intensity_range`` (optional, ``(low, high)``) maps ``low`` -> 0 and ``high`` -> 1 instead of
+    the file's own percentile normalisation, e.g. for 2D slices cut from a volume: the volume's
+    percentiles, so that a slice is normalised as inference normalises the whole volume (a slice
+    through a dim region stays dim instead of being stretched to its own maximum).
     """
 
     image: Path
@@ -111,6 +118,7 @@ class Pair:
     split: str | None = None
     weight: float = 1.0
     diameter: float | None = None
+    intensity_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -205,7 +213,7 @@ def _check_keys(obj: dict[str, Any], allowed: Sequence[str], source: str) -> Non
 _TOP_KEYS = ("format", "version", "seed", "val_fraction", "probability_mode", "datasets")
 _DATASET_KEYS = ("name", "images", "labels", "pairs", "pair_by", "probability", "supervision", "orientations",
                  "channel", "anisotropy", "skip_empty_slices")
-_PAIR_KEYS = ("image", "label", "split", "weight", "diameter")
+_PAIR_KEYS = ("image", "label", "split", "weight", "diameter", "intensity_range")
 
 
 def parse_supervision(obj: Any, source: str) -> Supervision:
@@ -238,6 +246,17 @@ def _resolve(path: str, base: Path) -> Path:
     return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
 
+def _intensity_range(value: Any, src: str) -> tuple[float, float] | None:
+    """A pair's ``intensity_range``: two finite numbers, low < high (None when not given)."""
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
+            or not all(np.isfinite(float(v)) for v in value) or not float(value[0]) < float(value[1])):
+        raise ConfigError(f"{src}: pair intensity_range must be [low, high] with finite low < high, got {value!r:.80}")
+    return float(value[0]), float(value[1])
+
+
 def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) -> DatasetEntry:
     """Build a :class:`DatasetEntry` from its JSON object; relative paths resolve against ``base``."""
     if not isinstance(obj, dict) or "name" not in obj:
@@ -262,7 +281,8 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
                                          or not 0 < float(diameter) < 1e5):
                 raise ConfigError(f"{src}: pair diameter must be a positive number of pixels, got {diameter!r}")
             pairs.append(Pair(_resolve(item["image"], base), _resolve(item["label"], base), split, weight,
-                              None if diameter is None else float(diameter)))
+                              None if diameter is None else float(diameter),
+                              _intensity_range(item.get("intensity_range"), src)))
     if "images" in obj or "labels" in obj:
         if "images" not in obj or "labels" not in obj:
             raise ConfigError(f"{src}: give both 'images' and 'labels' (globs or lists)")
@@ -386,7 +406,9 @@ def mapping_to_dict(mapping: DatasetMapping, base: str | Path = ".") -> dict[str
                 entry[key] = getattr(d, key)
         entry["pairs"] = [{"image": _relative(p.image, base), "label": _relative(p.label, base),
                            "split": p.split, "weight": p.weight,
-                           **({"diameter": p.diameter} if p.diameter is not None else {})} for p in d.pairs]
+                           **({"diameter": p.diameter} if p.diameter is not None else {}),
+                           **({"intensity_range": list(p.intensity_range)} if p.intensity_range is not None else {})}
+                          for p in d.pairs]
         out["datasets"].append(entry)
     return out
 

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair
-from mediar3d.data.normalize import DEFAULT_PERCENTILES, normalize_percentile
+from mediar3d.data.normalize import DEFAULT_PERCENTILES, normalize_percentile, normalize_range
 from mediar3d.data.pairs import read_pair  # also re-exported from here, where it used to live
 from mediar3d.data.slicing import annotated_slices, num_slices, resample_plane, take_slice
 from mediar3d.training.supervision import roi_box
@@ -225,7 +225,10 @@ class SliceDataset(Dataset):
             return self._cache[item]
         entry = self.index.items[item]
         image, labels, _ = read_pair(entry.dataset, entry.pair)
-        image = normalise(image, self.percentiles)
+        if entry.pair.intensity_range is not None:  # a slice of a volume: normalised as its whole volume
+            image = normalize_range(image, *entry.pair.intensity_range)
+        else:
+            image = normalise(image, self.percentiles)
         if image.ndim == 2:  # volumes are zoomed slice by slice (raw_sample), so slice indices stay valid
             image, labels = rescale_pair(image, labels, (entry.scale, entry.scale))
         loaded = (image, labels)
