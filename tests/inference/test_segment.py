@@ -114,3 +114,32 @@ def test_min_size_fraction_drops_fragments_in_segment(blobs):
     assert filtered.params["min_size_fraction"] == 0.2
     with pytest.raises(InputError, match="min_size_fraction"):
         run_segmentation(image, OracleNet(), diameter=11.0, model_diameter=11.0, progress=False, min_size_fraction=2)
+
+
+def test_a_models_stored_min_size_fraction_is_its_default(blobs):
+    """The fraction stored with a model (the bundled one ships 0.05) applies when the caller gives none."""
+    from mediar3d.inference.loader import InferenceModel
+
+    image, labels = blobs
+    image = image.copy()
+    image[2:5, 2:5, 30:33] = 0.9                       # a 27-voxel speck, ~0.04x a blob
+    model = InferenceModel(OracleNet(), name="oracle", diameter=11.0, min_size=15, min_size_fraction=0.2)
+    result = run_segmentation(image, model, diameter=11.0, progress=False, tile=64)
+    assert result.labels[3, 3, 31] == 0 and result.labels.max() == labels.max()
+    assert result.params["min_size_fraction"] == 0.2
+    given = run_segmentation(image, model, diameter=11.0, progress=False, tile=64, min_size_fraction=0.0)
+    assert given.labels[3, 3, 31] > 0                   # the caller's value wins
+
+
+def test_a_checkpoints_min_size_fraction_reaches_the_model(tmp_path):
+    """The fraction in a checkpoint's thresholds is read into its InferenceModel (how the bundled one gets 0.05)."""
+    from mediar3d.inference.loader import from_checkpoint
+    from mediar3d.models import create_model, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", create_model("unet-small", channels=(4, 8)),
+                           thresholds={"cellprob_threshold": -0.5, "flow_threshold": 0.6, "min_size": 15,
+                                       "min_size_fraction": 0.3})
+    model = from_checkpoint(path)
+    assert model.min_size_fraction == 0.3 and model.min_size == 15
+    bare = from_checkpoint(save_checkpoint(tmp_path / "b.pt", create_model("unet-small", channels=(4, 8))))
+    assert bare.min_size_fraction is None
