@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: Model choices: (label shown, value passed to `segment`); CHECKPOINT asks for a file.
 CHECKPOINT = "checkpoint file"
-MODEL_CHOICES = (("default (bundled)", "default"), ("checkpoint file...", CHECKPOINT))
+MODEL_CHOICES = (("nuclei (bundled default)", "default"), ("cells: stained membranes (bundled)", "cells"),
+                 ("checkpoint file...", CHECKPOINT))
 NO_CHANNEL = "none"
 
 
@@ -179,13 +180,13 @@ class SegmentWidget(Container):
         from mediar3d.inference.loader import InferenceModel, bundled_checkpoint
         from mediar3d.models import read_checkpoint
 
-        if self._model.value == CHECKPOINT:
-            path = Path(str(self._checkpoint.value)).expanduser()
-            if not path.is_file():
-                return
-        else:
-            path = bundled_checkpoint()
         try:
+            if self._model.value == CHECKPOINT:
+                path = Path(str(self._checkpoint.value)).expanduser()
+                if not path.is_file():
+                    return
+            else:
+                path = bundled_checkpoint(self._model.value)
             stored = read_checkpoint(path)[0].thresholds
         except Mediar3DError:
             return  # reported when Segment is pressed
