@@ -43,6 +43,37 @@ def test_info_lists_usable_models_and_architectures_without_weights(capsys):
     assert set(list_models()) - {"unet-small"} <= set(untrained.split(": ")[1].strip().split(", "))
 
 
+def test_info_lists_both_bundled_models_with_what_each_is_for(capsys, tmp_path, monkeypatch):
+    import hashlib
+    import shutil
+
+    from mediar3d.inference.loader import BUNDLED_MODELS, bundled_checkpoint
+    from mediar3d.models import create_model, save_checkpoint, sources
+
+    def model_lines():
+        assert main(["info"]) == 0
+        out = capsys.readouterr().out
+        return {m.names[0]: next(line for line in out.splitlines() if line.strip().startswith(m.names[0] + " "))
+                for m in BUNDLED_MODELS}
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(bundled_checkpoint(), folder / sources.BUNDLED_FILE)
+    monkeypatch.setattr(sources, "weights_dir", lambda: folder)
+    lines = model_lines()                                  # cells weights absent: listed, with why
+    assert set(lines) == {"default", "cells"} and "unavailable" not in lines["default"]
+    assert "unavailable" in lines["cells"] and "does not ship its weights yet" in lines["cells"]
+    save_checkpoint(folder / sources.bundled_model("cells").file, create_model("unet-small", channels=(4, 8)),
+                    train_diameter=21.0)
+    lines = model_lines()                                  # cells weights present: listed like the nuclei model
+    for model in BUNDLED_MODELS:
+        line = lines[model.names[0]]
+        assert model.purpose in line and model.file in line and "unavailable" not in line
+        assert hashlib.sha256((folder / model.file).read_bytes()).hexdigest()[:16] in line
+        assert all(name in line for name in model.names)
+    assert "nuclear stain" in lines["default"] and "membrane" in lines["cells"] and "21 px" in lines["cells"]
+
+
 def test_verbosity_flags_before_or_after_the_subcommand(capsys):
     for argv in (["-v", "info"], ["info", "-v"], ["info", "-q"], ["-q", "info", "-vv"]):
         assert main(argv) == 0

@@ -193,3 +193,21 @@ def test_tuned_thresholds_are_the_defaults_and_flags_win(tmp_path, nuclei_file):
     flags_labels, _, with_flags = _segment(nuclei_file, tmp_path / "flags", [tuned], flags + explicit)
     assert {k: with_flags[k] for k in TUNED} == BUNDLED
     np.testing.assert_array_equal(flags_labels, plain_labels)
+
+
+def test_sample_flag_picks_the_sample_that_fits_the_model(tmp_path):
+    import argparse
+
+    from mediar3d.cli.segment_batch import _sources
+    from mediar3d.sample import sample_path
+
+    def picked(sample, model):
+        args = argparse.Namespace(sample=sample, inputs=[], model=model, preview=None)
+        return _sources(args)[0]
+
+    assert picked("auto", None) == [sample_path("nuclei")]
+    assert picked("auto", ["cells"]) == picked("auto", ["membrane"]) == [sample_path("cells")]
+    assert picked("auto", ["cells", "nuclei"]) == [sample_path("nuclei")]
+    assert picked("cells", None) == [sample_path("cells")] and picked("nuclei", ["cells"]) == [sample_path("nuclei")]
+    with pytest.raises(SystemExit):
+        main(["segment", "--sample", "cyto", "-o", str(tmp_path / "out")])

@@ -53,6 +53,42 @@ def test_bundled_names_resolve_to_the_bundled_checkpoint():
     assert config.arch == "unet-small" and not net.training
 
 
+def _weights_folder(folder, monkeypatch, cells=None):
+    """A bundled-weights folder holding the nuclei checkpoint and, if given, `cells` as the cells one."""
+    import shutil
+
+    from mediar3d.models import sources
+
+    folder.mkdir()
+    shutil.copy(bundled_checkpoint(), folder / sources.BUNDLED_FILE)
+    if cells is not None:
+        shutil.copy(cells, folder / sources.bundled_model("cells").file)
+    monkeypatch.setattr(sources, "weights_dir", lambda: folder)
+    return folder
+
+
+def test_cells_names_resolve_to_the_cells_checkpoint_not_the_nuclei_one(tiny_checkpoint, tmp_path, monkeypatch):
+    from mediar3d.models.sources import BUNDLED_MODELS, bundled_model
+
+    folder = _weights_folder(tmp_path / "weights", monkeypatch, cells=tiny_checkpoint)
+    cells = folder / bundled_model("cells").file
+    assert resolve_source("cells") == resolve_source("unet-small-cells") == resolve_source("membrane") == cells
+    assert resolve_source(None) == resolve_source("nuclei") == bundled_checkpoint() != cells
+    assert BUNDLED_MODELS[0] is bundled_model(None) is bundled_model("default")             # the default stays first
+    net, _ = load_model("cells")
+    assert _same_weights(net, load_model(tiny_checkpoint)[0]) and not _same_weights(net, load_model("nuclei")[0])
+    with pytest.raises(ModelError, match="not a bundled model.*cells"):
+        bundled_checkpoint("cytoplasm")
+
+
+def test_cells_model_without_its_weights_is_one_clear_error(tmp_path, monkeypatch):
+    _weights_folder(tmp_path / "weights", monkeypatch)
+    with pytest.raises(ModelError, match="'cells': this version of mediar3d does not ship its weights yet.*"
+                                         "MODEL_CARD_cells.md.*finetune --from nuclei"):
+        resolve_source("cells")
+    assert resolve_source("nuclei").parent == tmp_path / "weights"
+
+
 def test_url_is_downloaded_once_checked_and_cached(tiny_checkpoint, server, tmp_path, monkeypatch):
     base, requests = server
     monkeypatch.setenv("MEDIAR3D_CACHE", str(tmp_path / "cache"))
@@ -107,5 +143,5 @@ def test_package_served_by_url(tiny_checkpoint, server, tmp_path, monkeypatch):
 
 
 def test_missing_file_names_the_choices(tmp_path):
-    with pytest.raises(ModelError, match="does not exist.*bundled model"):
+    with pytest.raises(ModelError, match="does not exist.*bundled model.*nuclei.*cells"):
         resolve_model(str(tmp_path / "nope.pt"))

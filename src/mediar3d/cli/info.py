@@ -43,23 +43,26 @@ def _devices() -> list[str]:
 
 def _models() -> list[str]:
     """Lines on the models: what `--model` accepts, and architectures that have no weights here."""
-    from mediar3d.inference.loader import BUNDLED_NAMES, bundled_checkpoint
+    from mediar3d.inference.loader import BUNDLED_MODELS, bundled_checkpoint
     from mediar3d.inference.provenance import file_sha256
     from mediar3d.models import list_models
     from mediar3d.models.checkpoint import read_checkpoint
 
     lines = []
-    try:
-        path = bundled_checkpoint()
-        config, _ = read_checkpoint(path)
+    bundled_archs = set()
+    for model in BUNDLED_MODELS:
+        names = f"{model.names[0]} (also {', '.join(model.names[1:])})"
+        try:
+            path = bundled_checkpoint(model.names[0])
+            config, _ = read_checkpoint(path)
+        except Mediar3DError as err:
+            lines.append(f"  {names}: for {model.purpose}; unavailable: {err}")
+            continue
         thresholds = ", ".join(f"{k} {v:g}" for k, v in sorted(config.thresholds.items()))
-        lines.append(f"  {BUNDLED_NAMES[0]} (also {', '.join(BUNDLED_NAMES[1:])}): bundled {path.name}, "
+        lines.append(f"  {names}: for {model.purpose}; bundled {path.name} (card: weights/{model.card}), "
                      f"architecture {config.arch}, trained on objects of {config.train_diameter:g} px, "
                      f"thresholds {thresholds}, sha256 {file_sha256(path)[:16]}")
-        bundled_archs = {config.arch}
-    except Mediar3DError as err:
-        lines.append(f"  bundled model unavailable: {err}")
-        bundled_archs = set()
+        bundled_archs.add(config.arch)
     lines.append("  any checkpoint file written by `mediar3d train` or `mediar3d tune` (--model PATH.pt)")
     untrained = [name for name in list_models() if name not in bundled_archs]
     if untrained:

@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "field and followed to instance masks. Writes labels, the resolved parameters (JSON) and, "
                     "on request, flows, probability and a preview PNG.",
         epilog="examples:\n  mediar3d segment --sample -o mediar3d-demo/\n"
+               "  mediar3d segment --sample cells --model cells -o cells-demo/\n"
                "  mediar3d segment nuclei.tif -o nuclei_labels.tif --anisotropy 2 --preview\n"
                "  mediar3d segment data/ -o results/      # every image in data/, then results/summary.csv\n"
                "  mediar3d segment big.ome.zarr -o out/ --diameter 25 --device cuda",
@@ -48,10 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing labels; without it a single input whose labels exist is refused and, "
                         "with several inputs, those already done are skipped")
-    p.add_argument("--sample", action="store_true", help="segment the bundled sample volume (no input needed)")
+    p.add_argument("--sample", nargs="?", const="auto", default=None, choices=("auto", "nuclei", "cells"),
+                   help="segment a bundled sample volume (no input needed): nuclei or cells (membrane-stained); "
+                        "without a value, the one that fits --model (cells for --model cells, else nuclei)")
     p.add_argument("--model", action="append", default=None,
-                   help="bundled model name, checkpoint path, bioimage.io package (.zip) or https URL#sha256=<hex> "
-                        "(default: bundled model); repeat it for an ensemble "
+                   help="bundled model (default/nuclei: nuclear stain; cells: stained membranes or cell walls), "
+                        "checkpoint path, bioimage.io package (.zip) or https URL#sha256=<hex> "
+                        "(default: the nuclei model); repeat it for an ensemble "
                         "whose flows and probabilities are averaged before post-processing (members must share "
                         "normalisation and training diameter)")
     p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")

@@ -142,14 +142,19 @@ def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> tup
 
 
 def _sources(args: argparse.Namespace) -> tuple[list[Path], bool]:
-    if args.sample == bool(args.inputs):
+    if bool(args.sample) == bool(args.inputs):
         raise InputError("give the inputs to segment (files, folders or patterns), or --sample")
     if args.sample:
+        from mediar3d.models.sources import bundled_model
         from mediar3d.sample import sample_path
 
         if args.preview is None:
             args.preview = "auto"
-        return [sample_path()], False
+        kind = args.sample
+        if kind == "auto":
+            cells = bundled_model("cells")
+            kind = "cells" if args.model and all(bundled_model(m) is cells for m in args.model) else "nuclei"
+        return [sample_path(kind)], False
     return expand_inputs(args.inputs)
 
 

@@ -228,9 +228,9 @@ def _outputs_to_write(args: argparse.Namespace) -> list[Path]:
 
 
 def _default_output(model: str) -> Path:
-    from mediar3d.inference.loader import BUNDLED_NAMES
+    from mediar3d.inference.loader import bundled_model
 
-    if model in BUNDLED_NAMES:
+    if bundled_model(model) is not None:
         return Path(f"{model}_tuned.pt")
     path = Path(model)
     return path.with_name(f"{path.stem}_tuned.pt")

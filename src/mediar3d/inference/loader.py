@@ -1,6 +1,7 @@
 """Resolve the `model` argument of `segment` into a network plus what inference needs to know.
 
-`model` may be None or "default" (the bundled default network), a name of a bundled
+`model` may be None or "default" (the bundled nuclei network), "cells" (the bundled network for
+membrane-stained cells), another name of a bundled
 model, a path to a checkpoint written by `mediar3d.models.save_checkpoint`, a bioimage.io
 package or an https URL with its sha256 (`mediar3d.models.sources`), a list of
 names / paths (an ensemble: :func:`load_ensemble` averages their outputs), or an
@@ -21,7 +22,14 @@ import numpy as np
 import torch
 
 from mediar3d.errors import ModelError
-from mediar3d.models.sources import BUNDLED_FILE, BUNDLED_NAMES, bundled_checkpoint, resolve_source  # noqa: F401
+from mediar3d.models.sources import (  # noqa: F401
+    BUNDLED_FILE,
+    BUNDLED_MODELS,
+    BUNDLED_NAMES,
+    bundled_checkpoint,
+    bundled_model,
+    resolve_source,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ def model_files(model: Any) -> list[tuple[str, Path | None]]:
     Bundled names (and None) map to the bundled checkpoint; an existing path to itself; a
     module or an `InferenceModel` built in memory to ``(its name, None)``.
     """
-    from mediar3d.inference.loader import BUNDLED_NAMES, InferenceModel, bundled_checkpoint
+    from mediar3d.inference.loader import InferenceModel, bundled_checkpoint, bundled_model
 
     members = list(model) if isinstance(model, (list, tuple)) else [model]
     found: list[tuple[str, Path | None]] = []
     for member in members:
-        if member is None or (isinstance(member, str) and member in BUNDLED_NAMES):
-            found.append((str(member or "default"), bundled_checkpoint()))
+        if member is None or (isinstance(member, str) and bundled_model(member) is not None):
+            found.append((str(member or "default"), bundled_checkpoint(member)))
         elif isinstance(member, (str, Path)) and Path(member).expanduser().is_file():
             found.append((str(member), Path(member).expanduser()))
         elif isinstance(member, InferenceModel):

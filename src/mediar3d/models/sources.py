@@ -3,7 +3,8 @@
 `resolve_source` turns any of these into the path of a local mediar3d checkpoint (the
 file `load_model` reads):
 
-- ``None`` or a bundled name (`BUNDLED_NAMES`): the checkpoint shipped in the package;
+- ``None`` or a bundled name (`BUNDLED_MODELS`: ``default``/``nuclei``, ``cells``): the checkpoint
+  shipped in the package;
 - a path to a checkpoint written by `save_checkpoint`;
 - a BioImage Model Zoo package (a ``.zip`` holding ``rdf.yaml`` / ``bioimageio.yaml``)
   written by ``mediar3d export-bioimageio``: the mediar3d checkpoint inside it
@@ -23,15 +24,29 @@ import os
 import tempfile
 import zipfile
 from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urldefrag, urlparse
 
 from mediar3d.errors import ModelError
 from mediar3d.models.weights import default_cache_dir, resolve_weights, sha256_of
 
-#: Bundled checkpoints (in mediar3d/weights/) under the names users may pass.
+#: Bundled checkpoint of the nuclei model (the default; in mediar3d/weights/) and its names.
 BUNDLED_FILE = "unet-small-nuclei.pt"
 BUNDLED_NAMES = ("default", "unet-small", "unet-small-nuclei", "nuclei")
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model named in the package: its checkpoint file in mediar3d/weights/, the names users
+    may pass, what it is for, its model card, and (``pending``) why its weights may be absent."""
+
+    file: str
+    names: tuple[str, ...]
+    purpose: str
+    card: str
+    pending: str = ""
+
 
 #: Name of the mediar3d checkpoint inside a bioimage.io package written by mediar3d.
 PACKAGE_CHECKPOINT = "mediar3d_model.pt"
@@ -39,11 +54,50 @@ PACKAGE_CHECKPOINT = "mediar3d_model.pt"
 #: File names of the resource description at the root of a bioimage.io package.
 PACKAGE_DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")
 
+#: Every bundled model, the default (nuclei) first; `mediar3d info` lists them in this order.
+BUNDLED_MODELS: tuple[BundledModel, ...] = (
+    BundledModel(BUNDLED_FILE, BUNDLED_NAMES, "nuclei (a nuclear stain: DAPI, Hoechst, H2B-FP)", "MODEL_CARD.md"),
+    BundledModel("unet-small-cells.pt", ("cells", "unet-small-cells", "membrane"),
+                 "whole cells whose boundaries are stained (membrane / cell-wall marker), densely packed tissue",
+                 "MODEL_CARD_cells.md",
+                 pending="this version of mediar3d does not ship its weights yet (weights/MODEL_CARD_cells.md says "
+                         "why and how to train them: scripts/prepare_cells_model_data.py, "
+                         "configs/cells_model.json); meanwhile fine-tune a model on your own annotated cells "
+                         "(`mediar3d finetune --from nuclei --image IMG --labels LAB`)"),
+)
 
-def bundled_checkpoint() -> Path:
-    """Path of the bundled default checkpoint (raises ModelError if the package lacks it)."""
-    path = Path(str(resources.files("mediar3d") / "weights" / BUNDLED_FILE))
+
+def bundled_model(name: str | None) -> BundledModel | None:
+    """The bundled model called `name` (None: the default), or None if no bundled model has that name."""
+    if name is None:
+        return BUNDLED_MODELS[0]
+    return next((model for model in BUNDLED_MODELS if name in model.names), None)
+
+
+def all_bundled_names() -> tuple[str, ...]:
+    """Every name of every bundled model."""
+    return tuple(name for model in BUNDLED_MODELS for name in model.names)
+
+
+def weights_dir() -> Path:
+    """The folder of the bundled checkpoints (mediar3d/weights/ in the installed package)."""
+    return Path(str(resources.files("mediar3d") / "weights"))
+
+
+def bundled_checkpoint(name: str | None = None) -> Path:
+    """Path of a bundled checkpoint (default: the nuclei model).
+
+    Raises:
+        ModelError: `name` is not a bundled model, its weights are not shipped yet
+            (``pending``), or the package lacks its file.
+    """
+    model = bundled_model(name)
+    if model is None:
+        raise ModelError(f"model {name!r} is not a bundled model ({', '.join(all_bundled_names())})")
+    path = weights_dir() / model.file
     if not path.is_file():
+        if model.pending:
+            raise ModelError(f"bundled model {model.names[0]!r}: {model.pending}")
         raise ModelError(f"bundled model {path}: file is missing from the installed package; reinstall mediar3d")
     return path
 
@@ -143,8 +197,8 @@ def resolve_source(model: str | os.PathLike | None, *, sha256: str | None = None
         ModelError: Unknown name or missing file, bad URL or digest, failed download,
             or a package without a mediar3d checkpoint.
     """
-    if model is None or (isinstance(model, str) and model in BUNDLED_NAMES):
-        return bundled_checkpoint()
+    if model is None or (isinstance(model, str) and bundled_model(model) is not None):
+        return bundled_checkpoint(model)
     text = os.fspath(model)
     if is_url(text):
         url, digest = split_url(text, sha256)
@@ -153,7 +207,7 @@ def resolve_source(model: str | os.PathLike | None, *, sha256: str | None = None
         path = Path(text).expanduser()
         if not path.is_file():
             raise ModelError(f"model {text!r}: {path} does not exist, and it is not a bundled model "
-                             f"({', '.join(BUNDLED_NAMES)}) nor an https URL")
+                             f"({', '.join(all_bundled_names())}) nor an https URL")
     if package_description(path) is not None:
         return checkpoint_from_package(path, cache_dir)
     return path
