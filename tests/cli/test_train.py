@@ -56,6 +56,12 @@ def test_map_train_finetune_cluster(tmp_path, capsys):
     assert saved["lr"] == 1e-3 and saved["model_kwargs"] == {"channels": [8, 16]} and saved["epochs"] == 1
     assert (run / "model_best.pt").is_file() and (run / "metrics.csv").is_file()
 
+    warm = tmp_path / "warm"     # `train --init-from` (a warm start, as the cells model's recipe does)
+    assert main(["train", "--data", str(mapping), "--init-from", str(run / "model_last.pt"), "--save-dir", str(warm),
+                 *TINY]) == 0
+    assert json.loads((warm / "config.json").read_text())["init_from"] == str(run / "model_last.pt")
+    assert (warm / "model_last.pt").is_file()
+
     ft = tmp_path / "ft"
     assert main(["finetune", "--from", str(run / "model_last.pt"), "--data", str(mapping), "--save-dir", str(ft),
                  *TINY]) == 0

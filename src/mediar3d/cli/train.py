@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     elif getattr(args, "supervision", None) or getattr(args, "anisotropy", None) or getattr(args, "channel", None):
         raise ConfigError("--supervision, --anisotropy and --channel go with --image/--labels; with --data set them "
                           "per dataset in the mapping")
-    if getattr(args, "init_from", None) and not volumetric:
+    if getattr(args, "init_from", None) and not volumetric and hasattr(args, "small_data"):  # `finetune` only
         from mediar3d.cli import finetune_small
 
         if finetune_small.wanted(args, overrides):
