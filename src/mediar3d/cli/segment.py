@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "field and followed to instance masks. Writes labels, the resolved parameters (JSON) and, "
                     "on request, flows, probability and a preview PNG.",
         epilog="examples:\n  mediar3d segment --sample -o mediar3d-demo/\n"
-               "  mediar3d segment --sample cells --model cells -o cells-demo/\n"
+               "  mediar3d segment --sample cells --model my_cells_model.pt -o cells-demo/\n"
                "  mediar3d segment nuclei.tif -o nuclei_labels.tif --anisotropy 2 --preview\n"
                "  mediar3d segment data/ -o results/      # every image in data/, then results/summary.csv\n"
                "  mediar3d segment big.ome.zarr -o out/ --diameter 25 --device cuda",
