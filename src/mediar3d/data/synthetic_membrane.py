@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 from skimage import measure
 
 from mediar3d.data.synthetic_optics import smooth_noise
+from mediar3d.data.synthetic_tissue import acquire
 from mediar3d.errors import ConfigError
 
 __all__ = ["make_membrane_volume", "sample_membrane_params"]
@@ -230,25 +231,10 @@ def make_membrane_volume(
     labels = _cells(rng, iso_shape, tissue, diameter, size_spread, elongation, irregularity)
     signal = _stain(rng, labels, diameter, thickness, brightness_spread, gap_fraction, cytoplasm,
                     cytoplasm_fraction, nuclei, nuclei_fraction)
-    sigma = (psf_sigma_xy * psf_z_factor, psf_sigma_xy, psf_sigma_xy)
-    optical = ndimage.gaussian_filter(signal, sigma)
-    if haze > 0:
-        optical += haze * ndimage.gaussian_filter(signal, [4 * s for s in sigma])
-    depth = np.linspace(0, 1, iso_shape[0], dtype=np.float32)[:, None, None]
-    optical *= 1.0 - depth_attenuation * depth
-    planes = np.clip(np.round((np.arange(shape[0]) + 0.5) * anisotropy - 0.5).astype(int), 0, iso_shape[0] - 1)
-    optical, labels = optical[planes], labels[planes]
-    level = float(np.quantile(optical[optical > 0], 0.95)) if (optical > 0).any() else 1.0
-    photons = float(np.clip(snr**2 * (1.0 + background), 4.0, 1e5))
-    counts = rng.poisson(np.clip((optical / level + background) * photons, 0, None)).astype(np.float32)
-    counts += rng.normal(0, read_noise, counts.shape).astype(np.float32)
-    if bit_depth:
-        top = float(np.quantile(counts, 0.9995)) or 1.0
-        gain = (2**bit_depth - 1) * rng.uniform(0.3, 0.9) / top
-        counts = np.clip(np.round(counts * gain + rng.uniform(0, 0.05) * 2**bit_depth), 0, 2**bit_depth - 1)
-        image = counts.astype(np.uint8 if bit_depth == 8 else np.uint16)
-    else:
-        image = counts
+    image, planes = acquire(rng, signal, shape[0], anisotropy, psf_sigma_xy=psf_sigma_xy, psf_z_factor=psf_z_factor,
+                            haze=haze, depth_attenuation=depth_attenuation, level=None, background=background,
+                            snr=snr, read_noise=read_noise, bit_depth=bit_depth)
+    labels = labels[planes]
     return image, _tidy(labels, max(8.0, 0.02 * np.pi / 6 * diameter**3 / anisotropy))
 
 

@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 
 from mediar3d.errors import ConfigError
 
-__all__ = ["make_tissue_volume", "sample_tissue_params"]
+__all__ = ["acquire", "make_tissue_volume", "sample_tissue_params"]
 
 #: Largest isotropic working grid (voxels) a call may ask for.
 MAX_VOXELS = 40_000_000
@@ -144,6 +144,41 @@ def _paint(rng: np.random.Generator, labels: np.ndarray, diameter: float, dim_fr
     return signal.astype(np.float32)
 
 
+def acquire(rng: np.random.Generator, signal: np.ndarray, depth: int, anisotropy: float, *, psf_sigma_xy: float,
+            psf_z_factor: float, haze: float, depth_attenuation: float, level: float | None, background: float,
+            snr: float, read_noise: float, bit_depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Confocal acquisition of a fluorescence ``signal`` drawn on an isotropic grid (iso_z, y, x).
+
+    Gaussian PSF (z sigma ``psf_z_factor`` times the x/y one) plus out-of-focus haze (4x wider),
+    depth attenuation, one plane every ``anisotropy`` pixels along z (``depth`` planes), Poisson
+    shot noise with ``snr`` at the signal ``level`` (None: the 95th percentile of the sampled
+    optical signal), Gaussian read noise and digitisation (8/16-bit with a random gain and offset,
+    0 for float32 counts).
+
+    Returns:
+        image (depth, y, x) and the isotropic z index of each plane (to sample labels alike).
+    """
+    sigma = (psf_sigma_xy * psf_z_factor, psf_sigma_xy, psf_sigma_xy)
+    optical = ndimage.gaussian_filter(signal, sigma)
+    if haze > 0:
+        optical += haze * ndimage.gaussian_filter(signal, [4 * s for s in sigma])
+    optical *= 1.0 - depth_attenuation * np.linspace(0, 1, signal.shape[0], dtype=np.float32)[:, None, None]
+    planes = np.clip(np.round((np.arange(depth) + 0.5) * anisotropy - 0.5).astype(int), 0, signal.shape[0] - 1)
+    optical = optical[planes]
+    if level is None:
+        level = float(np.quantile(optical[optical > 0], 0.95)) if (optical > 0).any() else 1.0
+    expected = (optical / level + background)
+    photons = float(np.clip(snr**2 * (1.0 + background), 4.0, 1e5))   # sqrt(N / (1 + bg)) = snr at the level
+    counts = rng.poisson(np.clip(expected * photons, 0, None)).astype(np.float32)
+    counts += rng.normal(0, read_noise, counts.shape).astype(np.float32)
+    if not bit_depth:
+        return counts, planes
+    top = float(np.quantile(counts, 0.9995)) or 1.0
+    gain = (2**bit_depth - 1) * rng.uniform(0.3, 0.9) / top
+    counts = np.clip(np.round(counts * gain + rng.uniform(0, 0.05) * 2**bit_depth), 0, 2**bit_depth - 1)
+    return counts.astype(np.uint8 if bit_depth == 8 else np.uint16), planes
+
+
 def make_tissue_volume(
     shape: Sequence[int] = (64, 256, 256),
     *,
@@ -213,27 +248,11 @@ def make_tissue_volume(
     seeds = _seeds(rng, iso_shape, diameter, packing, tissue)
     labels = _nuclei_labels(rng, iso_shape, seeds, diameter, size_spread, elongation, lobes, gap_range)
     signal = _paint(rng, labels, diameter, dim_fraction, texture, nucleoli, chromocenters)
-    sigma = (psf_sigma_xy * psf_z_factor, psf_sigma_xy, psf_sigma_xy)
-    optical = ndimage.gaussian_filter(signal, sigma)
-    if haze > 0:
-        optical += haze * ndimage.gaussian_filter(signal, [4 * s for s in sigma])
-    depth = np.linspace(0, 1, iso_shape[0], dtype=np.float32)[:, None, None]
-    optical *= 1.0 - depth_attenuation * depth
-    # acquisition: one plane every `anisotropy` pixels along z
-    planes = np.clip(np.round((np.arange(shape[0]) + 0.5) * anisotropy - 0.5).astype(int), 0, iso_shape[0] - 1)
-    optical, labels = optical[planes], labels[planes]
     level = float(np.median(signal[signal > 0])) if (signal > 0).any() else 1.0
-    expected = (optical / level + background)
-    photons = float(np.clip(snr**2 * (1.0 + background), 4.0, 1e5))   # sqrt(N / (1 + bg)) = snr at a nucleus
-    counts = rng.poisson(np.clip(expected * photons, 0, None)).astype(np.float32)
-    counts += rng.normal(0, read_noise, counts.shape).astype(np.float32)
-    if bit_depth:
-        top = float(np.quantile(counts, 0.9995)) or 1.0
-        gain = (2**bit_depth - 1) * rng.uniform(0.3, 0.9) / top
-        counts = np.clip(np.round(counts * gain + rng.uniform(0, 0.05) * 2**bit_depth), 0, 2**bit_depth - 1)
-        image = counts.astype(np.uint8 if bit_depth == 8 else np.uint16)
-    else:
-        image = counts
+    image, planes = acquire(rng, signal, shape[0], anisotropy, psf_sigma_xy=psf_sigma_xy, psf_z_factor=psf_z_factor,
+                            haze=haze, depth_attenuation=depth_attenuation, level=level, background=background,
+                            snr=snr, read_noise=read_noise, bit_depth=bit_depth)
+    labels = labels[planes]
     labels = fastremap.renumber(np.ascontiguousarray(labels), in_place=True)[0].astype(np.int32)
     sizes = np.bincount(labels.ravel())
     small = np.flatnonzero(sizes < max(8, 0.02 * np.pi / 6 * diameter**3 / anisotropy))
