@@ -326,3 +326,20 @@ def test_sigterm_leaves_no_data_loader_worker_alive(tmp_path):
         for pid in children:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_replay_is_on_by_default_only_from_the_bundled_model(tmp_path):
+    """The replay data imitates the bundled model's training data: other start checkpoints get none by default."""
+    import dataclasses
+    import shutil
+
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.training.fewshot import REPLAY_SHARE, plan_for
+
+    config = _tiny_config(tmp_path)
+    mapping = load_mapping(config.data)
+    mine = tmp_path / "mine.pt"
+    shutil.copyfile(resolve_source("default"), mine)
+    assert plan_for(dataclasses.replace(config, init_from="nuclei"), mapping).replay == REPLAY_SHARE > 0
+    assert plan_for(dataclasses.replace(config, init_from=str(mine)), mapping).replay == 0
+    assert plan_for(dataclasses.replace(config, init_from=str(mine)), mapping, replay=0.25).replay == 0.25

@@ -50,18 +50,17 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Plan, fine-tune within ``--minutes``, re-tune thresholds; prints a one-line summary; returns 0."""
     from mediar3d.data.mapping import load_mapping
     from mediar3d.training import load_config
-    from mediar3d.training.fewshot import REPLAY_SHARE, apply_plan, finetune_small, plan_for
+    from mediar3d.training.fewshot import apply_plan, finetune_small, plan_for
 
     config = load_config(args.config, overrides)
-    replay = REPLAY_SHARE if args.replay is None else args.replay
-    if not 0 <= replay < 1:
-        raise ConfigError(f"--replay must be at least 0 and below 1, got {replay}")
-    plan = plan_for(config, load_mapping(config.data), replay=replay)
+    if args.replay is not None and not 0 <= args.replay < 1:
+        raise ConfigError(f"--replay must be at least 0 and below 1, got {args.replay}")
+    plan = plan_for(config, load_mapping(config.data), replay=args.replay)
     config = apply_plan(config, plan, given_keys(args, overrides))
     print(f"small-data mode: {plan.objects} annotated objects in {plan.samples} training planes; crop "
           f"{config.crop_size}, batch {config.batch_size}, lr {config.lr:.2g}, up to "
           f"{config.epochs * max(1, (config.samples_per_epoch or 0) // config.batch_size) or plan.steps} steps"
-          + (f", {replay:.0%} of the draws from replay data" if replay else "")
+          + (f", {plan.replay:.0%} of the draws from replay data" if plan.replay else "")
           + (f", budget {args.minutes:g} min" if args.minutes else ""), flush=True)
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be > 0, got {args.minutes}")

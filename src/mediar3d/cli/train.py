@@ -81,8 +81,8 @@ def _add_fewshot(parser: argparse.ArgumentParser) -> None:
                        help="time budget of the run (training stops cleanly in time to re-tune the thresholds)")
     group.add_argument("--replay", type=float, metavar="SHARE",
                        help="small-data mode: share of the training draws from synthetic volumes like the bundled "
-                            "model's training data, which keeps the model good on other data (default: 0.5; 0: "
-                            "train on your data only)")
+                            "model's training data, which keeps the model good on other data (default: 0.5 from the "
+                            "bundled model, 0 from other checkpoints; 0: train on your data only)")
     group.add_argument("--small-data", action=argparse.BooleanOptionalAction, default=None,
                        help="pick crop size, steps, batch and learning rate from the data, show one progress bar "
                             "with ETA and re-tune the thresholds on the annotated data at the end (default: on when "

@@ -55,7 +55,8 @@ STEPS_PER_OBJECT = 25
 MIN_STEPS, MAX_STEPS = 150, 1500
 #: Fine-tuning learning rate at batch 8 (thesis table 4.3 fine-tuning value).
 BASE_LR = 5e-5
-#: Share of the training draws from replay data (:mod:`mediar3d.training.replay`), by default.
+#: Share of the training draws from replay data (:mod:`mediar3d.training.replay`) when the start
+#: model is the bundled one (whose training data the replay data imitates); other start models: 0.
 REPLAY_SHARE = 0.5
 #: Share of ``minutes`` given to training; the rest is for re-tuning the thresholds.
 TRAIN_SHARE = 0.75
@@ -485,15 +486,23 @@ def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: b
                          score_after=after, objects=plan.objects, tuned=tuned)
 
 
-def plan_for(config: TrainConfig, mapping: DatasetMapping, *, replay: float = REPLAY_SHARE) -> SmallDataPlan:
-    """The small-data plan for fine-tuning ``config.init_from`` on ``mapping``'s train split (``replay``: share of replay draws)."""
-    from mediar3d.models.sources import resolve_source
+def plan_for(config: TrainConfig, mapping: DatasetMapping, *, replay: float | None = None) -> SmallDataPlan:
+    """The small-data plan for fine-tuning ``config.init_from`` on ``mapping``'s train split.
+
+    ``replay``: share of the draws from replay data; None: :data:`REPLAY_SHARE` when the
+    start model is the bundled model, else 0 (the replay data imitates the bundled model's
+    training data, not that of other models).
+    """
     from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import bundled_checkpoint, resolve_source
     from mediar3d.training.distributed import select_device
 
     diameter, thresholds = None, None
-    if config.init_from:
-        start = read_checkpoint(resolve_source(config.init_from))[0]
+    source = resolve_source(config.init_from) if config.init_from else None
+    if replay is None:
+        replay = REPLAY_SHARE if source is not None and Path(source).resolve() == bundled_checkpoint().resolve() else 0.0
+    if source is not None:
+        start = read_checkpoint(source)[0]
         diameter, thresholds = getattr(start, "train_diameter", None), dict(getattr(start, "thresholds", None) or {})
     gpu = select_device(config.device, 0).type == "cuda"
     return plan_small_data(build_index(mapping, "train"), diameter=diameter, gpu=gpu, thresholds=thresholds,
