@@ -343,3 +343,21 @@ def test_replay_is_on_by_default_only_from_the_bundled_model(tmp_path):
     assert plan_for(dataclasses.replace(config, init_from="nuclei"), mapping).replay == REPLAY_SHARE > 0
     assert plan_for(dataclasses.replace(config, init_from=str(mine)), mapping).replay == 0
     assert plan_for(dataclasses.replace(config, init_from=str(mine)), mapping, replay=0.25).replay == 0.25
+
+
+@pytest.mark.timeout(600)
+def test_a_stopped_run_leaves_no_loader_worker_in_a_process_that_goes_on(tmp_path):
+    """napari or a script stops a run (cancel) and carries on: the persistent loader workers are gone at once."""
+    import dataclasses
+    import multiprocessing
+
+    from torch.utils.data._utils.worker import _worker_loop
+
+    config = dataclasses.replace(_tiny_config(tmp_path, epochs=50), num_workers=2)
+    calls = []
+    trainer = FewShotTrainer(config, progress=False, should_stop=lambda: calls.append(1) or len(calls) > 2)
+    trainer.fit()
+    assert trainer.stopped_by == "cancelled" and trainer.steps_done == 2
+    assert trainer._train_loader is not None  # the trainer still holds its loader ...
+    workers = [p for p in multiprocessing.active_children() if getattr(p, "_target", None) is _worker_loop]
+    assert workers == []  # ... but no longer its workers
