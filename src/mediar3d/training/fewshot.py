@@ -366,7 +366,8 @@ class FewShotResult:
             before = "" if self.score_before is None else f"{self.score_before:.2f} -> "
             scores = f"; AP@0.5 on the annotated objects {before}{self.score_after:.2f}"
         cut = {"budget": " (stopped at the time budget)", "cancelled": " (cancelled)"}.get(self.stopped_by, "")
-        cut += {"cut": "; threshold search cut at the budget", "no": "; thresholds of the start model"}.get(self.tuned, "")
+        cut += {"cut": "; threshold search cut at the budget",
+                "no": "; thresholds of the start model"}.get(self.tuned, "")
         return (f"fine-tuned on {self.objects} annotated objects, {self.steps} steps in "
                 f"{self.seconds / 60:.1f} min{cut}{scores}; model: {self.model} "
                 f"(use: mediar3d segment IMAGE --model {self.model})")
@@ -500,7 +501,8 @@ def plan_for(config: TrainConfig, mapping: DatasetMapping, *, replay: float | No
     diameter, thresholds = None, None
     source = resolve_source(config.init_from) if config.init_from else None
     if replay is None:
-        replay = REPLAY_SHARE if source is not None and Path(source).resolve() == bundled_checkpoint().resolve() else 0.0
+        bundled = source is not None and Path(source).resolve() == bundled_checkpoint().resolve()
+        replay = REPLAY_SHARE if bundled else 0.0
     if source is not None:
         start = read_checkpoint(source)[0]
         diameter, thresholds = getattr(start, "train_diameter", None), dict(getattr(start, "thresholds", None) or {})
