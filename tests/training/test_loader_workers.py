@@ -26,20 +26,3 @@ def test_the_trainer_loader_initialises_its_workers(blobs2d, tmp_path):
     loader = trainer._loader(0)                      # built, no worker started yet
     assert loader.worker_init_fn is init_worker and loader.multiprocessing_context is not None
     assert loader.persistent_workers and loader.sampler is trainer.sampler
-
-
-@pytest.mark.timeout(300)
-def test_shutdown_stops_workers_that_no_iterator_holds():
-    """A stop while the workers start leaves them unknown to the loader: shutdown_workers still ends them."""
-    import multiprocessing
-
-    from mediar3d.training.loader import shutdown_workers
-
-    loader = make_loader(ThreadProbe(), batch_size=1, num_workers=2, context="spawn")
-    started = iter(loader)
-    next(started)
-    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
-    assert len(workers) >= 2
-    loader._iterator = None  # as if the stop had come before the loader kept its iterator
-    shutdown_workers(loader)
-    assert [p.pid for p in workers if p.is_alive()] == []

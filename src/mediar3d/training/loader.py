@@ -69,22 +69,12 @@ def shutdown_workers(loader: DataLoader | None) -> None:
     """Stop a loader's worker processes now (persistent workers otherwise live until garbage collection).
 
     Called when training ends, also on an exception such as Ctrl-C or SIGTERM, so that no
-    worker outlives the run; the loader starts new workers if it is iterated again. Workers
-    of this process that no iterator holds (the stop came while they were starting) are
-    terminated too.
+    worker outlives the run; the loader starts new workers if it is iterated again.
     """
     iterator = getattr(loader, "_iterator", None)
-    if iterator is not None:
-        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown (join, then terminate)
-        if shutdown is not None:
-            shutdown()
-        loader._iterator = None  # type: ignore[union-attr]
-    # A stop while the workers were starting leaves them without an iterator that knows them.
-    import multiprocessing
-
-    from torch.utils.data._utils.worker import _worker_loop
-
-    for process in multiprocessing.active_children():
-        if getattr(process, "_target", None) is _worker_loop and process.is_alive():
-            process.terminate()
-            process.join(timeout=5)
+    if iterator is None:
+        return
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown (join, then terminate)
+    if shutdown is not None:
+        shutdown()
+    loader._iterator = None  # type: ignore[union-attr]
