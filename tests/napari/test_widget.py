@@ -183,6 +183,13 @@ def test_threshold_fields_follow_the_chosen_checkpoint(make_napari_viewer, tmp_p
 TINY_FINETUNE = {"epochs": 1, "samples_per_epoch": 2, "batch_size": 2, "crop_size": 64, "device": "cpu"}
 
 
+@pytest.fixture
+def tiny_replay(monkeypatch):
+    """The fine-tuning's replay data (on by default) as one small volume, so the tests stay quick."""
+    monkeypatch.setattr("mediar3d.training.replay.REPLAY_VOLUMES", 1)
+    monkeypatch.setattr("mediar3d.training.replay.REPLAY_SHAPE", (8, 32, 32))
+
+
 def _annotated(make_napari_viewer, tmp_path, keep=2):
     from mediar3d.data.partial import simulate_partial
 
@@ -194,7 +201,7 @@ def _annotated(make_napari_viewer, tmp_path, keep=2):
     return viewer, widget
 
 
-def test_finetune_on_a_labels_layer_then_segment_with_it(make_napari_viewer, qtbot, tmp_path):
+def test_finetune_on_a_labels_layer_then_segment_with_it(make_napari_viewer, qtbot, tmp_path, tiny_replay):
     from mediar3d.models import read_checkpoint
 
     viewer, widget = _annotated(make_napari_viewer, tmp_path)
@@ -214,7 +221,8 @@ def test_finetune_on_a_labels_layer_then_segment_with_it(make_napari_viewer, qtb
     np.testing.assert_array_equal(viewer.layers["cells_labels"].data, expected)
 
 
-def test_finetune_cancel_keeps_the_weights_and_segments_nothing(make_napari_viewer, qtbot, tmp_path, notifications):
+def test_finetune_cancel_keeps_the_weights_and_segments_nothing(make_napari_viewer, qtbot, tmp_path, notifications,
+                                                                tiny_replay):
     viewer, widget = _annotated(make_napari_viewer, tmp_path)
     widget.finetune_overrides = {**TINY_FINETUNE, "epochs": 3}
     widget._relay.steps.connect(lambda done, total, eta: widget.cancel())

@@ -133,3 +133,29 @@ def test_bad_search_settings(balls):
         tune_thresholds(outputs, grid={"min_size": (-1,)})
     with pytest.raises(ConfigError, match="at least one"):
         tune_thresholds([])
+
+
+def test_search_stops_at_its_time_budget_keeping_the_best_so_far(balls, monkeypatch):
+    """Each setting costs one tick of a fake clock: a budget of k ticks evaluates k settings, no more."""
+    import mediar3d.tuning.search as search
+
+    clock = {"now": 0.0}
+    real_score = search.score_setting
+
+    def ticking(*args, **kwargs):
+        clock["now"] += 1.0
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(search.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(search, "score_setting", ticking)
+    outputs = [shifted_outputs(balls, 2.5)]
+    full = tune_thresholds(outputs, grid=SMALL_GRID)
+    assert full.complete and len(full.rows) > 6
+    clock["now"] = 0.0
+    cut = tune_thresholds(outputs, grid=SMALL_GRID, seconds=4.0)
+    assert not cut.complete and len(cut.rows) == 4  # the start and 3 more, then the budget is spent
+    assert cut.score == max(r["ap"] for r in cut.rows) > cut.start_score  # the best so far, not the start
+    assert {p: cut.best[p] for p in cut.best} in [{p: r[p] for p in cut.best} for r in cut.rows]
+    clock["now"] = 0.0
+    none_left = tune_thresholds(outputs, grid=SMALL_GRID, seconds=0.0, method="grid")
+    assert len(none_left.rows) == 1 and none_left.best == none_left.start and not none_left.complete

@@ -36,7 +36,7 @@ def wanted(args: argparse.Namespace, overrides: dict[str, Any]) -> bool:
     return is_small(load_mapping(data))
 
 
-def _given(args: argparse.Namespace, overrides: dict[str, Any]) -> set[str]:
+def given_keys(args: argparse.Namespace, overrides: dict[str, Any]) -> set[str]:
     """Config keys the user chose (flags, --set, config file): the plan leaves them alone."""
     given = set(overrides)
     if args.config:
@@ -53,11 +53,14 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from mediar3d.training.fewshot import apply_plan, finetune_small, plan_for
 
     config = load_config(args.config, overrides)
-    plan = plan_for(config, load_mapping(config.data))
-    config = apply_plan(config, plan, _given(args, overrides))
+    if args.replay is not None and not 0 <= args.replay < 1:
+        raise ConfigError(f"--replay must be at least 0 and below 1, got {args.replay}")
+    plan = plan_for(config, load_mapping(config.data), replay=args.replay)
+    config = apply_plan(config, plan, given_keys(args, overrides))
     print(f"small-data mode: {plan.objects} annotated objects in {plan.samples} training planes; crop "
           f"{config.crop_size}, batch {config.batch_size}, lr {config.lr:.2g}, up to "
           f"{config.epochs * max(1, (config.samples_per_epoch or 0) // config.batch_size) or plan.steps} steps"
+          + (f", {plan.replay:.0%} of the draws from replay data" if plan.replay else "")
           + (f", budget {args.minutes:g} min" if args.minutes else ""), flush=True)
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be > 0, got {args.minutes}")

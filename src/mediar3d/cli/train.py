@@ -79,6 +79,10 @@ def _add_fewshot(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--channel", type=int, help="channel of multi-channel images")
     group.add_argument("--minutes", type=float, metavar="N",
                        help="time budget of the run (training stops cleanly in time to re-tune the thresholds)")
+    group.add_argument("--replay", type=float, metavar="SHARE",
+                       help="small-data mode: share of the training draws from synthetic volumes like the bundled "
+                            "model's training data, which keeps the model good on other data (default: 0.5 from the "
+                            "bundled model, 0 from other checkpoints; 0: train on your data only)")
     group.add_argument("--small-data", action=argparse.BooleanOptionalAction, default=None,
                        help="pick crop size, steps, batch and learning rate from the data, show one progress bar "
                             "with ETA and re-tune the thresholds on the annotated data at the end (default: on when "
@@ -178,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
 
         if finetune_small.wanted(args, overrides):
             return finetune_small.run(args, overrides)
-    if getattr(args, "minutes", None) is not None:
-        raise ConfigError("--minutes needs the small-data mode (leave out --no-small-data; 2D networks only)")
+    for flag in ("minutes", "replay"):
+        if getattr(args, flag, None) is not None:
+            raise ConfigError(f"--{flag} needs the small-data mode (leave out --no-small-data; 2D networks only)")
+    if getattr(args, "init_from", None):
+        _keep_start_thresholds(args, overrides)
     if volumetric:
         from mediar3d.training.trainer3d import Trainer3D as trainer_class
         from mediar3d.training.trainer3d import load_config3d as load
@@ -198,6 +205,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {result.epochs} epochs; best {result.best_metric} {result.best_value:.4f} "
           f"(epoch {result.best_epoch}); outputs in {result.save_dir}")
     return 0
+
+
+def _keep_start_thresholds(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """Fine-tuning: the start model's thresholds go into ``overrides``, except those the user set.
+
+    They are the fine-tuned model's thresholds (stored in its checkpoints) and validate it.
+    """
+    from mediar3d.cli.finetune_small import given_keys
+    from mediar3d.training.fewshot import start_thresholds, threshold_values
+
+    given = given_keys(args, overrides)
+    for key, value in threshold_values(start_thresholds(args.init_from)).items():
+        if key not in given:
+            overrides[key] = value
 
 
 def _files_mapping(args: argparse.Namespace, overrides: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair, Supervisio
 from mediar3d.errors import ConfigError
 from mediar3d.training.config import TrainConfig
 from mediar3d.training.dataset import SampleIndex, build_index, diameter_scales
+from mediar3d.training.replay import replay_config
 from mediar3d.training.state import BEST_MODEL, LAST_MODEL, STATE_FILE, save_model
 from mediar3d.training.trainer import Trainer, TrainResult
 
@@ -54,6 +55,9 @@ STEPS_PER_OBJECT = 25
 MIN_STEPS, MAX_STEPS = 150, 1500
 #: Fine-tuning learning rate at batch 8 (thesis table 4.3 fine-tuning value).
 BASE_LR = 5e-5
+#: Share of the training draws from replay data (:mod:`mediar3d.training.replay`) when the start
+#: model is the bundled one (whose training data the replay data imitates); other start models: 0.
+REPLAY_SHARE = 0.5
 #: Share of ``minutes`` given to training; the rest is for re-tuning the thresholds.
 TRAIN_SHARE = 0.75
 #: Candidate thresholds of the re-tuning (a smaller grid than `mediar3d tune`'s: it must fit the budget).
@@ -129,6 +133,7 @@ class SmallDataPlan:
         steps: Optimiser steps planned (before any budget cut).
         steps_per_epoch: Steps of one short epoch.
         thresholds: The start model's thresholds (the fine-tuned model starts from them).
+        replay: Share of the training draws from replay data (0: none).
     """
 
     objects: int
@@ -140,6 +145,7 @@ class SmallDataPlan:
     steps: int
     steps_per_epoch: int
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    replay: float = 0.0
 
     @property
     def epochs(self) -> int:
@@ -148,15 +154,26 @@ class SmallDataPlan:
 
     def overrides(self) -> dict[str, Any]:
         """The plan as TrainConfig values."""
-        values: dict[str, Any] = {"crop_size": self.crop_size, "batch_size": self.batch_size, "lr": self.lr,
-                                  "epochs": self.epochs, "samples_per_epoch": self.steps_per_epoch * self.batch_size,
-                                  "grad_clip": 5.0}
-        for key in ("cellprob_threshold", "flow_threshold"):
-            if key in self.thresholds:
-                values[key] = float(self.thresholds[key])
-        if "min_size" in self.thresholds:
-            values["min_size"] = int(round(self.thresholds["min_size"]))
-        return values
+        return {"crop_size": self.crop_size, "batch_size": self.batch_size, "lr": self.lr, "epochs": self.epochs,
+                "samples_per_epoch": self.steps_per_epoch * self.batch_size, "grad_clip": 5.0,
+                **threshold_values(self.thresholds)}
+
+
+def threshold_values(thresholds: dict[str, float]) -> dict[str, Any]:
+    """A checkpoint's thresholds as TrainConfig values (``cellprob_threshold``, ``flow_threshold``, ``min_size``)."""
+    values: dict[str, Any] = {k: float(thresholds[k]) for k in ("cellprob_threshold", "flow_threshold")
+                              if k in thresholds}
+    if "min_size" in thresholds:
+        values["min_size"] = int(round(thresholds["min_size"]))
+    return values
+
+
+def start_thresholds(init_from: str) -> dict[str, float]:
+    """The thresholds stored in the start model ``init_from`` (bundled name, file or URL)."""
+    from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import resolve_source
+
+    return dict(getattr(read_checkpoint(resolve_source(init_from))[0], "thresholds", None) or {})
 
 
 def plane_side(index: SampleIndex, scales: Sequence[float]) -> int:
@@ -175,7 +192,7 @@ def plane_side(index: SampleIndex, scales: Sequence[float]) -> int:
 
 
 def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool,
-                    thresholds: dict[str, float] | None = None) -> SmallDataPlan:
+                    thresholds: dict[str, float] | None = None, replay: float = 0.0) -> SmallDataPlan:
     """Pick crop size, steps, batch and learning rate for fine-tuning on a small training set.
 
     Args:
@@ -183,6 +200,8 @@ def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool,
         diameter: The start model's training diameter (the data is zoomed to it), or None.
         gpu: Training runs on a GPU (larger crops are affordable).
         thresholds: The start model's thresholds, kept as the fine-tuned model's starting point.
+        replay: Share of the draws from replay data: the steps grow so that the annotated
+            data is drawn as often as without replay (within the bounds).
 
     Raises:
         ConfigError: the training split holds no annotated object.
@@ -195,11 +214,11 @@ def plan_small_data(index: SampleIndex, *, diameter: float | None, gpu: bool,
     cap = 256 if gpu else 128
     crop = int(min(cap, max(64, 32 * math.ceil(side / 32))))
     batch = int(min(8, max(2, len(index.samples))))
-    steps = int(np.clip(STEPS_PER_OBJECT * objects, MIN_STEPS, MAX_STEPS))
+    steps = int(np.clip(STEPS_PER_OBJECT * objects / (1.0 - replay), MIN_STEPS, MAX_STEPS))
     per_epoch = max(5, math.ceil(steps / 20))
     return SmallDataPlan(objects=objects, samples=len(index.samples), plane_side=side, crop_size=crop,
                          batch_size=batch, lr=BASE_LR * batch / 8, steps=steps, steps_per_epoch=per_epoch,
-                         thresholds=dict(thresholds or {}))
+                         thresholds=dict(thresholds or {}), replay=float(replay))
 
 
 # ------------------------------------------------------------------------------- trainer
@@ -324,6 +343,9 @@ class FewShotResult:
         score_before, score_after: AP@0.5 on the annotated data of the start model (its own
             thresholds) and of the fine-tuned one (tuned thresholds); None if not measured.
         objects: Annotated objects trained on.
+        tuned: ``"yes"`` (thresholds re-tuned), ``"cut"`` (the search stopped at the time
+            budget with the best setting so far) or ``"no"`` (the start model's thresholds:
+            tuning off, cancelled, or no time left).
     """
 
     model: Path
@@ -335,6 +357,7 @@ class FewShotResult:
     score_before: float | None
     score_after: float | None
     objects: int
+    tuned: str = "yes"
 
     def summary(self) -> str:
         """One line: what was done, where the model is and how to use it."""
@@ -343,6 +366,8 @@ class FewShotResult:
             before = "" if self.score_before is None else f"{self.score_before:.2f} -> "
             scores = f"; AP@0.5 on the annotated objects {before}{self.score_after:.2f}"
         cut = {"budget": " (stopped at the time budget)", "cancelled": " (cancelled)"}.get(self.stopped_by, "")
+        cut += {"cut": "; threshold search cut at the budget",
+                "no": "; thresholds of the start model"}.get(self.tuned, "")
         return (f"fine-tuned on {self.objects} annotated objects, {self.steps} steps in "
                 f"{self.seconds / 60:.1f} min{cut}{scores}; model: {self.model} "
                 f"(use: mediar3d segment IMAGE --model {self.model})")
@@ -365,7 +390,7 @@ def _annotated_outputs(mapping: DatasetMapping, model: str | Path, device: str) 
 
 
 def retune_thresholds(model: str | Path, output: str | Path, mapping: DatasetMapping, *, sparse: bool,
-                      device: str = "auto") -> tuple[dict[str, float], float]:
+                      device: str = "auto", deadline: float | None = None) -> Any:
     """Tune a checkpoint's thresholds on the annotated data and write the result to ``output``.
 
     Args:
@@ -374,16 +399,21 @@ def retune_thresholds(model: str | Path, output: str | Path, mapping: DatasetMap
         mapping: The annotated data.
         sparse: Partial annotation: only annotated objects score.
         device: Inference device.
+        deadline: ``time.monotonic()`` value at which the search stops, keeping the best
+            setting so far (the network pass over the data always runs); None: no limit.
 
     Returns:
-        The tuned thresholds and their AP@0.5.
+        The :class:`~mediar3d.tuning.TuneResult` (``best``, ``score``: AP@0.5, ``complete``).
     """
     from mediar3d.tuning import tune_thresholds, write_tuned_checkpoint
 
     outputs = _annotated_outputs(mapping, model, device)
-    result = tune_thresholds(outputs, metric="ap", iou=0.5, sparse_gt=sparse, grid=RETUNE_GRID, max_rounds=2)
-    write_tuned_checkpoint(model, output, result, {"data": "annotated training data", "sparse_gt": sparse})
-    return dict(result.best), float(result.score)
+    seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
+    result = tune_thresholds(outputs, metric="ap", iou=0.5, sparse_gt=sparse, grid=RETUNE_GRID, max_rounds=2,
+                             seconds=seconds)
+    write_tuned_checkpoint(model, output, result, {"data": "annotated training data", "sparse_gt": sparse,
+                                                   "complete": result.complete})
+    return result
 
 
 def score_model(model: str | Path, mapping: DatasetMapping, *, sparse: bool, device: str = "auto") -> float:
@@ -425,9 +455,12 @@ def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: b
     mapping = load_mapping(config.data)
     if plan is None:
         plan = plan_for(config, mapping)
-    seconds = None if minutes is None else float(minutes) * 60.0 * (TRAIN_SHARE if tune else 1.0)
-    trainer = FewShotTrainer(config, seconds=seconds, should_stop=should_stop, on_progress=on_progress,
-                             progress=progress, resume=resume, overwrite=overwrite)
+    config = replay_config(config, mapping, plan.replay)
+    train_end = None if minutes is None else started + float(minutes) * 60.0 * (TRAIN_SHARE if tune else 1.0)
+    trainer = FewShotTrainer(config, should_stop=should_stop, on_progress=on_progress, progress=progress,
+                             resume=resume, overwrite=overwrite)
+    if train_end is not None:  # the setup (replay data, reading and zooming the files) counts too
+        trainer.seconds = max(0.0, train_end - time.monotonic())
     trainer.fit()
     save_dir = Path(config.save_dir)
     last, best = save_dir / LAST_MODEL, save_dir / BEST_MODEL
@@ -436,8 +469,13 @@ def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: b
     sparse = any(d.supervision.mode != "full" for d in mapping.datasets)
     thresholds: dict[str, float] = {}
     before = after = None
-    if tune and not (should_stop is not None and should_stop()):
-        thresholds, after = retune_thresholds(last, best, mapping, sparse=sparse, device=config.device)
+    tuned = "no"
+    deadline = None if minutes is None else started + float(minutes) * 60.0
+    cancelled = should_stop is not None and should_stop()
+    if tune and not cancelled and (deadline is None or time.monotonic() < deadline):
+        tuning = retune_thresholds(last, best, mapping, sparse=sparse, device=config.device, deadline=deadline)
+        thresholds, after = dict(tuning.best), float(tuning.score)
+        tuned = "yes" if tuning.complete else "cut"
         if score_start:
             before = score_model(config.init_from, mapping, sparse=sparse, device=config.device)
     else:
@@ -446,21 +484,31 @@ def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: b
         tmp.replace(best)
     return FewShotResult(model=best, plan=plan, steps=trainer.steps_done, stopped_by=trainer.stopped_by,
                          seconds=time.monotonic() - started, thresholds=thresholds, score_before=before,
-                         score_after=after, objects=plan.objects)
+                         score_after=after, objects=plan.objects, tuned=tuned)
 
 
-def plan_for(config: TrainConfig, mapping: DatasetMapping) -> SmallDataPlan:
-    """The small-data plan for fine-tuning ``config.init_from`` on ``mapping``'s train split."""
-    from mediar3d.models.sources import resolve_source
+def plan_for(config: TrainConfig, mapping: DatasetMapping, *, replay: float | None = None) -> SmallDataPlan:
+    """The small-data plan for fine-tuning ``config.init_from`` on ``mapping``'s train split.
+
+    ``replay``: share of the draws from replay data; None: :data:`REPLAY_SHARE` when the
+    start model is the bundled model, else 0 (the replay data imitates the bundled model's
+    training data, not that of other models).
+    """
     from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import bundled_checkpoint, resolve_source
     from mediar3d.training.distributed import select_device
 
     diameter, thresholds = None, None
-    if config.init_from:
-        start = read_checkpoint(resolve_source(config.init_from))[0]
+    source = resolve_source(config.init_from) if config.init_from else None
+    if replay is None:
+        bundled = source is not None and Path(source).resolve() == bundled_checkpoint().resolve()
+        replay = REPLAY_SHARE if bundled else 0.0
+    if source is not None:
+        start = read_checkpoint(source)[0]
         diameter, thresholds = getattr(start, "train_diameter", None), dict(getattr(start, "thresholds", None) or {})
     gpu = select_device(config.device, 0).type == "cuda"
-    return plan_small_data(build_index(mapping, "train"), diameter=diameter, gpu=gpu, thresholds=thresholds)
+    return plan_small_data(build_index(mapping, "train"), diameter=diameter, gpu=gpu, thresholds=thresholds,
+                           replay=replay)
 
 
 def apply_plan(config: TrainConfig, plan: SmallDataPlan, given: set[str]) -> TrainConfig:

@@ -63,3 +63,18 @@ def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler | None = 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       persistent_workers=num_workers > 0, multiprocessing_context=worker_context(num_workers, context),
                       worker_init_fn=init_worker if num_workers > 0 else None, pin_memory=pin_memory, **kwargs)
+
+
+def shutdown_workers(loader: DataLoader | None) -> None:
+    """Stop a loader's worker processes now (persistent workers otherwise live until garbage collection).
+
+    Called when training ends, also on an exception such as Ctrl-C or SIGTERM, so that no
+    worker outlives the run; the loader starts new workers if it is iterated again.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is None:
+        return
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown (join, then terminate)
+    if shutdown is not None:
+        shutdown()
+    loader._iterator = None  # type: ignore[union-attr]

@@ -36,7 +36,7 @@ from mediar3d.io.paths import check_writable
 from mediar3d.training import distributed
 from mediar3d.training.config import TrainConfig, save_config
 from mediar3d.training.dataset import SliceDataset, build_index, diameter_scales, training_diameter
-from mediar3d.training.loader import make_loader
+from mediar3d.training.loader import make_loader, shutdown_workers
 from mediar3d.training.losses import TERMS, flow_loss_terms
 from mediar3d.training.metrics_log import MetricsLogger
 from mediar3d.training.sampling import EpochSampler, sample_probabilities
@@ -156,9 +156,10 @@ class Trainer:
         else:
             diameter = training_diameter(self.train_index) if self.dist.is_main else None
             diameter = distributed.broadcast(diameter)
+        start = dict(getattr(self.start_config, "thresholds", None) or {})  # keeps e.g. its min_size_fraction
         info = {"normalization": {"percentiles": list(cfg.percentiles)}, "train_diameter": diameter,
-                "thresholds": {"cellprob_threshold": cfg.cellprob_threshold, "flow_threshold": cfg.flow_threshold,
-                               "min_size": float(cfg.min_size)}}
+                "thresholds": {**start, "cellprob_threshold": cfg.cellprob_threshold,
+                               "flow_threshold": cfg.flow_threshold, "min_size": float(cfg.min_size)}}
         if self.start_config is not None:
             info["config"] = self.start_config
         return info
@@ -376,6 +377,7 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(self, epoch + 1, metrics)
         finally:
+            shutdown_workers(self._train_loader)  # no worker may outlive the run (Ctrl-C, SIGTERM, errors)
             if logger is not None:
                 logger.close()
         return TrainResult(self.save_dir, cfg.epochs, self.best["metric"],

@@ -14,7 +14,8 @@ Two strategies:
 
 Either way every setting is evaluated once (memoised), and at the end each parameter is
 scanned through the optimum (the others at their best), which gives the metric-vs-threshold
-curves of the report.
+curves of the report. With a time budget (``seconds``) the search stops once it is spent
+and keeps the best setting found so far (``TuneResult.complete`` is then False).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -59,7 +61,9 @@ class TuneResult:
         start: The setting the search started from and its score (``start_score``).
         metric: Metric name; ``iou``: IoU threshold of AP / F1.
         rows: Every evaluated setting with all scores, in evaluation order.
-        profiles: For each parameter, the rows of the scan through the optimum, sorted by value.
+        profiles: For each parameter, the rows of the scan through the optimum, sorted by value
+            (only the settings evaluated when the time budget ran out).
+        complete: False when the time budget ended the search early.
     """
 
     best: dict[str, float]
@@ -70,6 +74,7 @@ class TuneResult:
     iou: float
     rows: list[dict[str, Any]]
     profiles: dict[str, list[dict[str, Any]]]
+    complete: bool = True
 
 
 def _as_setting(values: Mapping[str, float]) -> Setting:
@@ -139,6 +144,7 @@ def tune_thresholds(
     max_rounds: int = 4,
     sparse_gt: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    seconds: float | None = None,
     **options: Any,
 ) -> TuneResult:
     """Find the post-processing thresholds that maximise ``metric`` on cached outputs.
@@ -153,6 +159,8 @@ def tune_thresholds(
         max_rounds: Most rounds of the coordinate search.
         sparse_gt: Ground truth is partly annotated.
         progress: Called with every newly evaluated row.
+        seconds: Time budget of the search; once spent, no new setting is evaluated and the
+            best one so far is returned (the start setting is always evaluated).
         **options: Other `compute_masks` options, fixed during the search.
 
     Returns:
@@ -173,9 +181,17 @@ def tune_thresholds(
     start_values = {p: float((start or {}).get(p, defaults[p])) for p in PARAMETERS}
     memo: dict[Setting, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
+    deadline = None if seconds is None else time.monotonic() + float(seconds)
+    skipped: list[Setting] = []
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
 
     def evaluate(setting: Setting) -> float:
         if setting not in memo:
+            if memo and out_of_time():
+                skipped.append(setting)
+                return -np.inf  # never chosen over a setting that was scored
             values = dict(zip(PARAMETERS, setting))
             row = {**values, **score_setting(outputs, values, iou=iou, sparse_gt=sparse_gt, **options)}
             memo[setting] = row
@@ -202,7 +218,7 @@ def tune_thresholds(
                 if chosen != current[i]:
                     current = current[:i] + (chosen,) + current[i + 1:]
                     changed = True
-            if not changed:
+            if not changed or out_of_time():
                 break
         else:
             logger.info("coordinate search stopped after %d rounds without converging", max_rounds)
@@ -212,6 +228,9 @@ def tune_thresholds(
         values = sorted(set(candidates[name]) | {current[i]})
         for v in values:
             evaluate(current[:i] + (v,) + current[i + 1:])
-        profiles[name] = [memo[current[:i] + (v,) + current[i + 1:]] for v in values]
+        profiles[name] = [memo[key] for v in values if (key := current[:i] + (v,) + current[i + 1:]) in memo]
+    complete = not skipped
+    if not complete:
+        logger.info("threshold search stopped at its time budget after %d settings", len(rows))
     return TuneResult(best=best, score=float(memo[current][metric]), start=start_values, start_score=start_score,
-                      metric=metric, iou=float(iou), rows=rows, profiles=profiles)
+                      metric=metric, iou=float(iou), rows=rows, profiles=profiles, complete=complete)
