@@ -83,7 +83,7 @@ def test_given_diameter_rescales(blobs):
 
 @pytest.mark.parametrize("volume, kwargs, message", [
     (np.zeros((32, 32), np.float32), {}, "2D"),
-    (np.zeros((2, 8, 32, 32), np.float32), {}, "channel"),
+    (np.stack([np.zeros((8, 32, 32), np.float32), np.ones((8, 32, 32), np.float32)]), {}, "2 channels but the model takes 1"),
     (np.full((8, 16, 16), np.nan, np.float32), {}, "NaN"),
     (np.zeros((8, 16, 16), np.float32), {"anisotropy": -1}, "anisotropy"),
     (np.zeros((8, 16, 16), np.float32), {"diameter": 0}, "diameter"),

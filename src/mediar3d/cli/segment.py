@@ -59,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "whose flows and probabilities are averaged before post-processing (members must share "
                         "normalisation and training diameter)")
     p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")
+    p.add_argument("--channels", default=None, metavar="C1,C2",
+                   help="channels to use, in the order the model was trained with, for a model with several input "
+                        "channels (e.g. 0,1: nuclei, membrane; 0,1,2: RGB); default: all channels, repeated ones "
+                        "collapsed, an RGB image averaged for a one-channel model")
     p.add_argument("--mode", choices=("auto", "3d", "z-only", "2d"), default="auto",
                    help="3d: slices along z, y, x (Algorithm 1); z-only: z-slices stitched; 2d: one image; "
                         "auto: 3d for volumes, 2d for images (default)")
@@ -183,12 +187,12 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     image = read_image(source, channel=args.channel) if timepoint is None else _read_timepoint(source, args.channel,
                                                                                                timepoint)
     name = _display_name(source) if timepoint is None else f"{_display_name(source)} t={timepoint}"
-    if "C" in image.axes:
-        raise InputError(f"{source}: has {image.n_channels} channels (axes {image.axes}); choose one with --channel N")
+    image = _model_channels(image, args, model, source)
+    spatial_ndim = len(image.spatial_shape)
     mode = args.mode
     if mode == "auto":
-        mode = "3d" if image.data.ndim == 3 else "2d"
-    if mode in ("3d", "z-only") and image.data.ndim != 3:
+        mode = "3d" if spatial_ndim == 3 else "2d"
+    if mode in ("3d", "z-only") and spatial_ndim != 3:
         raise InputError(f"{source}: is 2D (shape {image.data.shape}); --mode {mode} needs a (z, y, x) volume")
     check_volume_size(image, args.anisotropy, source, skip=args.skip_size_checks or mode == "2d")
     read_time = time.perf_counter() - start
@@ -223,7 +227,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
 
             measure_start = time.perf_counter()
             objects_path = Path(f"{prefix}_objects.csv")
-            write_table_csv(objects_path, measure(result.labels, image.data, voxel_size=image.voxel_size))
+            write_table_csv(objects_path, measure(result.labels, _first_channel(image), voxel_size=image.voxel_size))
             written.append(objects_path)
             status(f"measured {params['n_objects']} objects of {name}"
                    f"{'' if image.voxel_size else ' (no voxel size in the file: voxel units only)'} "
@@ -232,7 +236,7 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
             from mediar3d.inference.preview import render_preview
 
             preview_path = Path(f"{prefix}_preview.png") if args.preview == "auto" else Path(args.preview)
-            render_preview(preview_path, image.data, result.labels, anisotropy=params["anisotropy"],
+            render_preview(preview_path, _first_channel(image), result.labels, anisotropy=params["anisotropy"],
                            title=f"{name}: {params['n_objects']} objects")
             written.append(preview_path)
         params_path = Path(f"{prefix}_params.json")
@@ -281,6 +285,31 @@ def _display_name(source: Path) -> str:
 
     hdf5 = split_hdf5_path(source)
     return source.name if hdf5 is None or hdf5[1] is None else f"{hdf5[0].name}:{hdf5[1]}"
+
+
+def _model_channels(image: Any, args: argparse.Namespace, model: Any, source: Path) -> Any:
+    """The Image with the channels the model takes (--channels, `mediar3d.data.channels` rules); one-line errors."""
+    import numpy as np
+
+    from mediar3d.data.channels import parse_channels, prepare_channels
+    from mediar3d.io import Image
+
+    if args.channels is not None and args.channel is not None:
+        raise InputError("give --channel (one) or --channels (several), not both")
+    channels = parse_channels(args.channels, "--channels")
+    if "C" not in image.axes and channels is None:
+        return image
+    data = prepare_channels(np.asarray(image.data), has_channels="C" in image.axes, channels=channels,
+                            in_channels=int(getattr(model, "in_channels", 1)), source=str(source))
+    spatial = "".join(a for a in image.axes if a != "C")
+    if data.shape[0] == 1:
+        return Image(data=data[0], axes=spatial, voxel_size=image.voxel_size, path=image.path)
+    return Image(data=data, axes="C" + spatial, voxel_size=image.voxel_size, path=image.path)
+
+
+def _first_channel(image: Any) -> Any:
+    """The intensities measured and previewed: the first channel of a multi-channel Image."""
+    return image.data[0] if "C" in image.axes else image.data
 
 
 def _read_timepoint(source: Path, channel: int | None, timepoint: int) -> Any:
@@ -343,6 +372,8 @@ def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Pat
     if args.measure:
         raise InputError(f"{source}: --measure is not available for block-wise runs yet; run it on the labels "
                          "with mediar3d.measure, or use --blocks off")
+    if args.channels is not None:
+        raise InputError(f"{source}: --channels is not available for block-wise runs yet; use --blocks off")
     work = Path(f"{labels_path}.work")
     _guard([labels_path, work], source, args, replaced=[labels_path, work])
     check_file_anisotropy(source, args.anisotropy, skip=args.skip_size_checks)

@@ -132,6 +132,10 @@ class DatasetEntry:
         supervision: Supervision mask settings for partial annotations.
         orientations: Slice orientations for 3D volumes (2D images are used as they are).
         channel: Channel to read from multi-channel images (None: single channel).
+        channels: Channels to read, in order, for a network with several input channels
+            (e.g. ``[0, 1]`` = nuclei, membrane; ``[0, 1, 2]`` = RGB); None: see
+            :mod:`mediar3d.data.channels` (repeated channels collapse, RGB is kept for a
+            3-channel network). Exclusive with ``channel``.
         anisotropy: z spacing / xy spacing of the volumes; None = from the file's voxel size, else 1.
         skip_empty_slices: Leave out slices without labels; default: yes unless mode is full.
     """
@@ -144,6 +148,7 @@ class DatasetEntry:
     channel: int | None = None
     anisotropy: float | None = None
     skip_empty_slices: bool | None = None
+    channels: tuple[int, ...] | None = None
 
     @property
     def skip_empty(self) -> bool:
@@ -212,7 +217,7 @@ def _check_keys(obj: dict[str, Any], allowed: Sequence[str], source: str) -> Non
 
 _TOP_KEYS = ("format", "version", "seed", "val_fraction", "probability_mode", "datasets")
 _DATASET_KEYS = ("name", "images", "labels", "pairs", "pair_by", "probability", "supervision", "orientations",
-                 "channel", "anisotropy", "skip_empty_slices")
+                 "channel", "anisotropy", "skip_empty_slices", "channels")
 _PAIR_KEYS = ("image", "label", "split", "weight", "diameter", "intensity_range")
 
 
@@ -303,6 +308,9 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
     if anisotropy is not None and not _number(anisotropy, f"{src}: anisotropy") > 0:
         raise ConfigError(f"{src}: anisotropy must be > 0, got {anisotropy}")
     channel = obj.get("channel")
+    channels = _channels(obj.get("channels"), src)
+    if channel is not None and channels is not None:
+        raise ConfigError(f"{src}: give 'channel' (one) or 'channels' (several), not both")
     return DatasetEntry(
         name=name, pairs=pairs,
         probability=None if probability is None else float(probability),
@@ -311,7 +319,20 @@ def parse_dataset(obj: dict[str, Any], base: Path, *, check_files: bool = True) 
         channel=None if channel is None else int(_number(channel, f"{src}: channel")),
         anisotropy=None if anisotropy is None else float(anisotropy),
         skip_empty_slices=obj.get("skip_empty_slices"),
+        channels=channels,
     )
+
+
+def _channels(value: Any, source: str) -> tuple[int, ...] | None:
+    """A dataset's ``channels``: a list of distinct channel indices, or None."""
+    from mediar3d.data.channels import parse_channels
+
+    if value is not None and not isinstance(value, list):
+        raise ConfigError(f"{source}: channels must be a list of channel indices such as [0, 1], got {value!r:.40}")
+    try:
+        return parse_channels(value, f"{source}: channels")
+    except InputError as err:
+        raise ConfigError(str(err)) from None
 
 
 def mapping_from_dict(obj: dict[str, Any], base: str | Path = ".", *, check_files: bool = True,
@@ -404,6 +425,8 @@ def mapping_to_dict(mapping: DatasetMapping, base: str | Path = ".") -> dict[str
         for key in ("channel", "anisotropy", "skip_empty_slices"):
             if getattr(d, key) is not None:
                 entry[key] = getattr(d, key)
+        if d.channels is not None:
+            entry["channels"] = list(d.channels)
         entry["pairs"] = [{"image": _relative(p.image, base), "label": _relative(p.label, base),
                            "split": p.split, "weight": p.weight,
                            **({"diameter": p.diameter} if p.diameter is not None else {}),

@@ -86,15 +86,19 @@ def median_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float | None
     return weighted_median(diameters_from_sizes(sizes, np.asarray(labels).ndim, anisotropy), sizes)
 
 
-def pick_slices(volume: np.ndarray, n_slices: int) -> np.ndarray:
-    """Deterministic subsample of z-slices (n, y, x) of a volume (z, y, x), or the image (1, y, x)."""
-    if volume.ndim == 2:
-        return volume[None]
-    depth = volume.shape[0]
+def pick_slices(volume: np.ndarray, n_slices: int, channels: bool = False) -> np.ndarray:
+    """Deterministic subsample of z-slices (n, y, x) of a volume (z, y, x), or the image (1, y, x).
+
+    With ``channels`` the input is channel first, (C, z, y, x) or (C, y, x), and the slices (n, C, y, x).
+    """
+    stack = np.moveaxis(volume, 1, 0) if channels and volume.ndim == 4 else volume
+    if stack.ndim == (3 if channels else 2):
+        return stack[None]
+    depth = stack.shape[0]
     if depth <= n_slices:
-        return volume
+        return stack
     index = np.unique(np.linspace(0, depth - 1, n_slices + 2).round().astype(int)[1:-1])
-    return volume[index]
+    return stack[index]
 
 
 def measure_diameters(
@@ -105,13 +109,16 @@ def measure_diameters(
     max_side: int = 2048,
     **mask_options,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Equivalent diameters (original pixels) and areas of the 2D masks found in `slices` (n, y, x) zoomed by `scale`."""
+    """Equivalent diameters (original pixels) and areas of the 2D masks found in `slices` zoomed by `scale`.
+
+    `slices` is (n, y, x), or (n, C, y, x) for a network with C input channels.
+    """
     from mediar3d.postprocess import compute_masks
 
-    shape = target_shape(slices.shape[1:], (scale, scale))
+    shape = target_shape(slices.shape[-2:], (scale, scale))
     if max(shape) > max_side or min(shape) < 8:
         return np.zeros(0), np.zeros(0)
-    zoomed = np.stack([resample_image(s, shape) for s in slices])
+    zoomed = np.stack([resample_image(s, s.shape[:-2] + shape) for s in slices])
     pred = slice_fn(zoomed)
     sizes = []
     for p in pred:
@@ -144,7 +151,7 @@ def measure_volume_diameter(
 ) -> float | None:
     """3D diameter (original y/x pixels) of the objects the network finds in a central crop.
 
-    The crop of `volume` (z, y, x) is zoomed by (anisotropy * scale, scale, scale), predicted
+    The crop of `volume` (z, y, x) (or (C, z, y, x)) is zoomed by (anisotropy * scale, scale, scale), predicted
     on slices along z, y and x, post-processed in 3D with `mask_options` (``min_size`` in
     input voxels) and measured with :func:`median_diameter`.
 
@@ -155,14 +162,14 @@ def measure_volume_diameter(
     from mediar3d.postprocess import compute_masks
 
     factors = (anisotropy * scale, scale, scale)
-    box = central_crop(volume.shape, factors, crop)
-    part = volume[box]
-    shape = target_shape(part.shape, factors)
+    box = central_crop(volume.shape[-3:], factors, crop)
+    part = volume[(..., *box)]
+    shape = target_shape(part.shape[-3:], factors)
     if min(shape) < 8:
         return None
-    work = resample_image(part, shape)
+    work = resample_image(part, part.shape[:-3] + shape)
     flows, logits = predict_orthoslices(work, slice_fn, batch_size=batch_size, progress=False)
-    voxel_factor = float(np.prod(np.array(shape) / np.array(part.shape)))
+    voxel_factor = float(np.prod(np.array(shape) / np.array(part.shape[-3:])))
     options = dict(mask_options)
     if "min_size" in options:
         options["min_size"] = max(1, int(round(float(options["min_size"]) * voxel_factor)))
@@ -182,12 +189,14 @@ def estimate_diameter(
     min_objects: int = 3,
     crop: int = REFINE_CROP,
     batch_size: int = 8,
+    channels: bool = False,
     **mask_options,
 ) -> float | None:
     """Estimate the diameter (module docstring; y/x pixels) of the objects of `image`.
 
     Args:
-        image: Normalised image (y, x) or volume (z, y, x).
+        image: Normalised image (y, x) or volume (z, y, x); with ``channels``, channel
+            first (C, y, x) / (C, z, y, x) for a network with C input channels.
         slice_fn: 2D predictor (B, H, W) -> (B, 3, H, W) = (dy, dx, logit), flows on the x5 scale.
         model_diameter: The model's training diameter (pixels).
         anisotropy: z step / y-x pixel size of a volume.
@@ -201,7 +210,7 @@ def estimate_diameter(
         The diameter in pixels, or None when no scale finds `min_objects` objects.
     """
     image = np.asarray(image, dtype=np.float32)
-    slices = pick_slices(image, n_slices)
+    slices = pick_slices(image, n_slices, channels)
     first = None
     for scale in SEARCH_SCALES:
         diameters, areas = measure_diameters(slices, slice_fn, scale, **mask_options)
@@ -212,7 +221,7 @@ def estimate_diameter(
     if first is None:
         return None
     scale = model_diameter / first
-    if image.ndim == 3:
+    if image.ndim - int(channels) == 3:
         refined = measure_volume_diameter(image, slice_fn, scale, float(anisotropy), crop=crop,
                                           batch_size=batch_size, min_objects=min_objects, **mask_options)
     else:

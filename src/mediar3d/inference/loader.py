@@ -66,7 +66,7 @@ class InferenceModel:
 
 
 def _in_channels(net: torch.nn.Module, config: object) -> int:
-    value = getattr(net, "in_channels", None) or (getattr(config, "kwargs", None) or {}).get("in_channels")
+    value = getattr(config, "input_channels", None) or getattr(net, "in_channels", None) or (getattr(config, "kwargs", None) or {}).get("in_channels")
     if value:
         return int(value)
     for module in net.modules():

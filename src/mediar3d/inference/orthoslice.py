@@ -60,12 +60,15 @@ def accumulate_orientation(
 ) -> None:
     """Run `slice_fn` on every slice of `volume` (z, y, x) along `axis` and add the results in place.
 
+    A volume with channels (C, z, y, x) gives `slice_fn` batches (B, C, H, W).
+
     The two in-plane components are added to `flows` (3, Z, Y, X) at their (dz, dy, dx)
     indices and the logit to `logits` (Z, Y, X); no full-volume temporary is made.
     `on_slices` is called with the number of slices of every finished batch.
     """
     rows, cols = orientation_components(axis)
-    moved = np.moveaxis(volume, axis, 0)
+    channels = volume.ndim == 4
+    moved = np.moveaxis(volume, axis + 1, 0) if channels else np.moveaxis(volume, axis, 0)
     rows_acc = np.moveaxis(flows[rows], axis, 0)
     cols_acc = np.moveaxis(flows[cols], axis, 0)
     logit_acc = np.moveaxis(logits, axis, 0)
@@ -74,8 +77,8 @@ def accumulate_orientation(
         stop = min(start + batch_size, count)
         batch = np.ascontiguousarray(moved[start:stop], dtype=np.float32)
         pred = slice_fn(batch)
-        if pred.shape != (stop - start, 3) + batch.shape[1:]:
-            raise ConfigError(f"slice prediction has shape {pred.shape}, expected {(stop - start, 3) + batch.shape[1:]}")
+        if pred.shape != (stop - start, 3) + batch.shape[-2:]:
+            raise ConfigError(f"slice prediction has shape {pred.shape}, expected {(stop - start, 3) + batch.shape[-2:]}")
         rows_acc[start:stop] += pred[:, 0]
         cols_acc[start:stop] += pred[:, 1]
         logit_acc[start:stop] += pred[:, 2]
@@ -94,8 +97,8 @@ def predict_orthoslices(
     """Predict a 3D flow field from 2D predictions on slices along the given axes.
 
     Args:
-        volume: float32 volume (z, y, x), normalised.
-        slice_fn: 2D predictor, (B, H, W) -> (B, 3, H, W) = (d_rows, d_cols, logit).
+        volume: float32 volume (z, y, x), normalised, or (C, z, y, x) with the network's C input channels.
+        slice_fn: 2D predictor, (B, H, W) (or (B, C, H, W)) -> (B, 3, H, W) = (d_rows, d_cols, logit).
         axes: Slice axes to use: (0, 1, 2) for full 3D, (0,) for z-only (dz stays 0).
         batch_size: Slices per call of `slice_fn`.
         progress: Called with (slices done, slices in all orientations) after every batch.
@@ -105,15 +108,16 @@ def predict_orthoslices(
             predict it (0 where none does), on the network's scale.
         logits: float32 (Z, Y, X), mean cell-probability logit over the views.
     """
-    if volume.ndim != 3:
-        raise ConfigError(f"predict_orthoslices: expected a (z, y, x) volume, got shape {volume.shape}")
+    if volume.ndim not in (3, 4):
+        raise ConfigError(f"predict_orthoslices: expected a (z, y, x) or (c, z, y, x) volume, got shape {volume.shape}")
+    spatial = volume.shape[-3:]
     axes = tuple(dict.fromkeys(int(a) for a in axes))
     if not axes or any(a not in (0, 1, 2) for a in axes):
         raise ConfigError(f"slice axes {axes}: choose from 0 (z), 1 (y), 2 (x)")
-    flows = np.zeros((3,) + volume.shape, dtype=np.float32)
-    logits = np.zeros(volume.shape, dtype=np.float32)
+    flows = np.zeros((3,) + spatial, dtype=np.float32)
+    logits = np.zeros(spatial, dtype=np.float32)
     seen = np.zeros(3, dtype=np.int64)
-    total = sum(volume.shape[axis] for axis in axes)
+    total = sum(spatial[axis] for axis in axes)
     done = 0
 
     def on_slices(count: int) -> None:
@@ -123,7 +127,7 @@ def predict_orthoslices(
             progress(done, total)
 
     for axis in axes:
-        logger.info("predicting slices along %s (%d slices)", AXES[axis], volume.shape[axis])
+        logger.info("predicting slices along %s (%d slices)", AXES[axis], spatial[axis])
         accumulate_orientation(volume, axis, slice_fn, flows, logits, batch_size=batch_size, on_slices=on_slices)
         seen[list(orientation_components(axis))] += 1
     for component in range(3):

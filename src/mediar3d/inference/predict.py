@@ -80,29 +80,55 @@ class Prediction:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def check_volume(volume: Any, do_3d: bool) -> tuple[np.ndarray, float | None]:
-    """The input as an array and the anisotropy from its voxel size when it is a `mediar3d.io.Image`.
+def check_volume(volume: Any, do_3d: bool, *, channels: Sequence[int] | None = None,
+                 in_channels: int | None = None) -> tuple[np.ndarray, float | None, bool]:
+    """The input as an array, the anisotropy from its voxel size when it is a `mediar3d.io.Image`,
+    and whether the array is channel first.
+
+    The input has a channel axis (first) when ``channels`` are given, when it is an Image
+    whose axes hold ``C``, or when it has 4 dimensions; its channels are then chosen with
+    :func:`mediar3d.data.channels.prepare_channels` for a network of ``in_channels`` inputs.
+    One channel left is returned without the channel axis (the single-channel path).
+
+    Returns:
+        (array, anisotropy or None, channel first): (z, y, x) / (y, x), or (C, z, y, x) /
+        (C, y, x) with C = ``in_channels`` > 1.
 
     Raises:
-        InputError: wrong dtype, dimensions, emptiness, NaN or infinite values.
+        InputError: wrong dtype, dimensions, channels, emptiness, NaN or infinite values.
     """
+    from mediar3d.data.channels import prepare_channels
+
     voxel_anisotropy = None
+    axes = ""
     if hasattr(volume, "data") and hasattr(volume, "voxel_size"):
         voxel_anisotropy = anisotropy_from_voxel_size(getattr(volume, "voxel_size"))
+        axes = str(getattr(volume, "axes", "") or "")
         volume = volume.data
     array = np.asarray(volume)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise InputError(f"input of dtype {array.dtype}: expected an integer or floating-point image")
+    channel_first = False
+    if channels is not None or "C" in axes or array.ndim == 4:
+        if array.ndim < 3:
+            raise InputError(f"input of shape {array.shape}: channels {list(channels or [])} need a channel axis "
+                             "first, (c, z, y, x) or (c, y, x)")
+        array = prepare_channels(array, has_channels=True, channels=channels, in_channels=in_channels,
+                                 source=f"input of shape {array.shape}")
+        channel_first = array.shape[0] > 1
+        if not channel_first:
+            array = array[0]
+    spatial = array[0] if channel_first else array
     want = 3 if do_3d else (2, 3)
-    if array.ndim not in np.atleast_1d(want):
-        if do_3d and array.ndim == 2:
+    if spatial.ndim not in np.atleast_1d(want):
+        if do_3d and spatial.ndim == 2:
             raise InputError(f"input of shape {array.shape} is 2D: a 3D run needs a (z, y, x) volume (use do_3d=False / --2d for one image)")
         raise InputError(f"input of shape {array.shape}: expected (z, y, x){'' if do_3d else ' or (y, x)'}; select one channel first")
     if min(array.shape) < 1 or array.size == 0:
         raise InputError(f"input of shape {array.shape} is empty")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise InputError(f"input of shape {array.shape} contains NaN or infinite values; fix or mask them first")
-    return array, voxel_anisotropy
+    return array, voxel_anisotropy, channel_first
 
 
 def resolve_min_size(min_size: float | None, model: InferenceModel) -> float:
@@ -141,7 +167,7 @@ def _slice_fn(model: InferenceModel, device: torch.device, tta: bool, *, tile: i
     repeat = model.in_channels
 
     def run(batch: torch.Tensor) -> torch.Tensor:
-        if repeat > 1:
+        if repeat > 1 and batch.shape[1] == 1:
             batch = batch.repeat(1, repeat, 1, 1)
         with autocast(device):
             return net(batch).float()
@@ -155,7 +181,11 @@ def _slice_fn(model: InferenceModel, device: torch.device, tta: bool, *, tile: i
     return slice_fn
 
 
-def _normalise(array: np.ndarray, model: InferenceModel, intensity_range: tuple[float, float] | None) -> np.ndarray:
+def _normalise(array: np.ndarray, model: InferenceModel, intensity_range: tuple[float, float] | None,
+               channel_first: bool = False) -> np.ndarray:
+    """Percentile (or fixed range) normalisation; each channel on its own when ``channel_first``, as in training."""
+    if channel_first:
+        return np.stack([_normalise(c, model, intensity_range) for c in array])
     if intensity_range is not None:
         return normalize_range(array, *intensity_range)
     return normalize_percentile(array, model.percentiles)
@@ -175,20 +205,22 @@ def measure_diameter(volume: Any, model: ModelArg = None, *, anisotropy: float |
                      tile_overlap: float = 0.25, batch_size: int = 8, tta: bool = False,
                      device: str | torch.device | None = None, intensity_range: tuple[float, float] | None = None,
                      niter: int = 200, max_size_fraction: float = 0.4, model_diameter: float | None = None,
-                     **_: Any) -> float | None:
+                     channels: Sequence[int] | None = None, **_: Any) -> float | None:
     """The object diameter (pixels, y/x) `predict` estimates for `volume`, without the rest of the run.
 
     None when the model has no training diameter or no objects are found. Other keyword
     arguments of `predict` are accepted and ignored, so a caller can pass its options.
     """
-    array, voxel_anisotropy = check_volume(volume, do_3d)
-    aniso = check_anisotropy(voxel_anisotropy if (anisotropy is None and array.ndim == 3) else anisotropy)
     resolved = resolve_model(model, model_diameter=model_diameter)
+    array, voxel_anisotropy, channel_first = check_volume(volume, do_3d, channels=channels,
+                                                          in_channels=resolved.in_channels)
+    is_3d = array.ndim - int(channel_first) == 3
+    aniso = check_anisotropy(voxel_anisotropy if (anisotropy is None and is_3d) else anisotropy)
     if resolved.diameter is None or is_volumetric(resolved.net):
         return None
     slice_fn = _slice_fn(resolved, select_device(device), tta, tile=tile, overlap=tile_overlap, batch_size=batch_size)
-    return estimate_diameter(_normalise(array, resolved, intensity_range), slice_fn, resolved.diameter,
-                             anisotropy=aniso, batch_size=batch_size, niter=niter,
+    return estimate_diameter(_normalise(array, resolved, intensity_range, channel_first), slice_fn, resolved.diameter,
+                             anisotropy=aniso, batch_size=batch_size, niter=niter, channels=channel_first,
                              max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
 
 
@@ -216,12 +248,14 @@ def predict(
     intensity_range: tuple[float, float] | None = None,
     roi_size: Sequence[int] | int | None | str = "auto",
     amp: bool = False,
+    channels: Sequence[int] | None = None,
 ) -> Prediction:
     """Run the network on a volume or image; flows and logits on the network grid.
 
     Args:
         volume: (z, y, x) volume, or with ``do_3d=False`` one (y, x) image; array or
-            `mediar3d.io.Image` (its voxel size gives the anisotropy).
+            `mediar3d.io.Image` (its voxel size gives the anisotropy). With channels, channel
+            first: (c, z, y, x) / (c, y, x) (an Image with a ``C`` axis, or any 4D array).
         model: Anything `mediar3d.inference.loader.resolve_model` takes.
         diameter: Object diameter (pixels, y/x); None estimates it (2D networks with a
             training diameter) or, for a volumetric network, runs at the model's scale.
@@ -242,6 +276,9 @@ def predict(
             "auto" = (32, tile, tile), None = the whole volume. A volumetric network
             runs one window per call.
         amp: Volumetric networks: mixed precision (2D networks use float16 on CUDA always).
+        channels: Channels of the input to use, in the order the model was trained with
+            (e.g. ``[0, 1]``: nuclei, membrane); None: all, with repeated channels collapsed
+            (:mod:`mediar3d.data.channels`). Their number must be 1 or the model's input channels.
 
     Returns:
         A :class:`Prediction`; pass it to :func:`labels`.
@@ -250,12 +287,14 @@ def predict(
         InputError: bad input or settings; a volumetric network asked for 2D or z-only.
     """
     start = time.perf_counter()
-    array, voxel_anisotropy = check_volume(volume, do_3d)
-    is_3d = array.ndim == 3
-    aniso = check_anisotropy(voxel_anisotropy if (anisotropy is None and is_3d) else anisotropy)
     if diameter is not None and (not np.isfinite(diameter) or diameter <= 0):
         raise InputError(f"diameter {diameter!r}: must be a positive number of pixels (or None to estimate it)")
     resolved = resolve_model(model, model_diameter=model_diameter)
+    array, voxel_anisotropy, channel_first = check_volume(volume, do_3d, channels=channels,
+                                                          in_channels=resolved.in_channels)
+    spatial_shape = array.shape[1:] if channel_first else array.shape
+    is_3d = len(spatial_shape) == 3
+    aniso = check_anisotropy(voxel_anisotropy if (anisotropy is None and is_3d) else anisotropy)
     volumetric = is_volumetric(resolved.net)
     if volumetric and (not is_3d or z_only):
         raise InputError(f"model {resolved.name} is a 3D network: it needs a (z, y, x) volume, "
@@ -267,7 +306,7 @@ def predict(
         "min_size": resolve_min_size(min_size, resolved),
         "min_size_fraction": resolve_min_size_fraction(min_size_fraction, resolved),
     }
-    image = _normalise(array, resolved, intensity_range)
+    image = _normalise(array, resolved, intensity_range, channel_first)
     mode = "3d-network" if volumetric else ("2d" if not is_3d else ("z-only" if z_only else "3d"))
     estimated = False
     diameter_start = time.perf_counter()
@@ -276,17 +315,18 @@ def predict(
         slice_fn = _slice_fn(resolved, dev, tta, tile=tile, overlap=tile_overlap, batch_size=batch_size)
         if diameter is None and resolved.diameter is not None:
             diameter = estimate_diameter(image, slice_fn, resolved.diameter, anisotropy=aniso, batch_size=batch_size,
-                                         niter=niter, max_size_fraction=max_size_fraction, **ESTIMATE_THRESHOLDS)
+                                         niter=niter, max_size_fraction=max_size_fraction, channels=channel_first,
+                                         **ESTIMATE_THRESHOLDS)
             estimated = diameter is not None
             if diameter is None:
                 logger.warning("could not estimate the object diameter (no objects found); running at the model's scale")
     diameter_time = time.perf_counter() - diameter_start
     scale = _scale(diameter, resolved, clip=not volumetric)
     factors = (aniso * scale, scale, scale) if is_3d else (scale, scale)
-    work_shape = target_shape(array.shape, factors)
-    voxel_factor = float(np.prod(np.array(work_shape) / np.array(array.shape)))
+    work_shape = target_shape(spatial_shape, factors)
+    voxel_factor = float(np.prod(np.array(work_shape) / np.array(spatial_shape)))
     logger.info("input %s -> network grid %s (diameter %s, anisotropy %.2f)", array.shape, work_shape, diameter, aniso)
-    work = resample_image(image, work_shape)
+    work = resample_image(image, image.shape[:1] + work_shape if channel_first else work_shape)
     del image
     net_start = time.perf_counter()
     params: dict[str, Any] = {}
@@ -300,7 +340,7 @@ def predict(
             flows, logits = pred[:3] / FLOW_SCALE, pred[3]
             params.update(roi_size=None if roi is None else list(window_size(work_shape, roi)), overlap=tile_overlap)
         else:
-            stack = work if is_3d else work[None]
+            stack = work if is_3d else (work[:, None] if channel_first else work[None])
             axes = (0, 1, 2) if mode == "3d" else (0,)
             flows, logits = predict_orthoslices(stack, slice_fn, axes=axes, batch_size=batch_size, progress=report)
             flows /= FLOW_SCALE
@@ -310,14 +350,16 @@ def predict(
     del work
     params.update({
         "model": resolved.name, "model_diameter": resolved.diameter, "diameter": diameter,
-        "diameter_estimated": estimated, "anisotropy": aniso, "scale": scale, "input_shape": list(array.shape),
+        "diameter_estimated": estimated, "anisotropy": aniso, "scale": scale, "input_shape": list(spatial_shape),
         "network_shape": list(work_shape), "mode": mode, "batch_size": 1 if volumetric else batch_size, "tta": tta,
         "device": str(dev), **thresholds,
         "time_diameter_s": round(diameter_time, 3), "time_network_s": round(time.perf_counter() - net_start, 3),
         "time_predict_s": round(time.perf_counter() - start, 3),
     })
+    if channel_first or channels is not None:
+        params["channels"] = [int(c) for c in channels] if channels is not None else list(range(array.shape[0]))
     return Prediction(flows=np.asarray(flows, dtype=np.float32), logits=np.asarray(logits, dtype=np.float32),
-                      input_shape=tuple(array.shape), mode=mode, voxel_factor=voxel_factor, thresholds=thresholds,
+                      input_shape=tuple(spatial_shape), mode=mode, voxel_factor=voxel_factor, thresholds=thresholds,
                       params=params)
 
 

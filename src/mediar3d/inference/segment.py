@@ -63,7 +63,7 @@ def run_segmentation(
         **options: Keyword arguments of :func:`mediar3d.inference.predict.predict`
             (diameter, anisotropy, do_3d, z_only, tile, tile_overlap, batch_size, tta,
             device, model_diameter, cellprob_threshold, flow_threshold, min_size,
-            min_size_fraction, intensity_range, roi_size, amp). Thresholds left at None take
+            min_size_fraction, intensity_range, roi_size, amp, channels). Thresholds left at None take
             the model's (a checkpoint's tuned values), else 0, 0.4, 15 voxels and 0. The diameter estimate
             always uses the fixed thresholds `mediar3d.inference.diameter.ESTIMATE_THRESHOLDS`.
     """
@@ -130,7 +130,9 @@ def segment(
         **options: Post-processing and advanced options: cellprob_threshold, flow_threshold,
             min_size, min_size_fraction (each None / left out: the model's, e.g. tuned by
             `mediar3d tune`), niter, max_size_fraction, tile_overlap, model_diameter,
-            stitch_threshold, intensity_range.
+            stitch_threshold, intensity_range, channels (the input's channels to use, in the
+            model's order, e.g. ``[0, 1]`` for nuclei + membrane; the input is then channel
+            first, (c, z, y, x)).
 
     Returns:
         int32 labels of the input's shape (0 = background).

@@ -54,7 +54,7 @@ def gaussian_weight(height: int, width: int, sigma_scale: float = 0.125) -> np.n
 
 def _run(net_fn: NetFn, batch: np.ndarray, device: torch.device) -> np.ndarray:
     with torch.inference_mode():
-        tensor = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(device)
+        tensor = torch.from_numpy(np.ascontiguousarray(batch[:, None] if batch.ndim == 3 else batch)).to(device)
         return net_fn(tensor).float().cpu().numpy()
 
 
@@ -71,8 +71,8 @@ def predict_slices(
     """Predict flows and cell probability for a stack of equally shaped 2D images.
 
     Args:
-        images: float32 array (B, H, W), already normalised.
-        net_fn: Maps a tensor (b, 1, h, w) on `device` to (b, 3, h, w) = (dy, dx, logit).
+        images: float32 array (B, H, W), or (B, C, H, W) with C input channels, already normalised.
+        net_fn: Maps a tensor (b, 1, h, w) (or (b, C, h, w)) on `device` to (b, 3, h, w) = (dy, dx, logit).
         tile: Largest window side fed to the network (rounded up to `divisor`).
         overlap: Fraction of a tile shared with its neighbour, in [0, 0.9].
         batch_size: Windows per network call.
@@ -82,20 +82,20 @@ def predict_slices(
     Returns:
         float32 array (B, 3, H, W): (dy, dx) on the network's scale and the logit.
     """
-    if images.ndim != 3:
-        raise ConfigError(f"predict_slices: expected images of shape (B, H, W), got {images.shape}")
+    if images.ndim not in (3, 4):
+        raise ConfigError(f"predict_slices: expected images of shape (B, H, W) or (B, C, H, W), got {images.shape}")
     if not 0.0 <= overlap <= 0.9:
         raise ConfigError(f"tile overlap {overlap}: must be in [0, 0.9]")
     if tile < divisor or batch_size < 1:
         raise ConfigError(f"tile {tile} / batch size {batch_size}: need tile >= {divisor} and batch size >= 1")
     device = torch.device(device)
-    n, height, width = images.shape
+    n, height, width = images.shape[0], *images.shape[-2:]
     tile = _round_up(tile, divisor)
     pad_h, pad_w = _round_up(height, divisor), _round_up(width, divisor)
     padded = images.astype(np.float32, copy=False)
     if (pad_h, pad_w) != (height, width):
-        padded = np.zeros((n, pad_h, pad_w), dtype=np.float32)
-        padded[:, :height, :width] = images
+        padded = np.zeros((*images.shape[:-2], pad_h, pad_w), dtype=np.float32)
+        padded[..., :height, :width] = images
 
     if pad_h <= tile and pad_w <= tile:
         out = np.empty((n, 3, pad_h, pad_w), dtype=np.float32)
@@ -113,7 +113,7 @@ def predict_slices(
             norm[y:y + th, x:x + tw] += weight
     for start in range(0, len(windows), batch_size):
         chunk = windows[start:start + batch_size]
-        batch = np.stack([padded[b, y:y + th, x:x + tw] for b, y, x in chunk])
+        batch = np.stack([padded[b, ..., y:y + th, x:x + tw] for b, y, x in chunk])
         pred = _run(net_fn, batch, device)
         for (b, y, x), p in zip(chunk, pred):
             out[b, :, y:y + th, x:x + tw] += p * weight

@@ -124,13 +124,16 @@ def read_labels(path: str | os.PathLike, *, axes: str | None = None) -> np.ndarr
         Integer array, (z, y, x) or (y, x).
 
     Raises:
-        InputError: missing / unreadable file, several channels, float or negative labels.
+        InputError: missing / unreadable file, several different channels (repeated ones, an
+            RGB mask, collapse to one), float or negative labels.
     """
     p = Path(path)
     raw, raw_axes, _ = _read_raw(p, axes)
     data, out_axes = to_spatial(raw, raw_axes, channel=None, source=p)
     if "C" in out_axes:
-        raise InputError(f"{p}: label image has {data.shape[0]} channels (axes {out_axes}); expected one")
+        if not all(np.array_equal(data[0], data[c]) for c in range(1, data.shape[0])):
+            raise InputError(f"{p}: label image has {data.shape[0]} different channels (axes {out_axes}); expected one")
+        data = data[0]  # a mask stored as RGB: its repeated channels collapse (thesis table 4.4)
     return validate_labels(data, p)
 
 

@@ -10,6 +10,8 @@ Layout (a dict written by `torch.save`, read back with `weights_only=True`)::
     normalization   {"percentiles": [low, high]}  (per-image percentile scaling to [0, 1])
     thresholds      {"cellprob_threshold": float, "flow_threshold": float, ...}
     train_diameter  median object diameter (pixels) of the training data, or None
+    input_channels  channels the network takes (e.g. 2 = nuclei + membrane), checked on
+                    load and by segment; absent in files written before it existed
     metadata        free-form JSON-serialisable dict (dataset, epochs, metrics, ...)
 """
 
@@ -59,6 +61,8 @@ class ModelConfig:
             on the logit scale, ``flow_threshold``, optionally others such as ``min_size``).
         train_diameter: Median object diameter (pixels) in the training data, or None.
         metadata: Free-form, JSON-serialisable information (data, epochs, scores).
+        input_channels: Number of input channels of the network (set when saving); None
+            for files written before it was stored.
     """
 
     arch: str
@@ -67,6 +71,7 @@ class ModelConfig:
     thresholds: dict[str, float] = field(default_factory=_default_thresholds)
     train_diameter: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    input_channels: int | None = None
 
     @property
     def percentiles(self) -> tuple[float, float]:
@@ -92,6 +97,10 @@ class ModelConfig:
         if self.train_diameter is not None and (not isinstance(self.train_diameter, (int, float))
                                                 or not self.train_diameter > 0):
             raise ModelError(f"{source}: train_diameter {self.train_diameter!r} must be a positive number or None")
+        if self.input_channels is not None and (isinstance(self.input_channels, bool)
+                                                or not isinstance(self.input_channels, int)
+                                                or not 1 <= self.input_channels <= MAX_INT_OPTION):
+            raise ModelError(f"{source}: input_channels {self.input_channels!r} must be a positive whole number")
         try:
             json.dumps(self.metadata)
         except (TypeError, ValueError) as error:
@@ -102,7 +111,8 @@ class ModelConfig:
         """Plain dict (JSON-serialisable) of the configuration."""
         return {"arch": self.arch, "kwargs": copy.deepcopy(self.kwargs),
                 "normalization": copy.deepcopy(self.normalization), "thresholds": dict(self.thresholds),
-                "train_diameter": self.train_diameter, "metadata": copy.deepcopy(self.metadata)}
+                "train_diameter": self.train_diameter, "metadata": copy.deepcopy(self.metadata),
+                "input_channels": self.input_channels}
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -145,6 +155,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *,
         base.arch = arch
         base.kwargs = copy.deepcopy(getattr(net, KWARGS_ATTR, {}))
     base.kwargs = {k: v for k, v in base.kwargs.items() if k not in INIT_ONLY_KWARGS}
+    channels = getattr(net, "in_channels", None) or base.kwargs.get("in_channels") or base.input_channels
+    base.input_channels = int(channels) if isinstance(channels, int) else None
     if normalization is not None:
         base.normalization = dict(normalization)
     if thresholds is not None:
@@ -197,7 +209,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     config = ModelConfig(arch=obj["arch"], kwargs=obj["kwargs"],
                          normalization=obj.get("normalization", defaults.normalization),
                          thresholds=obj.get("thresholds", defaults.thresholds),
-                         train_diameter=obj.get("train_diameter"), metadata=obj.get("metadata") or {})
+                         train_diameter=obj.get("train_diameter"), metadata=obj.get("metadata") or {},
+                         input_channels=obj.get("input_channels"))
     config.validate(str(path))
     return config, strip_prefixes(obj["state_dict"])
 
@@ -280,5 +293,9 @@ def load_model(path: str | os.PathLike | None, *,
         if isinstance(error, ModelError):
             raise ModelError(f"{path}: {error}") from error
         raise ModelError(f"{path}: cannot build {config.arch!r} from kwargs {config.kwargs}: {error}") from error
+    built = getattr(model, "in_channels", None)
+    if config.input_channels is not None and isinstance(built, int) and built != config.input_channels:
+        raise ModelError(f"{path}: stores input_channels {config.input_channels} but its kwargs build a network "
+                         f"with {built}; the file is damaged or was edited")
     load_strict(model, state, str(path))
     return model.to(device).eval(), config

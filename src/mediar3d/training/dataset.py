@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from mediar3d.data.mapping import DatasetEntry, DatasetMapping, Pair
+from mediar3d.data.channels import repeat_channels
 from mediar3d.data.normalize import DEFAULT_PERCENTILES, normalize_percentile, normalize_range
-from mediar3d.data.pairs import read_pair  # also re-exported from here, where it used to live
+from mediar3d.data.pairs import read_pair, read_pair_channels  # read_pair is re-exported from here, where it used to live
 from mediar3d.data.slicing import annotated_slices, num_slices, resample_plane, take_slice
 from mediar3d.training.supervision import roi_box
 from mediar3d.training.transforms import finish_sample
@@ -38,7 +39,7 @@ PERCENTILES: tuple[float, float] = DEFAULT_PERCENTILES
 
 @dataclass
 class Item:
-    """One image/label file pair of the index.
+    """One image/label file pair of the index (``shape``: its spatial shape, (y, x) or (z, y, x)).
 
     ``scale`` zooms the item (after the anisotropy correction of volumes) on every axis,
     image linearly and labels by nearest neighbour, as inference does; fine-tuning sets it
@@ -72,12 +73,14 @@ class SampleIndex:
         return len(self.samples)
 
 
-def build_index(mapping: DatasetMapping, split: str | None = "train") -> SampleIndex:
+def build_index(mapping: DatasetMapping, split: str | None = "train", in_channels: int | None = None) -> SampleIndex:
     """List the samples of one split (reads every pair once to check and measure it).
 
     Args:
         mapping: The dataset mapping.
         split: ``"train"``, ``"val"`` or None for all pairs.
+        in_channels: The network's input channels, checked against every image's channels
+            (:func:`mediar3d.data.channels.prepare_channels`); None checks nothing.
 
     Returns:
         The index; empty if the split has no pairs.
@@ -85,10 +88,10 @@ def build_index(mapping: DatasetMapping, split: str | None = "train") -> SampleI
     items: list[Item] = []
     samples: list[SampleRef] = []
     for dataset, pair in mapping.pairs(split):
-        image, labels, anisotropy = read_pair(dataset, pair)
+        _, labels, anisotropy = read_pair_channels(dataset, pair, in_channels)
         n = len(items)
-        items.append(Item(dataset, pair, tuple(image.shape), anisotropy))
-        if image.ndim == 2:
+        items.append(Item(dataset, pair, tuple(labels.shape), anisotropy))
+        if labels.ndim == 2:
             if not dataset.skip_empty or labels.any():
                 samples.append(SampleRef(n, None, 0))
             continue
@@ -176,9 +179,10 @@ def rescale_pair(image: np.ndarray, labels: np.ndarray, factors: Sequence[float]
     """Zoom an image (linear) and its labels (nearest) by ``factors`` per axis, as inference does.
 
     Args:
-        image: (y, x) or (z, y, x) float image.
-        labels: Integer labels of the same shape.
-        factors: Zoom per axis.
+        image: (y, x) or (z, y, x) float image, or channel first (C, y, x) / (C, z, y, x)
+            (each channel zoomed alike).
+        labels: Integer labels of the image's spatial shape.
+        factors: Zoom per spatial axis.
 
     Returns:
         Both arrays on the zoomed grid (shape rounded, at least 1 per axis).
@@ -187,13 +191,20 @@ def rescale_pair(image: np.ndarray, labels: np.ndarray, factors: Sequence[float]
         return image, labels
     from mediar3d.inference.anisotropy import resample_image, resample_labels, target_shape
 
-    shape = target_shape(image.shape, tuple(float(f) for f in factors))
+    shape = target_shape(labels.shape, tuple(float(f) for f in factors))
+    if image.ndim == labels.ndim + 1:
+        return np.stack([resample_image(c, shape) for c in image]), resample_labels(labels, shape)
     return resample_image(image, shape), resample_labels(labels, shape)
 
 
 def normalise(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> np.ndarray:
     """Percentile normalisation of a whole image or volume to [0, 1] (deterministic), float32."""
     return normalize_percentile(image, (float(percentiles[0]), float(percentiles[1])))
+
+
+def normalise_channels(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> np.ndarray:
+    """:func:`normalise` of each channel of a channel-first (C, ...) image on its own, float32."""
+    return np.stack([normalise(c, percentiles) for c in image])
 
 
 class SliceDataset(Dataset):
@@ -205,11 +216,15 @@ class SliceDataset(Dataset):
         percentiles: Percentile normalisation of every image/volume (whole file, once).
         cache_size: Normalised files kept in memory per process.
         pad_to: With no transform, pad each side up to a multiple of this (0: no padding).
+        in_channels: The network's input channels: images are read with
+            :func:`~mediar3d.data.pairs.read_pair_channels`, each channel normalised on its
+            own, and a 1-channel image repeated to this many channels.
     """
 
     def __init__(self, index: SampleIndex, transform: Any = None, *, percentiles: Sequence[float] = PERCENTILES,
-                 cache_size: int = 4, pad_to: int = 0) -> None:
+                 cache_size: int = 4, pad_to: int = 0, in_channels: int = 1) -> None:
         self.index = index
+        self.in_channels = int(in_channels)
         self.transform = transform
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
         self.cache_size = max(1, int(cache_size))
@@ -224,12 +239,12 @@ class SliceDataset(Dataset):
             self._cache.move_to_end(item)
             return self._cache[item]
         entry = self.index.items[item]
-        image, labels, _ = read_pair(entry.dataset, entry.pair)
+        image, labels, _ = read_pair_channels(entry.dataset, entry.pair, self.in_channels)
         if entry.pair.intensity_range is not None:  # a slice of a volume: normalised as its whole volume
-            image = normalize_range(image, *entry.pair.intensity_range)
+            image = np.stack([normalize_range(c, *entry.pair.intensity_range) for c in image])
         else:
-            image = normalise(image, self.percentiles)
-        if image.ndim == 2:  # volumes are zoomed slice by slice (raw_sample), so slice indices stay valid
+            image = normalise_channels(image, self.percentiles)
+        if labels.ndim == 2:  # volumes are zoomed slice by slice (raw_sample), so slice indices stay valid
             image, labels = rescale_pair(image, labels, (entry.scale, entry.scale))
         loaded = (image, labels)
         self._cache[item] = loaded
@@ -238,13 +253,13 @@ class SliceDataset(Dataset):
         return loaded
 
     def raw_sample(self, number: int) -> dict[str, np.ndarray]:
-        """The sample before augmentation: ``image``, ``label``, ``valid``, each (1, H, W)."""
+        """The sample before augmentation: ``image`` (in_channels, H, W), ``label`` and ``valid`` (1, H, W)."""
         ref = self.index.samples[number]
         entry = self.index.items[ref.item]
         image, labels = self._load(ref.item)
         if ref.orientation is not None:
-            image = resample_plane(take_slice(image, ref.orientation, ref.index), ref.orientation, entry.anisotropy,
-                                   labels=False)
+            image = np.stack([resample_plane(take_slice(c, ref.orientation, ref.index), ref.orientation,
+                                             entry.anisotropy, labels=False) for c in image])
             labels = resample_plane(take_slice(labels, ref.orientation, ref.index), ref.orientation,
                                     entry.anisotropy, labels=True)
             image, labels = rescale_pair(image, labels, (entry.scale, entry.scale))
@@ -252,13 +267,13 @@ class SliceDataset(Dataset):
         if supervision.mode == "roi":
             box = roi_box(labels, supervision.buffer)
             if box is not None:
-                image, labels = image[box], labels[box]
-        image = np.ascontiguousarray(image, dtype=np.float32)
+                image, labels = image[(slice(None), *box)], labels[box]
+        image = np.ascontiguousarray(repeat_channels(image, self.in_channels), dtype=np.float32)
         labels = np.ascontiguousarray(labels).astype(np.int32)
-        valid = np.ones(image.shape, dtype=np.float32)
+        valid = np.ones(labels.shape, dtype=np.float32)
         if supervision.mode == "roi" and not labels.any():
             valid[:] = 0.0
-        return {"image": image[None], "label": labels[None], "valid": valid[None]}
+        return {"image": image, "label": labels[None], "valid": valid[None]}
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         number, seed = (key, None) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))

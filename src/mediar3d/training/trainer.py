@@ -111,14 +111,14 @@ class Trainer:
         self.dist = distributed.init_from_env(self.device)
         _seed_everything(config.seed)
         self.mapping = load_mapping(config.data)
-        self.train_index = build_index(self.mapping, "train")
-        self.val_index = build_index(self.mapping, "val")
-        if not self.train_index.samples:
-            raise ConfigError(f"{config.data}: the train split holds no usable samples")
         self.start_config: Any = None  # ModelConfig of the checkpoint fine-tuned from (config.init_from)
         self.model = self._build_model(model).to(self.device)
-        self.model_info = self._model_info()
         self.in_channels = int(getattr(unwrap(self.model), "in_channels", 1))
+        self.train_index = build_index(self.mapping, "train", self.in_channels)
+        self.val_index = build_index(self.mapping, "val", self.in_channels)
+        if not self.train_index.samples:
+            raise ConfigError(f"{config.data}: the train split holds no usable samples")
+        self.model_info = self._model_info()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=config.cosine_period or config.epochs, eta_min=config.min_lr)
@@ -183,8 +183,10 @@ class Trainer:
         """
         cfg = self.config
         self.train_set = SliceDataset(self.train_index, build_train_transforms(cfg.crop_size, cfg.augment),
-                                      percentiles=cfg.percentiles, cache_size=cfg.cache_size)
-        self.val_set = SliceDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size)
+                                      percentiles=cfg.percentiles, cache_size=cfg.cache_size,
+                                      in_channels=self.in_channels)
+        self.val_set = SliceDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size,
+                                    in_channels=self.in_channels)
         self.sampler = self._make_sampler()
 
     def _make_sampler(self) -> EpochSampler:

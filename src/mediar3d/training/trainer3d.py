@@ -36,7 +36,9 @@ from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
 from mediar3d.training import distributed
 from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file
-from mediar3d.training.dataset import SampleIndex, SampleRef, SliceDataset, normalise, read_pair, rescale_pair
+from mediar3d.data.channels import repeat_channels
+from mediar3d.training.dataset import (SampleIndex, SampleRef, SliceDataset, normalise_channels, read_pair_channels,
+                                       rescale_pair)
 from mediar3d.training.flow3d import TERMS_3D
 from mediar3d.training.losses import FLOW_SCALE, masked_loss_terms
 from mediar3d.training.state import unwrap
@@ -179,7 +181,8 @@ class VolumeDataset(SliceDataset):
 
     Keys are sample numbers or ``(sample number, augmentation seed)`` as for
     :class:`SliceDataset`. Items: ``image`` (1, Z, Y, X), ``target`` (4, Z, Y, X),
-    ``weight`` (1, Z, Y, X), ``label`` (1, Z, Y, X) int32 and ``sample``.
+    ``weight`` (1, Z, Y, X), ``label`` (1, Z, Y, X) int32 and ``sample``; ``image`` has the
+    network's input channels (C, Z, Y, X) when they are several.
     """
 
     def _load(self, item: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,8 +190,8 @@ class VolumeDataset(SliceDataset):
             self._cache.move_to_end(item)
             return self._cache[item]
         entry = self.index.items[item]
-        image, labels, _ = read_pair(entry.dataset, entry.pair)
-        image = normalise(image, self.percentiles)
+        image, labels, _ = read_pair_channels(entry.dataset, entry.pair, self.in_channels)
+        image = normalise_channels(image, self.percentiles)
         z_factor = entry.anisotropy if abs(entry.anisotropy - 1.0) > 1e-3 else 1.0
         image, labels = rescale_pair(image, labels, (z_factor * entry.scale, entry.scale, entry.scale))
         self._cache[item] = (image, labels)
@@ -197,16 +200,16 @@ class VolumeDataset(SliceDataset):
         return image, labels
 
     def raw_sample(self, number: int) -> dict[str, np.ndarray]:
-        """The volume before augmentation: ``image``, ``label``, ``valid``, each (1, Z, Y, X)."""
+        """The volume before augmentation: ``image`` (in_channels, Z, Y, X), ``label`` and ``valid`` (1, Z, Y, X)."""
         ref = self.index.samples[number]
         image, labels = self._load(ref.item)
         supervision = self.index.items[ref.item].dataset.supervision
         if supervision.mode == "roi":
             box = roi_box(labels, supervision.buffer)
             if box is not None:
-                image, labels = image[box], labels[box]
-        valid = np.full(image.shape, 0.0 if (supervision.mode == "roi" and not labels.any()) else 1.0, np.float32)
-        return {"image": np.ascontiguousarray(image, dtype=np.float32)[None],
+                image, labels = image[(slice(None), *box)], labels[box]
+        valid = np.full(labels.shape, 0.0 if (supervision.mode == "roi" and not labels.any()) else 1.0, np.float32)
+        return {"image": np.ascontiguousarray(repeat_channels(image, self.in_channels), dtype=np.float32),
                 "label": np.ascontiguousarray(labels).astype(np.int32)[None], "valid": valid[None]}
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
@@ -273,8 +276,10 @@ class Trainer3D(Trainer):
         if not self.train_index.samples:
             raise ConfigError(f"{cfg.data}: the train split holds no 3D volumes")
         self.train_set = VolumeDataset(self.train_index, build_volume_transforms(self.crop, cfg.augment),
-                                       percentiles=cfg.percentiles, cache_size=cfg.cache_size)
-        self.val_set = VolumeDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size)
+                                       percentiles=cfg.percentiles, cache_size=cfg.cache_size,
+                                       in_channels=self.in_channels)
+        self.val_set = VolumeDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size,
+                                     in_channels=self.in_channels)
         self.sampler = self._make_sampler()
 
     def _loss_terms(self, prediction: torch.Tensor, target: torch.Tensor,
