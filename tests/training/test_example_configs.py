@@ -31,6 +31,8 @@ def test_example_mappings_parse(tmp_path, name):
         probs = {d.name: d.probability for d in mapping.datasets}
         assert len(probs) == 18 and probs["Cellpose"] == 0.19 and probs["CoNIC"] == 0.02
         assert np.isclose(sum(probs.values()), 1.01)   # as printed in the thesis (rounded values)
+        rgb = {d.name for d in mapping.datasets if d.channels == (0, 1, 2)}  # H&E / IHC / blood smears: RGB
+        assert {"CoNIC", "PanNuke", "TNBC", "NuInsSeg", "BCCD"} <= rgb and "LiveCell" not in rgb
 
 
 @pytest.mark.parametrize("name", ["pretrain_mediar.json", "finetune_partial_3d.json"])
@@ -38,3 +40,5 @@ def test_example_train_configs_load(name):
     config = load_config(CONFIGS / name)
     assert Path(config.data).parent == CONFIGS
     assert config.lr <= 5e-5
+    if name == "pretrain_mediar.json":  # the thesis' networks take 3-channel images (RGB kept, grey repeated)
+        assert config.model_kwargs["in_channels"] == 3

@@ -206,6 +206,10 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
         cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold, min_size=args.min_size,
         min_size_fraction=args.min_size_fraction, niter=args.niter)
     params = result.params
+    if args.channels is not None:  # the file's channels, as chosen (the Image passed on holds only those)
+        from mediar3d.data.channels import parse_channels
+
+        params["channels"] = list(parse_channels(args.channels, "--channels"))
     diameter = params.get("diameter")
     status(f"segmented {name}: {params['n_objects']} objects; diameter "
            f"{'n/a' if diameter is None else f'{diameter:.1f} px'}"
