@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 #: Output channels: dz, dy, dx flows (x5 scale) and the cell-probability logit.
 OUT_CHANNELS_3D = 4
 DEFAULT_ENCODER = "unet-small"
+#: ``pyramid``: every encoder level up to 2**encoder_depth (U-Net skips, our default);
+#: ``single``: one embedding at that stride, decoded without skips (Algorithm 3 as the thesis states it).
+EMBEDDINGS = ("pyramid", "single")
 _CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.", "decode_head.", "auxiliary_head.")
 
 
@@ -183,10 +186,12 @@ class SliceEncoder(nn.Module):
         input_skip: Make the input itself the finest level (full resolution); otherwise a
             stride-1 encoder output (the identity of smp encoders) is dropped and the
             finest level is the encoder's first downsampled one.
+        single: Keep one level only: the coarsest one up to ``max_stride`` (Algorithm 3's
+            one stride-16 slice embedding).
     """
 
     def __init__(self, encoder: nn.Module, in_channels: int, stride: int, max_stride: int, slice_batch: int,
-                 input_skip: bool = False) -> None:
+                 input_skip: bool = False, single: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.in_channels = in_channels
@@ -209,6 +214,8 @@ class SliceEncoder(nn.Module):
             raise ModelError(f"encoder {type(encoder).__name__} returned no usable feature maps "
                              f"(strides up to {max_stride})")
         strides = sorted(chosen)
+        if single:  # the thesis' variant: one embedding, the coarsest level up to max_stride (16: SAM's)
+            strides = strides[-1:]
         self.input_skip = bool(input_skip)
         self.level_indices = [chosen[s][0] for s in strides]
         self.level_strides = ([1] if self.input_skip else []) + strides
@@ -302,15 +309,27 @@ class Feature3DNet(nn.Module):
 
     def __init__(self, encoder: nn.Module, in_channels: int, stride: int, max_stride: int,
                  decoder_channels: Sequence[int] | None, norm: str, act: str, slice_batch: int,
-                 unfreeze_stages: int, input_skip: bool = False) -> None:
+                 unfreeze_stages: int, input_skip: bool = False, embedding: str = "pyramid",
+                 slice_channels: int | None = None) -> None:
         super().__init__()
+        if embedding not in EMBEDDINGS:
+            raise ModelError(f"embedding={embedding!r} is unknown; use one of {', '.join(EMBEDDINGS)}")
         self.in_channels = in_channels
+        self.slice_channels = int(slice_channels or in_channels)
         self.stride = int(stride)
-        self.slice_encoder = SliceEncoder(encoder, in_channels, stride, max_stride, slice_batch, input_skip)
-        n_levels = len(self.slice_encoder.level_channels)
+        self.slice_encoder = SliceEncoder(encoder, self.slice_channels, stride, max_stride, slice_batch, input_skip,
+                                          single=embedding == "single")
+        levels = list(self.slice_encoder.level_channels)
+        strides = list(self.slice_encoder.level_strides)
+        # strides between the finest kept one and the embedding that the encoder does not give: decoded without skips
+        self.missing = 0
+        if embedding == "single":
+            finest = 1 if input_skip else 2
+            self.missing = max(0, int(math.log2(strides[-1])) - int(math.log2(finest)) - (1 if input_skip else 0))
+            levels = levels[:-1] + [0] * self.missing + levels[-1:]
         if decoder_channels is None:
-            decoder_channels = [min(128, 16 * 2 ** i) for i in range(n_levels)][::-1]
-        self.decoder = Decoder3d(self.slice_encoder.level_channels, decoder_channels, norm, act)
+            decoder_channels = [min(128, 16 * 2 ** i) for i in range(len(levels))][::-1]
+        self.decoder = Decoder3d(levels, decoder_channels, norm, act)
         self.freeze_encoder(unfreeze_stages)
 
     def freeze_encoder(self, unfreeze_stages: int = 0) -> None:
@@ -348,7 +367,12 @@ class Feature3DNet(nn.Module):
         top, left = pad_h // 2, pad_w // 2
         if pad_h or pad_w:
             x = F.pad(x, (left, pad_w - left, top, pad_h - top))
-        y = self.decoder(self.slice_encoder(x))
+        if self.slice_channels != self.in_channels:  # grey slices as 3-channel images (Algorithm 3, line 1)
+            x = x.expand(-1, self.slice_channels, -1, -1, -1)
+        levels = self.slice_encoder(x)
+        if self.missing:
+            levels = [*levels[:-1], *([None] * self.missing), levels[-1]]
+        y = self.decoder(levels)
         if y.shape[-2:] != x.shape[-2:]:
             y = F.interpolate(y, size=tuple(x.shape[-3:]), mode="trilinear", align_corners=False)
         if pad_h or pad_w:
@@ -361,7 +385,8 @@ class Feature3DNet(nn.Module):
 def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weights: str | None = None,
               encoder_kwargs: dict[str, Any] | None = None, encoder_depth: int = 4,
               decoder_channels: Sequence[int] | None = None, norm: str = "batch", activation: str = "mish",
-              slice_batch: int = 16, unfreeze_stages: int = 0, input_skip: bool = False) -> Feature3DNet:
+              slice_batch: int = 16, unfreeze_stages: int = 0, input_skip: bool = False,
+              embedding: str = "pyramid", slice_channels: int | None = None) -> Feature3DNet:
     """Hybrid 3D feature network (thesis 3.5.3, Algorithm 3).
 
     Args:
@@ -382,6 +407,14 @@ def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weig
         input_skip: Add the input volume as a full-resolution decoder level (slower);
             otherwise the decoder ends at the encoder's finest stride and its output is
             interpolated to full resolution.
+        embedding: ``"pyramid"`` (default): every encoder level up to 2**encoder_depth,
+            stacked, with skips into the decoder; ``"single"``: the thesis' Algorithm 3, one
+            slice embedding at stride 2**encoder_depth (16: SAM's image embedding, e.g. the
+            256-channel stride-16 level of ``encoder="mediar-sam"``), decoded by blocks that
+            upsample by 2 in y and x without skips.
+        slice_channels: Channels of the slices the encoder sees; 3 (the thesis: slices are
+            "converted to a 3-channel image") repeats a grey slice three times, so an RGB
+            pretrained encoder takes it as it was trained. None: ``in_channels``.
     """
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ModelError(f"in_channels={in_channels!r} is invalid; use a positive integer (1 for grey images)")
@@ -389,9 +422,14 @@ def feature3d(in_channels: int = 1, encoder: str = DEFAULT_ENCODER, encoder_weig
         raise ModelError(f"encoder_depth={encoder_depth!r} must be between 1 and 5")
     if int(slice_batch) < 1 or int(unfreeze_stages) < 0:
         raise ModelError(f"slice_batch={slice_batch!r} must be >= 1 and unfreeze_stages={unfreeze_stages!r} >= 0")
-    module, stride = build_2d_encoder(encoder, in_channels, int(encoder_depth), encoder_kwargs)
+    slices = in_channels if slice_channels is None else slice_channels
+    if isinstance(slices, bool) or not isinstance(slices, int) or slices < in_channels \
+            or (slices != in_channels and in_channels != 1):
+        raise ModelError(f"slice_channels={slice_channels!r} must be None, in_channels, or more than a 1-channel "
+                         "input (which is then repeated, e.g. 3 for an RGB encoder)")
+    module, stride = build_2d_encoder(encoder, slices, int(encoder_depth), encoder_kwargs)
     if encoder_weights is not None:
         load_encoder_weights(module, encoder, encoder_weights)
     max_stride = 2 ** int(encoder_depth)
     return Feature3DNet(module, in_channels, max(stride, max_stride), max_stride, decoder_channels, norm, activation,
-                        int(slice_batch), int(unfreeze_stages), bool(input_skip))
+                        int(slice_batch), int(unfreeze_stages), bool(input_skip), embedding, slices)

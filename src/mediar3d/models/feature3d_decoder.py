@@ -72,8 +72,12 @@ class Head3d(nn.Sequential):
 class Decoder3d(nn.Module):
     """3D U-Net style decoder over a pyramid of slice-feature volumes.
 
+    A level of 0 channels has no features (a stride the encoder does not give, e.g. below
+    the single stride-16 embedding of the thesis' variant): the decoder upsamples by 2 in y
+    and x there and applies its block without a skip.
+
     Args:
-        level_channels: Channels of each input level, finest (stride 1) first.
+        level_channels: Channels of each input level, finest (stride 1) first; 0 = no features.
         decoder_channels: Output channels of the decoder block of each level, deepest
             first; one entry per level.
         norm: Normalisation layer (see NORMS).
@@ -90,6 +94,8 @@ class Decoder3d(nn.Module):
                              f"({len(level_channels)} levels with channels {level_channels}, deepest first)")
         if any(c < 1 for c in decoder_channels):
             raise ModelError(f"decoder_channels={decoder_channels} must all be positive")
+        if level_channels[-1] < 1:
+            raise ModelError(f"the deepest level needs features, got level channels {level_channels}")
         deep_first = level_channels[::-1]
         blocks = [ConvBlock3d(deep_first[0], decoder_channels[0], norm, act)]
         for i in range(1, len(deep_first)):
@@ -111,7 +117,8 @@ class Decoder3d(nn.Module):
 
         Args:
             levels: Tensors (B, C_l, Z, Y_l, X_l), finest first; level 0 is at full
-                resolution (Y_0, X_0), deeper levels are coarser in y and x only.
+                resolution (Y_0, X_0), deeper levels are coarser in y and x only. None
+                for a level of 0 channels (twice the resolution of the next deeper one).
 
         Returns:
             Tensor (B, 4, Z, Y_0, X_0): dz, dy, dx flows and the cell-probability logit.
@@ -119,6 +126,9 @@ class Decoder3d(nn.Module):
         deep_first = list(levels)[::-1]
         x = self.blocks[0](deep_first[0])
         for block, skip in zip(self.blocks[1:], deep_first[1:]):
+            if skip is None:
+                x = block(F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=False))
+                continue
             if x.shape[-2:] != skip.shape[-2:]:
                 x = F.interpolate(x, size=tuple(skip.shape[-3:]), mode="trilinear", align_corners=False)
             x = block(torch.cat([x, skip.to(x.dtype)], dim=1))
