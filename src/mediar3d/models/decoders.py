@@ -15,6 +15,25 @@ from torch import nn
 
 from mediar3d.errors import ModelError
 
+#: Decoder initialisations: smp's (He uniform, fan-in) and thesis table 4.3's (He normal).
+DECODER_INITS = ("he_uniform", "he_normal")
+
+
+def init_decoder(module: nn.Module, kind: str = "he_uniform") -> None:
+    """Initialise a decoder's convolutions: He (Kaiming) uniform as smp does, or He normal (thesis table 4.3).
+
+    Both use fan-in and the ReLU gain, zero biases; normalisation layers get weight 1, bias 0.
+    """
+    if kind == "he_uniform":
+        initialize_decoder(module)
+        return
+    if kind != "he_normal":
+        raise ModelError(f"decoder_init={kind!r} is unknown; use one of {', '.join(DECODER_INITS)}")
+    initialize_decoder(module)  # norms, linear layers and biases as smp sets them
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+
 
 class ScaledPABBlock(PABBlock):
     """smp's position-wise attention block with attention logits scaled by 1/sqrt(d).
@@ -23,12 +42,17 @@ class ScaledPABBlock(PABBlock):
     `pab_channels ** -0.5` before the query-key product, as in scaled dot-product
     attention, so the (HW x HW) logits stay inside the float16 range under autocast.
     With `scale=1.0` it computes exactly what smp's block computes (including smp's
-    softmax over the whole flattened map). Maps (B, C, H, W) to (B, C, H, W).
+    softmax over the whole flattened map). With `alpha` the attention context is weighted
+    by a learnable scalar initialised to 0 (MA-Net's ``O = alpha O' + I``, thesis 2.4.5),
+    which smp leaves out; the block then starts as ``out_conv(x)``. Maps (B, C, H, W) to
+    (B, C, H, W).
     """
 
-    def __init__(self, in_channels: int, pab_channels: int = 64, scale: float | None = None) -> None:
+    def __init__(self, in_channels: int, pab_channels: int = 64, scale: float | None = None,
+                 alpha: bool = False) -> None:
         super().__init__(in_channels, pab_channels=pab_channels)
         self.scale = pab_channels ** -0.5 if scale is None else float(scale)
+        self.alpha = nn.Parameter(torch.zeros(1)) if alpha else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
@@ -39,6 +63,8 @@ class ScaledPABBlock(PABBlock):
         logits = torch.matmul(queries, keys)
         attention = self.map_softmax(logits.view(batch_size, -1)).view(batch_size, height * width, height * width)
         context = torch.matmul(attention, values).reshape(batch_size, self.in_channels, height, width)
+        if self.alpha is not None:
+            context = self.alpha * context
         return self.out_conv(x + context)
 
 
@@ -53,14 +79,16 @@ class HieraMAnetDecoder(MAnetDecoder):
     """
 
     def __init__(self, feature_channels: Sequence[int], decoder_channels: Sequence[int],
-                 pab_channels: int = 256, scale_attention: bool = True) -> None:
+                 pab_channels: int = 256, scale_attention: bool = True, pab_alpha: bool = False,
+                 init: str = "he_uniform") -> None:
         if len(feature_channels) != 4 or len(decoder_channels) != 5:
             raise ModelError(f"HieraMAnetDecoder needs 4 feature levels and 5 decoder channels, got "
                              f"{tuple(feature_channels)} and {tuple(decoder_channels)}")
         super().__init__(encoder_channels=[0, 0, *feature_channels], decoder_channels=list(decoder_channels),
                          n_blocks=5, pab_channels=pab_channels)
-        self.center = ScaledPABBlock(feature_channels[-1], pab_channels, scale=None if scale_attention else 1.0)
-        initialize_decoder(self)
+        self.center = ScaledPABBlock(feature_channels[-1], pab_channels, scale=None if scale_attention else 1.0,
+                                     alpha=pab_alpha)
+        init_decoder(self, init)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         """Four features (finest first) -> (B, decoder_channels[-1], H, W)."""
@@ -75,7 +103,8 @@ class LightDecoder(nn.Module):
     features (finest first) to (B, decoder_channels[-1], H, W).
     """
 
-    def __init__(self, feature_channels: Sequence[int], decoder_channels: Sequence[int]) -> None:
+    def __init__(self, feature_channels: Sequence[int], decoder_channels: Sequence[int],
+                 init: str = "he_uniform") -> None:
         super().__init__()
         if len(feature_channels) != 4 or len(decoder_channels) != 5:
             raise ModelError(f"LightDecoder needs 4 feature levels and 5 decoder channels, got "
@@ -84,7 +113,7 @@ class LightDecoder(nn.Module):
         skip_channels = [feature_channels[2], feature_channels[1], feature_channels[0], 0, 0]
         self.blocks = nn.ModuleList(DecoderBlock(i, s, o)
                                     for i, s, o in zip(in_channels, skip_channels, decoder_channels))
-        initialize_decoder(self)
+        init_decoder(self, init)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Four features (finest first) -> (B, decoder_channels[-1], H, W)."""

@@ -6,13 +6,13 @@ import logging
 from collections.abc import Sequence
 
 import torch
-from segmentation_models_pytorch.base.initialization import initialize_decoder
 from segmentation_models_pytorch.decoders.manet.decoder import MAnetDecoder
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
 from mediar3d.errors import ModelError
 from mediar3d.models.base import FlowSegmentationNet, replace_activations
+from mediar3d.models.decoders import ScaledPABBlock, init_decoder
 from mediar3d.models.heads import FlowCellprobHeads
 from mediar3d.models.registry import register_model
 from mediar3d.models.weights import (adapt_input_conv_weight, load_strict, read_weights_file,
@@ -36,7 +36,7 @@ class Mediar(FlowSegmentationNet):
 
     def __init__(self, in_channels: int = 1, encoder: str = "mit_b5", encoder_weights: str | None = None,
                  decoder_channels: Sequence[int] = (1024, 512, 256, 128, 64),
-                 decoder_pab_channels: int = 256) -> None:
+                 decoder_pab_channels: int = 256, pab_alpha: bool = False, decoder_init: str = "he_uniform") -> None:
         super().__init__(in_channels, stride=32)
         if encoder not in MIT_ENCODERS:
             raise ModelError(f"encoder={encoder!r} is not a MiT encoder; choose one of {', '.join(MIT_ENCODERS)}")
@@ -45,7 +45,10 @@ class Mediar(FlowSegmentationNet):
         self.encoder = get_encoder(encoder, in_channels=in_channels, depth=5, weights=None)
         self.decoder = MAnetDecoder(encoder_channels=self.encoder.out_channels, decoder_channels=list(decoder_channels),
                                     n_blocks=5, pab_channels=decoder_pab_channels)
-        initialize_decoder(self.decoder)
+        if pab_alpha:  # smp's block (unscaled, as MEDIAR) plus MA-Net's learnable alpha
+            self.decoder.center = ScaledPABBlock(self.encoder.out_channels[-1], decoder_pab_channels, scale=1.0,
+                                                 alpha=True)
+        init_decoder(self.decoder, decoder_init)
         replace_activations(self.decoder, nn.ReLU, nn.Mish)
         self.heads = FlowCellprobHeads(decoder_channels[-1])
         if encoder_weights is not None:
@@ -76,7 +79,8 @@ def load_mit_weights(encoder: nn.Module, url_or_path: str, sha256: str | None = 
 @register_model("mediar", thesis_params_m=121.30,
                 description="MEDIAR: SegFormer MiT-B5 encoder + MA-Net decoder (Mish), two heads; ~121 M parameters")
 def mediar(in_channels: int = 1, encoder: str = "mit_b5", encoder_weights: str | None = None,
-           decoder_channels: Sequence[int] = (1024, 512, 256, 128, 64), decoder_pab_channels: int = 256) -> Mediar:
+           decoder_channels: Sequence[int] = (1024, 512, 256, 128, 64), decoder_pab_channels: int = 256,
+           pab_alpha: bool = False, decoder_init: str = "he_uniform") -> Mediar:
     """MEDIAR network (thesis 2.7; table 4.3 column Mediar).
 
     Args:
@@ -85,5 +89,9 @@ def mediar(in_channels: int = 1, encoder: str = "mit_b5", encoder_weights: str |
         encoder_weights: Local path or URL of ImageNet MiT weights, or None (random init).
         decoder_channels: Output channels of the five MA-Net decoder blocks.
         decoder_pab_channels: Channels of the position-wise attention block.
+        pab_alpha: Weight the PAB's attention by a learnable scalar initialised to 0 (MA-Net,
+            thesis 2.4.5; smp's block has none).
+        decoder_init: ``"he_uniform"`` (smp's) or ``"he_normal"`` (thesis table 4.3).
     """
-    return Mediar(in_channels, encoder, encoder_weights, decoder_channels, decoder_pab_channels)
+    return Mediar(in_channels, encoder, encoder_weights, decoder_channels, decoder_pab_channels, pab_alpha,
+                  decoder_init)

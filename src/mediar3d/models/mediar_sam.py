@@ -33,17 +33,18 @@ class MediarSAM(FlowSegmentationNet):
 
     def __init__(self, in_channels: int = 1, encoder: str = "large", encoder_weights: str | None = None,
                  decoder: str = "manet", decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS,
-                 decoder_pab_channels: int = 64, encoder_kwargs: dict[str, Any] | None = None) -> None:
+                 decoder_pab_channels: int = 64, encoder_kwargs: dict[str, Any] | None = None,
+                 pab_alpha: bool = False, decoder_init: str = "he_uniform") -> None:
         super().__init__(in_channels, stride=32)
         if len(decoder_channels) != 5:
             raise ModelError(f"decoder_channels={tuple(decoder_channels)} must have 5 entries (one per decoder block)")
         self.encoder = HieraEncoder(encoder, in_channels=in_channels, trunk_kwargs=encoder_kwargs)
         if decoder == "manet":
             self.decoder: nn.Module = HieraMAnetDecoder(self.encoder.out_channels, decoder_channels,
-                                                        decoder_pab_channels)
+                                                        decoder_pab_channels, pab_alpha=pab_alpha, init=decoder_init)
             replace_activations(self.decoder, nn.ReLU, nn.Mish)
         elif decoder == "light":
-            self.decoder = LightDecoder(self.encoder.out_channels, decoder_channels)
+            self.decoder = LightDecoder(self.encoder.out_channels, decoder_channels, init=decoder_init)
         else:
             raise ModelError(f"decoder={decoder!r} is unknown; use 'manet' or 'light'")
         self.heads = FlowCellprobHeads(decoder_channels[-1])
@@ -59,7 +60,8 @@ class MediarSAM(FlowSegmentationNet):
                 description="MediarSAM: SAM2 Hiera-L encoder (4 levels) + MA-Net decoder with scaled attention")
 def mediar_sam(in_channels: int = 1, encoder: str = "large", encoder_weights: str | None = None,
                decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS, decoder_pab_channels: int = 64,
-               encoder_kwargs: dict[str, Any] | None = None) -> MediarSAM:
+               encoder_kwargs: dict[str, Any] | None = None, pab_alpha: bool = False,
+               decoder_init: str = "he_uniform") -> MediarSAM:
     """MediarSAM (thesis 3.3; table 4.3).
 
     Args:
@@ -69,16 +71,18 @@ def mediar_sam(in_channels: int = 1, encoder: str = "large", encoder_weights: st
         decoder_channels: Output channels of the five decoder blocks.
         decoder_pab_channels: Channels of the position-wise attention block.
         encoder_kwargs: Overrides of timm's Hiera arguments (e.g. ``{"drop_path_rate": 0.1}``).
+        pab_alpha: Weight the PAB's attention by a learnable scalar initialised to 0 (thesis 2.4.5).
+        decoder_init: ``"he_uniform"`` (smp's) or ``"he_normal"`` (thesis table 4.3).
     """
     return MediarSAM(in_channels, encoder, encoder_weights, "manet", decoder_channels, decoder_pab_channels,
-                     encoder_kwargs)
+                     encoder_kwargs, pab_alpha, decoder_init)
 
 
 @register_model("mediar-sam-light", thesis_params_m=219.79,
                 description="MediarSAM-light: SAM2 Hiera-L encoder + light U-Net decoder (autocast friendly)")
 def mediar_sam_light(in_channels: int = 1, encoder: str = "large", encoder_weights: str | None = None,
                      decoder_channels: Sequence[int] = HIERA_DECODER_CHANNELS,
-                     encoder_kwargs: dict[str, Any] | None = None) -> MediarSAM:
+                     encoder_kwargs: dict[str, Any] | None = None, decoder_init: str = "he_uniform") -> MediarSAM:
     """MediarSAM with the light decoder (thesis 3.3; table 4.3).
 
     Args:
@@ -87,5 +91,7 @@ def mediar_sam_light(in_channels: int = 1, encoder: str = "large", encoder_weigh
         encoder_weights: Local path or URL of a SAM2 checkpoint, or None.
         decoder_channels: Output channels of the five decoder blocks.
         encoder_kwargs: Overrides of timm's Hiera arguments (e.g. ``{"drop_path_rate": 0.1}``).
+        decoder_init: ``"he_uniform"`` (smp's) or ``"he_normal"`` (thesis table 4.3).
     """
-    return MediarSAM(in_channels, encoder, encoder_weights, "light", decoder_channels, encoder_kwargs=encoder_kwargs)
+    return MediarSAM(in_channels, encoder, encoder_weights, "light", decoder_channels, encoder_kwargs=encoder_kwargs,
+                     decoder_init=decoder_init)

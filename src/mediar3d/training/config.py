@@ -19,6 +19,15 @@ from mediar3d.training.transforms import AugmentConfig
 #: Config keys holding file paths (made relative to the config file's folder on load).
 PATH_KEYS = ("data", "save_dir", "init_from")
 
+#: Mixed precision per architecture when ``amp`` is not set (thesis table 4.3: only the light
+#: decoder trains under autocast; the MA-Net ones, ``mediar`` and ``mediar-sam``, in float32).
+AMP_BY_MODEL = {"mediar-sam-light": True}
+
+
+def resolve_amp(amp: bool | None, arch: str) -> bool:
+    """``amp`` as set, else the architecture's recipe (:data:`AMP_BY_MODEL`, False for others)."""
+    return bool(amp) if amp is not None else AMP_BY_MODEL.get(arch, False)
+
 
 @dataclass
 class TrainConfig:
@@ -38,7 +47,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         cosine_period: Epochs of one cosine decay (thesis: 100, no restarts); None = epochs.
         min_lr: Learning rate at the end of the cosine.
-        amp: Mixed precision with torch autocast (CUDA: float16 + grad scaling; CPU: bfloat16).
+        amp: Mixed precision with torch autocast (CUDA: float16 + grad scaling; CPU: bfloat16);
+            None: the model's recipe (:data:`AMP_BY_MODEL`: on for ``mediar-sam-light`` only).
         grad_clip: Clip the gradient norm to this value; None = no clipping.
         val_every: Validate every this many epochs (and after the last); 0 = never.
         val_max_samples: Validation samples (whole images/slices) used, spread over the val split.
@@ -76,7 +86,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     cosine_period: int | None = None
     min_lr: float = 0.0
-    amp: bool = False
+    amp: bool | None = None
     grad_clip: float | None = None
     val_every: int = 1
     val_max_samples: int = 32
@@ -128,6 +138,8 @@ class TrainConfig:
         if not self.lr > 0 or self.weight_decay < 0 or self.min_lr < 0:
             raise ConfigError(f"lr must be > 0 and weight_decay, min_lr >= 0 (got {self.lr}, {self.weight_decay}, "
                               f"{self.min_lr})")
+        if self.amp is not None and not isinstance(self.amp, bool):
+            raise ConfigError(f"amp must be true, false or null (the model's recipe), got {self.amp!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if self.val_every < 0 or self.num_workers < 0:

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mediar3d.data.channels import repeat_channels
 from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
+from mediar3d.models.registry import ARCH_ATTR
 from mediar3d.training import distributed
-from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file
-from mediar3d.data.channels import repeat_channels
+from mediar3d.training.config import PATH_KEYS, TrainConfig, config_from_dict, read_config_file, resolve_amp
 from mediar3d.training.dataset import (SampleIndex, SampleRef, SliceDataset, normalise_channels, read_pair_channels,
                                        rescale_pair)
 from mediar3d.training.flow3d import TERMS_3D
@@ -325,7 +326,7 @@ def validate_volumes(model: nn.Module, dataset: VolumeDataset, device: torch.dev
         for number in samples:
             item = dataset[int(number)]
             pred = predict_volume(model, item["image"].numpy(), roi_size=roi_size, overlap=0.25, device=device,
-                                  amp=bool(config.amp))
+                                  amp=resolve_amp(config.amp, str(getattr(model, ARCH_ATTR, config.model))))
             terms = volume_loss_terms(torch.from_numpy(pred)[None], item["target"][None], item["weight"][None])
             for key in (*TERMS_3D, "loss"):
                 sums[f"val_{key}"].append(float(terms[key]))
