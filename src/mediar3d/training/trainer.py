@@ -34,7 +34,8 @@ from mediar3d.data.mapping import load_mapping
 from mediar3d.errors import ConfigError
 from mediar3d.io.paths import check_writable
 from mediar3d.training import distributed
-from mediar3d.training.config import TrainConfig, save_config
+from mediar3d.models.registry import ARCH_ATTR
+from mediar3d.training.config import TrainConfig, resolve_amp, save_config
 from mediar3d.training.dataset import SliceDataset, build_index, diameter_scales, training_diameter
 from mediar3d.training.loader import make_loader, shutdown_workers
 from mediar3d.training.losses import TERMS, flow_loss_terms
@@ -122,9 +123,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=config.cosine_period or config.epochs, eta_min=config.min_lr)
-        use_scaler = config.amp and self.device.type == "cuda"
+        self.amp = resolve_amp(config.amp, str(getattr(unwrap(self.model), ARCH_ATTR, config.model)))
+        use_scaler = self.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
-        self.autocast_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if config.amp else None
+        self.autocast_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if self.amp else None
         self._prepare_data()
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -228,7 +230,9 @@ class Trainer:
                               f"{self.config.model!r} with these options; resume with the run's own config.json "
                               f"({str(err).splitlines()[0][:120]})") from None
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.T_max = self.config.cosine_period or self.config.epochs
+        period = self.config.cosine_period or self.config.epochs
+        if period != self.scheduler.T_max:
+            self._reschedule(period)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.best = dict(state["best"])
@@ -236,6 +240,22 @@ class Trainer:
         restore_rng(state["rng"])
         log.info("resumed %s after epoch %d (best %s = %s)", self.save_dir, self.start_epoch, self.best["metric"],
                  self.best["value"])
+
+    def _reschedule(self, period: int) -> None:
+        """Continue a resumed run on a cosine of ``period`` epochs (``--epochs`` extended or shortened).
+
+        The learning rate is set to where the new cosine is after the epochs done, as if the
+        run had been planned that long from the start: resuming a finished 10-epoch run with
+        ``--epochs 20`` continues at half the initial rate, not at 0 (the end of the old cosine).
+        """
+        sched = self.scheduler
+        sched.T_max = period
+        done = sched.last_epoch
+        for group, base in zip(self.optimizer.param_groups, sched.base_lrs):
+            group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * done / period)) / 2
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        log.info("cosine schedule re-planned over %d epochs: learning rate %.3g after %d epochs", period,
+                 self.optimizer.param_groups[0]["lr"], done)
 
     # ----------------------------------------------------------------- loop
     def _loader(self, epoch: int) -> DataLoader:
@@ -274,6 +294,9 @@ class Trainer:
             for k in totals:
                 totals[k] += values[k]
             steps += 1
+            for callback in self.callbacks:
+                if hasattr(callback, "on_step"):  # e.g. learning-curve checkpoints by annotated objects
+                    callback.on_step(self, epoch, steps)
             if self.dist.is_main and steps % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 if logger is not None:

@@ -1,13 +1,13 @@
 """Learning curves by annotation effort: checkpoints at counts of annotated objects seen, and their scores.
 
-Training side: :class:`ObjectCountCheckpointer` is an epoch callback of
+Training side: :class:`ObjectCountCheckpointer` is a callback of
 `mediar3d.training.Trainer`. It counts the annotated objects in the training samples
 drawn (the distinct non-zero labels of each drawn 2D sample, before augmentation and
-cropping) and, when the running total crosses one of the requested counts, saves
-``objects_<count>.pt`` with the count seen in its metadata. Counting is per epoch (the
-trainer's hook granularity): a checkpoint is the model at the end of the epoch in which its
-count was reached; lower ``samples_per_epoch`` for finer steps. The sampler's draws are a
-function of (seed, epoch), so a resumed run replays the earlier epochs' counts exactly.
+cropping) and, at the optimiser step where the running total crosses one of the requested
+counts, saves ``objects_<count>.pt`` with the count seen in its metadata (the thesis saves
+by annotated-object count; two counts crossed by one step share weights, so use a batch
+smaller than the gap). The sampler's draws are a function of (seed, epoch), so a resumed
+run replays the earlier epochs' counts exactly.
 
 Evaluation side: :func:`evaluate_checkpoints` scores every checkpoint of a folder on
 validation images (optionally tuning each one's thresholds first) and
@@ -38,14 +38,17 @@ CHECKPOINT_PATTERN = "objects_{target:07d}.pt"
 
 
 class ObjectCountCheckpointer:
-    """Epoch callback that saves a checkpoint when the annotated objects seen cross given counts.
+    """Trainer callback that saves a checkpoint at the step where the annotated objects seen cross given counts.
 
     Args:
         targets: Counts of annotated objects (e.g. 10, 100, 1000, 10000).
         folder: Where to write (default: the trainer's ``save_dir``/``learning_curve``).
         pattern: File name pattern with ``{target}``.
 
-    Use: ``Trainer(config, callbacks=[ObjectCountCheckpointer([10, 100, 1000])]).fit()``.
+    Use: ``Trainer(config, callbacks=[ObjectCountCheckpointer([10, 100, 1000])]).fit()``. The
+    trainer calls :meth:`on_step` after every optimiser step, with the objects in the
+    samples of that step (all ranks), and the callback at every epoch end; a trainer that
+    has no step hook gets epoch-end checkpoints.
     """
 
     def __init__(self, targets: Sequence[int], folder: str | os.PathLike | None = None,
@@ -56,10 +59,12 @@ class ObjectCountCheckpointer:
         self.targets = values
         self.folder = None if folder is None else Path(folder)
         self.pattern = pattern
-        self.seen = 0
+        self.seen = 0  # objects of the epochs counted so far
         self.epochs_counted = 0
+        self.reported = 0  # crossings up to this count are saved (or were, before a resume)
         self.saved: dict[int, Path] = {}
         self._per_sample: dict[int, int] = {}
+        self._cumulative: tuple[int, np.ndarray] | None = None
 
     def _objects_in(self, trainer: Any, number: int) -> int:
         if number not in self._per_sample:
@@ -68,38 +73,67 @@ class ObjectCountCheckpointer:
             self._per_sample[number] = int(np.count_nonzero(ids))
         return self._per_sample[number]
 
+    def cumulative_objects(self, trainer: Any, epoch: int) -> np.ndarray:
+        """Running total of annotated objects over the draws (all ranks, in draw order) of epoch ``epoch`` (1-based)."""
+        if self._cumulative is None or self._cumulative[0] != epoch:
+            sampler = copy.copy(trainer.sampler)
+            sampler.set_epoch(epoch - 1)
+            order, _ = sampler.draws()
+            counts = np.array([self._objects_in(trainer, int(n)) for n in order], dtype=np.int64)
+            self._cumulative = (epoch, np.cumsum(counts) if counts.size else np.zeros(1, np.int64))
+        return self._cumulative[1]
+
     def objects_in_epoch(self, trainer: Any, epoch: int) -> int:
         """Annotated objects in the samples that epoch ``epoch`` (1-based) drew, over all ranks."""
-        sampler = copy.copy(trainer.sampler)
-        sampler.set_epoch(epoch - 1)
-        order, _ = sampler.draws()
-        return sum(self._objects_in(trainer, int(n)) for n in order)
+        return int(self.cumulative_objects(trainer, epoch)[-1])
 
-    def __call__(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        """Count the epoch's objects and save a checkpoint for every count crossed."""
-        while self.epochs_counted < epoch - 1:  # a resumed run: replay the earlier epochs
+    def _replay(self, trainer: Any, done: int) -> None:
+        """Count the epochs before ``done`` not yet counted (a resumed run); their crossings are saved already."""
+        while self.epochs_counted < done:
             self.epochs_counted += 1
             self.seen += self.objects_in_epoch(trainer, self.epochs_counted)
-        before = self.seen
-        self.seen += self.objects_in_epoch(trainer, epoch)
-        self.epochs_counted = epoch
-        crossed = [t for t in self.targets if before < t <= self.seen]
+            self.reported = max(self.reported, self.seen)
+
+    def on_step(self, trainer: Any, epoch: int, step: int) -> None:
+        """After step ``step`` (1-based) of epoch ``epoch`` (0-based): save a checkpoint for every count crossed.
+
+        Step ``s`` of every rank has trained on the first ``s * batch_size * world_size`` draws
+        of the epoch (the sampler hands rank ``r`` the draws ``r, r + world_size, ...``).
+        """
+        self._replay(trainer, epoch)
+        cumulative = self.cumulative_objects(trainer, epoch + 1)
+        world = int(getattr(getattr(trainer, "dist", None), "world_size", 1) or 1)
+        drawn = min(step * int(trainer.config.batch_size) * world, len(cumulative))
+        self._save_crossed(trainer, self.seen + int(cumulative[drawn - 1]), epoch + 1, step)
+
+    def __call__(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        """At the end of epoch ``epoch`` (1-based): count it; save what a trainer without step hook crossed."""
+        self._replay(trainer, epoch - 1)
+        if self.epochs_counted < epoch:
+            self.seen += self.objects_in_epoch(trainer, epoch)
+            self.epochs_counted = epoch
+        self._save_crossed(trainer, self.seen, epoch, None)
+
+    def _save_crossed(self, trainer: Any, now: int, epoch: int, step: int | None) -> None:
+        crossed = [t for t in self.targets if self.reported < t <= now]
+        self.reported = max(self.reported, now)
         if not crossed or not getattr(getattr(trainer, "dist", None), "is_main", True):
             return
+        where = f"epoch {epoch}" + ("" if step is None else f", step {step}")
         if len(crossed) > 1:
-            logger.warning("epoch %d crossed object counts %s at once (%d seen); lower samples_per_epoch for a finer "
-                           "curve", epoch, crossed, self.seen)
+            logger.warning("%s crossed object counts %s at once (%d seen): they get the same weights; use a smaller "
+                           "batch for a finer curve", where, crossed, now)
         from mediar3d.training.state import save_model
 
         folder = self.folder or Path(trainer.save_dir) / "learning_curve"
         for target in crossed:
             info = dict(trainer.model_info)
-            info["metadata"] = {"epoch": epoch, "objects_seen": self.seen, "objects_target": target,
+            info["metadata"] = {"epoch": epoch, "step": step, "objects_seen": now, "objects_target": target,
                                 "data": str(trainer.config.data)}
             path = folder / self.pattern.format(target=target)
             save_model(path, trainer.model, info)
             self.saved[target] = path
-            logger.info("saved %s after %d annotated objects (epoch %d)", path, self.seen, epoch)
+            logger.info("saved %s after %d annotated objects (%s)", path, now, where)
 
 
 def checkpoint_objects(path: str | os.PathLike) -> tuple[float, dict[str, Any]]:
