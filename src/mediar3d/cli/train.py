@@ -50,7 +50,8 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--num-workers", type=int, help="data loader processes (default: 2)")
     parser.add_argument("--seed", type=int, help="seed of sampling, augmentation and initialisation (default: 0)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="mixed precision (autocast)")
+                        help="mixed precision (autocast); default: the model's thesis recipe (on for "
+                             "mediar-sam-light only)")
     parser.add_argument("--checkpoint-at-objects", type=_counts, metavar="N,N,...",
                         help="save learning_curve/objects_<N>.pt in the save folder when the annotated objects seen "
                              "in training cross each count (e.g. 10,100,1000), for `mediar3d evaluate --checkpoints`")
