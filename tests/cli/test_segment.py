@@ -69,7 +69,7 @@ def test_2d_image_in_3d_mode_fails(tmp_path, tiny_checkpoint, capsys):
 
 def test_multichannel_without_channel_and_bad_channel_fail(tmp_path, tiny_checkpoint, capsys):
     path = tmp_path / "two.tif"
-    write_image(path, np.ones((2, 6, 32, 32), np.uint8), axes="CZYX")
+    write_image(path, np.stack([np.ones((6, 32, 32), np.uint8), np.full((6, 32, 32), 3, np.uint8)]), axes="CZYX")
     out = tmp_path / "out"
     _assert_fails_cleanly(["segment", str(path), "-o", str(out), "--model", str(tiny_checkpoint)],
                           capsys, out, ["--channel"])
