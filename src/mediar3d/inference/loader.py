@@ -149,7 +149,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike], *, tta: bool = False,
 
     Returns:
         An InferenceModel whose network is a :class:`mediar3d.inference.ensemble.EnsembleModel`; its training diameter
-        is the members' mean, its thresholds (and ``min_size`` when every member has one)
+        is the members' mean, its thresholds (and ``min_size`` / ``min_size_fraction`` when every member has one)
         the members' mean.
 
     Raises:
@@ -177,6 +177,8 @@ def load_ensemble(paths: Sequence[str | os.PathLike], *, tta: bool = False,
     diameter = float(np.mean(known)) if known else None
     sizes = [m.min_size for m in members]
     min_size = None if any(s is None for s in sizes) else float(np.mean(sizes))
+    fractions = [m.min_size_fraction for m in members]
+    min_size_fraction = None if any(f is None for f in fractions) else float(np.mean(fractions))
     nets = [FlipTTA(m.net) if tta else m.net for m in members]
     net = EnsembleModel(nets, weights)
     return InferenceModel(
@@ -185,4 +187,5 @@ def load_ensemble(paths: Sequence[str | os.PathLike], *, tta: bool = False,
         cellprob_threshold=float(np.mean([m.cellprob_threshold for m in members])),
         flow_threshold=float(np.mean([m.flow_threshold for m in members])),
         divisor=math.lcm(*(int(m.divisor) for m in members)), min_size=min_size,
+        min_size_fraction=min_size_fraction,
     )
