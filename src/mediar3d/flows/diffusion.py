@@ -75,6 +75,39 @@ def default_niter(boxes: np.ndarray, ndim: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # numba kernels
 @numba.njit(cache=True, nogil=True)
+def _jacobi_step(t, t2, m, lo, hi, ndim):  # pragma: no cover - compiled
+    """One diffusion step ``t2 = m * mean(stencil of t)`` over the object rows of a padded box.
+
+    Works on the flat arrays with unsigned offsets: the same sums in the same order as
+    indexing ``t[z, y, x - 1]``..., but without negative-index checks, so LLVM vectorises
+    the row loop (several times faster on the short rows of a nucleus' box).
+    """
+    nz, ny, nx = t.shape
+    tf = t.ravel()
+    of = t2.ravel()
+    mf = m.ravel()
+    one = np.uint64(1)
+    sy = np.uint64(nx)
+    sz = np.uint64(nx * ny)
+    for z in range(1, nz - 1):
+        for y in range(1, ny - 1):
+            base = np.uint64((z * ny + y) * nx)
+            i = base + np.uint64(lo[z, y])
+            end = base + np.uint64(hi[z, y])
+            if ndim == 3:
+                while i < end:
+                    of[i] = mf[i] * (tf[i] + tf[i + sz] + tf[i - sz] + tf[i + sy] + tf[i - sy]
+                                     + tf[i + one] + tf[i - one]) / 7.0
+                    i += one
+            else:
+                while i < end:
+                    of[i] = mf[i] * (tf[i] + tf[i - sy] + tf[i + sy] + tf[i - one] + tf[i + one]
+                                     + tf[i - sy - one] + tf[i - sy + one] + tf[i + sy - one]
+                                     + tf[i + sy + one]) / 9.0
+                    i += one
+
+
+@numba.njit(cache=True, nogil=True)
 def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
     """Heat T (padded box, float64) and the mask of one object."""
     z0, z1, y0, y1, x0, x1 = box[0], box[1], box[2], box[3], box[4], box[5]
@@ -114,21 +147,7 @@ def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
     t2 = np.zeros((nz, ny, nx), np.float64)
     for _ in range(niter):
         t[cz, cy, cx] += 1.0
-        if ndim == 3:
-            for z in range(1, nz - 1):
-                for y in range(1, ny - 1):
-                    for x in range(lo[z, y], hi[z, y]):
-                        t2[z, y, x] = m[z, y, x] * (
-                            t[z, y, x] + t[z + 1, y, x] + t[z - 1, y, x] + t[z, y + 1, x]
-                            + t[z, y - 1, x] + t[z, y, x + 1] + t[z, y, x - 1]) / 7.0
-        else:
-            for z in range(1, nz - 1):
-                for y in range(1, ny - 1):
-                    for x in range(lo[z, y], hi[z, y]):
-                        t2[z, y, x] = m[z, y, x] * (
-                            t[z, y, x] + t[z, y - 1, x] + t[z, y + 1, x] + t[z, y, x - 1]
-                            + t[z, y, x + 1] + t[z, y - 1, x - 1] + t[z, y - 1, x + 1]
-                            + t[z, y + 1, x - 1] + t[z, y + 1, x + 1]) / 9.0
+        _jacobi_step(t, t2, m, lo, hi, ndim)
         tmp = t
         t = t2
         t2 = tmp
