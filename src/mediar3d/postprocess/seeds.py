@@ -25,6 +25,7 @@ __all__ = [
     "find_seeds_reference",
     "basin_map",
     "basin_map_reference",
+    "scatter_labels",
 ]
 
 
@@ -200,3 +201,25 @@ def basin_map_reference(hist: np.ndarray, seeds: np.ndarray, *, box: int = 11,
             grown = nxt
         out[sl][grown] = k + 1
     return out
+
+
+@numba.njit(cache=True)
+def _scatter(labels, coords, basins, bins):  # pragma: no cover - compiled
+    for i in range(coords.shape[0]):
+        labels[coords[i, 0], coords[i, 1], coords[i, 2]] = basins[bins[i]]
+
+
+def scatter_labels(labels: np.ndarray, coords: np.ndarray, basins: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Give every followed voxel the basin label of its end point, in place.
+
+    Args:
+        labels: int32 (Z, Y, X) output.
+        coords: (N, 3) start positions (z, y, x) of the followed voxels.
+        basins: int32 flat basin map (Z * Y * X,) from :func:`basin_map`.
+        bins: int64 (N,) flat end-point bins from :func:`endpoint_bins`.
+
+    Returns:
+        ``labels``.
+    """
+    _scatter(labels, np.ascontiguousarray(coords), np.ascontiguousarray(basins), np.ascontiguousarray(bins))
+    return labels
