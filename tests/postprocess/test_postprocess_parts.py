@@ -131,6 +131,19 @@ def test_flow_consistency_error(small):
     assert compute_masks(f2, cp).max() < compute_masks(masks_to_flows(gt), cp).max()
 
 
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_flow_errors_single_close_to_double(small, ndim):
+    """The float32 diffusion of the flow check gives the float64 errors to ~1e-6."""
+    lab = small if ndim == 3 else small[10]
+    rng = np.random.default_rng(1)
+    flows = masks_to_flows(lab)
+    field = prepare_field(flows + rng.normal(0, 0.4, flows.shape).astype(np.float32), lab > 0)
+    exact = flow_consistency_errors(lab, field, single=False)
+    fast = flow_consistency_errors(lab, field)
+    assert np.nanmin(exact[1:]) > 0.05  # errors of a useful size, not all ~0
+    np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-6)
+
+
 def test_flow_check_runs_in_3d(small):
     flows = masks_to_flows(small)
     cp = logits(small)

@@ -148,7 +148,7 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
     size_filter(labels, min_size=min_size, max_size=max_size_fraction * labels.size)
     labels = labels if cellprob.ndim == 3 else labels[0]
     if flow_threshold > 0 and labels.any():
-        err = flow_consistency_errors(labels, field)
+        err = flow_consistency_errors(labels, field, single=not ref)
         bad = np.nan_to_num(err, nan=0.0) > flow_threshold
         logger.debug("compute_masks: flow check drops %d of %d masks", int(bad.sum()),
                      int(np.isfinite(err).sum()))

@@ -93,7 +93,7 @@ def relative_size_filter(labels: np.ndarray, min_fraction: float) -> np.ndarray:
     return drop_labels(labels, drop)
 
 
-def flow_consistency_errors(labels: np.ndarray, field: np.ndarray) -> np.ndarray:
+def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bool = True) -> np.ndarray:
     """Flow-consistency error of every mask (Cellpose's ``flow_error``, in 2D and 3D).
 
     The error of a mask is the mean, over its voxels, of the squared difference between
@@ -103,13 +103,15 @@ def flow_consistency_errors(labels: np.ndarray, field: np.ndarray) -> np.ndarray
         labels: int32 labels 0..N, (Z, Y, X) or (Y, X).
         field: float32 (Z, Y, X, 3) flows (dz, dy, dx) from
             :func:`~mediar3d.postprocess.follow.prepare_field` (Z = 1, dz = 0 in 2D).
+        single: recompute the flows in float32 (fast; errors within ~1e-6 of the float64
+            ones, see :func:`mediar3d.flows.diffusion.flow_errors`); False for float64.
 
     Returns:
         float64 array (N + 1,): error of label k at index k; NaN at 0 and absent labels.
     """
     ndim = labels.ndim
     stack = labels if ndim == 3 else labels[None]
-    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack))
+    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single)
     return np.concatenate([[np.nan], err])
 
 
