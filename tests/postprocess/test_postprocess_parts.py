@@ -14,7 +14,8 @@ from mediar3d.postprocess import PostprocessParams, compute_masks
 from mediar3d.postprocess.filters import (fill_holes, fill_holes_reference, flow_consistency_errors, renumber,
                                           size_filter)
 from mediar3d.postprocess.follow import follow_flows, follow_flows_reference, prepare_field
-from mediar3d.postprocess.seeds import basin_map, basin_map_reference, find_seeds, find_seeds_reference
+from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins, endpoint_bins_reference,
+                                        find_seeds, find_seeds_reference)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +130,15 @@ def test_flow_consistency_error(small):
     f2[:, one] = np.array([0.0, 1.0], np.float32)[:, None]
     cp = logits(gt)
     assert compute_masks(f2, cp).max() < compute_masks(masks_to_flows(gt), cp).max()
+
+
+def test_endpoint_bins_match_reference():
+    """Half-way positions (round half to even), edges and out-of-range values clip alike."""
+    rng = np.random.default_rng(5)
+    pos = np.concatenate([rng.uniform(-1, 12, (500, 3)), np.array([[0.5, 1.5, 2.5], [9.5, 10.5, -0.5]])])
+    pos = pos.astype(np.float32)
+    np.testing.assert_array_equal(endpoint_bins(pos, (10, 11, 12)), endpoint_bins_reference(pos, (10, 11, 12)))
+    assert endpoint_bins(np.array([[0.5, 1.5, 2.5]], np.float32), (10, 11, 12))[0] == (0 * 11 + 2) * 12 + 2
 
 
 @pytest.mark.parametrize("ndim", [3, 2])

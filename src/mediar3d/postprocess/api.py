@@ -12,7 +12,7 @@ from mediar3d.postprocess.filters import (drop_labels, fill_holes, flow_consiste
                                           relative_size_filter, renumber, size_filter)
 from mediar3d.postprocess.follow import foreground_coords, follow_flows, follow_flows_reference, prepare_field
 from mediar3d.postprocess.params import PostprocessParams
-from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins,
+from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins, endpoint_bins_reference,
                                         find_seeds, find_seeds_reference, histogram, scatter_labels)
 
 __all__ = ["compute_masks", "check_inputs"]
@@ -128,7 +128,7 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
         pos = follow_flows_reference(field, coords, niter)
     else:
         pos = follow_flows(field, coords, niter)
-    bins = endpoint_bins(pos, shape3)
+    bins = endpoint_bins_reference(pos, shape3) if ref else endpoint_bins(pos, shape3)
     del pos
     t1 = time.perf_counter()
 

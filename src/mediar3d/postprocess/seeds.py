@@ -20,6 +20,7 @@ from scipy import ndimage
 
 __all__ = [
     "endpoint_bins",
+    "endpoint_bins_reference",
     "histogram",
     "find_seeds",
     "find_seeds_reference",
@@ -29,16 +30,33 @@ __all__ = [
 ]
 
 
+@numba.njit(cache=True)
+def _bins_kernel(positions, nz, ny, nx, out):  # pragma: no cover - compiled
+    for i in range(positions.shape[0]):
+        z = min(max(np.int64(np.rint(positions[i, 0])), 0), nz - 1)
+        y = min(max(np.int64(np.rint(positions[i, 1])), 0), ny - 1)
+        x = min(max(np.int64(np.rint(positions[i, 2])), 0), nx - 1)
+        out[i] = (z * ny + y) * nx + x
+
+
 def endpoint_bins(positions: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Flat index of the grid voxel nearest to each position.
+    """Flat index of the grid voxel nearest to each position (round half to even, clipped).
 
     Args:
         positions: (N, 3) positions (z, y, x) inside the volume.
         shape: volume shape (Z, Y, X).
 
     Returns:
-        int64 array (N,) of flat (C-order) indices.
+        int64 array (N,) of flat (C-order) indices; no (N, 3) integer temporary is made.
     """
+    out = np.empty(positions.shape[0], np.int64)
+    if out.shape[0]:
+        _bins_kernel(np.ascontiguousarray(positions), int(shape[0]), int(shape[1]), int(shape[2]), out)
+    return out
+
+
+def endpoint_bins_reference(positions: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Plain NumPy version of :func:`endpoint_bins`."""
     idx = np.rint(positions).astype(np.int64)
     for a in range(3):
         np.clip(idx[:, a], 0, shape[a] - 1, out=idx[:, a])
