@@ -11,9 +11,11 @@ from pp_synth import logits, touching_nuclei
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.flows import masks_to_flows, ortho2d_flows
 from mediar3d.postprocess import PostprocessParams, compute_masks
-from mediar3d.postprocess.filters import fill_holes, flow_consistency_errors, renumber, size_filter
+from mediar3d.postprocess.filters import (fill_holes, fill_holes_reference, flow_consistency_errors, renumber,
+                                          size_filter)
 from mediar3d.postprocess.follow import follow_flows, follow_flows_reference, prepare_field
-from mediar3d.postprocess.seeds import basin_map, basin_map_reference, find_seeds, find_seeds_reference
+from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins, endpoint_bins_reference,
+                                        find_seeds, find_seeds_reference)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,19 @@ def test_fill_holes_2d_and_open_cavity_kept():
     assert np.all(out[3:6, 3:6] == 4) and np.all(out[6:9, 7] == 0)
 
 
+@pytest.mark.parametrize("shape", [(10, 14, 14), (24, 24)])
+def test_fill_holes_fast_matches_reference(shape):
+    """Random blocks of 3 labels and background, speckled with 0s (holes, open pockets,
+    holes shared by two masks' boxes): voxel-for-voxel equal."""
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 4, tuple(-(-n // 3) for n in shape))
+    lab = np.kron(coarse, np.ones((3,) * len(shape), np.int64))[tuple(slice(n) for n in shape)].astype(np.int32)
+    lab[rng.random(shape) < 0.2] = 0
+    ref = fill_holes_reference(lab.copy())
+    assert not np.array_equal(ref, lab)  # the volume has holes to fill
+    np.testing.assert_array_equal(fill_holes(lab.copy()), ref)
+
+
 def test_size_filter_and_renumber():
     lab = np.zeros((4, 10, 10), np.int32)
     lab[0, :2, :2] = 2  # 4 voxels
@@ -115,6 +130,28 @@ def test_flow_consistency_error(small):
     f2[:, one] = np.array([0.0, 1.0], np.float32)[:, None]
     cp = logits(gt)
     assert compute_masks(f2, cp).max() < compute_masks(masks_to_flows(gt), cp).max()
+
+
+def test_endpoint_bins_match_reference():
+    """Half-way positions (round half to even), edges and out-of-range values clip alike."""
+    rng = np.random.default_rng(5)
+    pos = np.concatenate([rng.uniform(-1, 12, (500, 3)), np.array([[0.5, 1.5, 2.5], [9.5, 10.5, -0.5]])])
+    pos = pos.astype(np.float32)
+    np.testing.assert_array_equal(endpoint_bins(pos, (10, 11, 12)), endpoint_bins_reference(pos, (10, 11, 12)))
+    assert endpoint_bins(np.array([[0.5, 1.5, 2.5]], np.float32), (10, 11, 12))[0] == (0 * 11 + 2) * 12 + 2
+
+
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_flow_errors_single_close_to_double(small, ndim):
+    """The float32 diffusion of the flow check gives the float64 errors to ~1e-6."""
+    lab = small if ndim == 3 else small[10]
+    rng = np.random.default_rng(1)
+    flows = masks_to_flows(lab)
+    field = prepare_field(flows + rng.normal(0, 0.4, flows.shape).astype(np.float32), lab > 0)
+    exact = flow_consistency_errors(lab, field, single=False)
+    fast = flow_consistency_errors(lab, field)
+    assert np.nanmin(exact[1:]) > 0.05  # errors of a useful size, not all ~0
+    np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-6)
 
 
 def test_flow_check_runs_in_3d(small):

@@ -75,11 +75,44 @@ def default_niter(boxes: np.ndarray, ndim: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # numba kernels
 @numba.njit(cache=True, nogil=True)
-def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
-    """Heat T (padded box, float64) and the mask of one object."""
+def _jacobi_step(t, t2, m, lo, hi, ndim):  # pragma: no cover - compiled
+    """One diffusion step ``t2 = m * mean(stencil of t)`` over the object rows of a padded box.
+
+    Works on the flat arrays with unsigned offsets: the same sums in the same order as
+    indexing ``t[z, y, x - 1]``..., but without negative-index checks, so LLVM vectorises
+    the row loop (several times faster on the short rows of a nucleus' box).
+    """
+    nz, ny, nx = t.shape
+    tf = t.ravel()
+    of = t2.ravel()
+    mf = m.ravel()
+    one = np.uint64(1)
+    sy = np.uint64(nx)
+    sz = np.uint64(nx * ny)
+    for z in range(1, nz - 1):
+        for y in range(1, ny - 1):
+            base = np.uint64((z * ny + y) * nx)
+            i = base + np.uint64(lo[z, y])
+            end = base + np.uint64(hi[z, y])
+            if ndim == 3:
+                while i < end:
+                    of[i] = mf[i] * (tf[i] + tf[i + sz] + tf[i - sz] + tf[i + sy] + tf[i - sy]
+                                     + tf[i + one] + tf[i - one]) / 7.0
+                    i += one
+            else:
+                while i < end:
+                    of[i] = mf[i] * (tf[i] + tf[i - sy] + tf[i + sy] + tf[i - one] + tf[i + one]
+                                     + tf[i - sy - one] + tf[i - sy + one] + tf[i + sy - one]
+                                     + tf[i + sy + one]) / 9.0
+                    i += one
+
+
+@numba.njit(cache=True, nogil=True)
+def _object_mask(labels, box, lab, proto):  # pragma: no cover - compiled
+    """Mask (padded box, dtype of ``proto``), its row extents and its centre voxel."""
     z0, z1, y0, y1, x0, x1 = box[0], box[1], box[2], box[3], box[4], box[5]
     nz, ny, nx = z1 - z0 + 2, y1 - y0 + 2, x1 - x0 + 2
-    m = np.zeros((nz, ny, nx), np.float64)
+    m = np.zeros((nz, ny, nx), proto.dtype)
     # first and last+1 object voxel of every (z, y) row: the update skips the box corners
     lo = np.full((nz, ny), nx, np.int64)
     hi = np.zeros((nz, ny), np.int64)
@@ -110,25 +143,59 @@ def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
                     if d < best:
                         best = d
                         cz, cy, cx = z, y, x
-    t = np.zeros((nz, ny, nx), np.float64)
-    t2 = np.zeros((nz, ny, nx), np.float64)
+    return m, lo, hi, cz, cy, cx
+
+
+@numba.njit(cache=True, nogil=True)
+def _object_heat(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
+    """Heat T (padded box, float64) and the mask of one object."""
+    m, lo, hi, cz, cy, cx = _object_mask(labels, box, lab, np.zeros(1, np.float64))
+    t = np.zeros(m.shape, np.float64)
+    t2 = np.zeros(m.shape, np.float64)
     for _ in range(niter):
         t[cz, cy, cx] += 1.0
+        _jacobi_step(t, t2, m, lo, hi, ndim)
+        tmp = t
+        t = t2
+        t2 = tmp
+    return t, m
+
+
+@numba.njit(cache=True, nogil=True)
+def _object_heat_single(labels, box, lab, niter, ndim):  # pragma: no cover - compiled
+    """:func:`_object_heat` in float32, each step one flat loop over the whole box.
+
+    About 2x faster (8 float32 lanes, no per-row bookkeeping); the heat differs from the
+    float64 one by float32 rounding, which moves a flow-consistency error by ~1e-6.
+    """
+    m, lo, hi, cz, cy, cx = _object_mask(labels, box, lab, np.zeros(1, np.float32))
+    t = np.zeros(m.shape, np.float32)
+    t2 = np.zeros(m.shape, np.float32)
+    nz, ny, nx = m.shape
+    mf = m.ravel()
+    one = np.uint64(1)
+    sy = np.uint64(nx)
+    sz = np.uint64(nx * ny)
+    first = sz + sy + one
+    last = np.uint64(nz * ny * nx) - sz - sy - one
+    w3 = np.float32(1.0 / 7.0)
+    w2 = np.float32(1.0 / 9.0)
+    for _ in range(niter):
+        t[cz, cy, cx] += np.float32(1.0)
+        tf = t.ravel()
+        of = t2.ravel()
+        i = first
         if ndim == 3:
-            for z in range(1, nz - 1):
-                for y in range(1, ny - 1):
-                    for x in range(lo[z, y], hi[z, y]):
-                        t2[z, y, x] = m[z, y, x] * (
-                            t[z, y, x] + t[z + 1, y, x] + t[z - 1, y, x] + t[z, y + 1, x]
-                            + t[z, y - 1, x] + t[z, y, x + 1] + t[z, y, x - 1]) / 7.0
+            while i < last:
+                of[i] = mf[i] * w3 * (tf[i] + tf[i + sz] + tf[i - sz] + tf[i + sy] + tf[i - sy]
+                                      + tf[i + one] + tf[i - one])
+                i += one
         else:
-            for z in range(1, nz - 1):
-                for y in range(1, ny - 1):
-                    for x in range(lo[z, y], hi[z, y]):
-                        t2[z, y, x] = m[z, y, x] * (
-                            t[z, y, x] + t[z, y - 1, x] + t[z, y + 1, x] + t[z, y, x - 1]
-                            + t[z, y, x + 1] + t[z, y - 1, x - 1] + t[z, y - 1, x + 1]
-                            + t[z, y + 1, x - 1] + t[z, y + 1, x + 1]) / 9.0
+            while i < last:
+                of[i] = mf[i] * w2 * (tf[i] + tf[i - sy] + tf[i + sy] + tf[i - one] + tf[i + one]
+                                      + tf[i - sy - one] + tf[i - sy + one] + tf[i + sy - one]
+                                      + tf[i + sy + one])
+                i += one
         tmp = t
         t = t2
         t2 = tmp
@@ -171,27 +238,44 @@ def _error_kernel(labels, boxes, niters, ndim, field, err):  # pragma: no cover 
         if box[1] <= box[0]:
             continue
         t, m = _object_heat(labels, box, k + 1, niters[k], ndim)
-        z0, y0, x0 = box[0], box[2], box[4]
-        nz, ny, nx = t.shape
-        acc = 0.0
-        cnt = 0
-        for z in range(1, nz - 1):
-            for y in range(1, ny - 1):
-                for x in range(1, nx - 1):
-                    if m[z, y, x] > 0.0:
-                        gz = 0.0
-                        if ndim == 3:
-                            gz = t[z + 1, y, x] - t[z - 1, y, x]
-                        gy = t[z, y + 1, x] - t[z, y - 1, x]
-                        gx = t[z, y, x + 1] - t[z, y, x - 1]
-                        nrm = _EPS + np.sqrt(gz * gz + gy * gy + gx * gx)
-                        zz, yy, xx = z0 + z - 1, y0 + y - 1, x0 + x - 1
-                        dz = gz / nrm - field[zz, yy, xx, 0]
-                        dy = gy / nrm - field[zz, yy, xx, 1]
-                        dx = gx / nrm - field[zz, yy, xx, 2]
-                        acc += dz * dz + dy * dy + dx * dx
-                        cnt += 1
-        err[k] = acc / cnt
+        err[k] = _object_error(t, m, box, ndim, field)
+
+
+@numba.njit(parallel=True, cache=True)
+def _error_kernel_single(labels, boxes, niters, ndim, field, err):  # pragma: no cover - compiled
+    n = boxes.shape[0]
+    for k in numba.prange(n):
+        box = boxes[k]
+        if box[1] <= box[0]:
+            continue
+        t, m = _object_heat_single(labels, box, k + 1, niters[k], ndim)
+        err[k] = _object_error(t, m, box, ndim, field)
+
+
+@numba.njit(cache=True, nogil=True)
+def _object_error(t, m, box, ndim, field):  # pragma: no cover - compiled
+    """Mean squared difference between the unit gradient of ``t`` and ``field`` over the mask."""
+    z0, y0, x0 = box[0], box[2], box[4]
+    nz, ny, nx = t.shape
+    acc = 0.0
+    cnt = 0
+    for z in range(1, nz - 1):
+        for y in range(1, ny - 1):
+            for x in range(1, nx - 1):
+                if m[z, y, x] > 0.0:
+                    gz = 0.0
+                    if ndim == 3:
+                        gz = np.float64(t[z + 1, y, x]) - np.float64(t[z - 1, y, x])
+                    gy = np.float64(t[z, y + 1, x]) - np.float64(t[z, y - 1, x])
+                    gx = np.float64(t[z, y, x + 1]) - np.float64(t[z, y, x - 1])
+                    nrm = _EPS + np.sqrt(gz * gz + gy * gy + gx * gx)
+                    zz, yy, xx = z0 + z - 1, y0 + y - 1, x0 + x - 1
+                    dz = gz / nrm - field[zz, yy, xx, 0]
+                    dy = gy / nrm - field[zz, yy, xx, 1]
+                    dx = gx / nrm - field[zz, yy, xx, 2]
+                    acc += dz * dz + dy * dy + dx * dx
+                    cnt += 1
+    return acc / cnt
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,7 +311,7 @@ def diffuse_flows(labels: np.ndarray, ndim: int, niter: int | None = None,
 
 
 def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
-                boxes: np.ndarray | None = None) -> np.ndarray:
+                boxes: np.ndarray | None = None, single: bool = False) -> np.ndarray:
     """Cellpose's flow-consistency error of every object, without storing its flows.
 
     The error of an object is the mean over its voxels of the squared distance between
@@ -238,6 +322,8 @@ def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
         field: float32 array (S, Y, X, 3) with components (dz, dy, dx) (dz = 0 in 2D).
         ndim: 3, or 2 for per-slice objects.
         boxes: precomputed :func:`object_boxes` (optional).
+        single: diffuse in float32 (about 2x faster; errors move by ~1e-6, so a mask
+            changes side of a threshold only when it sits that close to it).
 
     Returns:
         float64 array (N,): error of label k+1 at index k; NaN for absent labels.
@@ -247,8 +333,9 @@ def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
         boxes = object_boxes(labels)
     err = np.full(len(boxes), np.nan)
     if len(boxes):
-        _error_kernel(labels, boxes, default_niter(boxes, ndim).astype(np.int64), ndim,
-                      np.ascontiguousarray(field, dtype=np.float32), err)
+        kernel = _error_kernel_single if single else _error_kernel
+        kernel(labels, boxes, default_niter(boxes, ndim).astype(np.int64), ndim,
+               np.ascontiguousarray(field, dtype=np.float32), err)
     return err
 
 

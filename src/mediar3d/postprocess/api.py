@@ -10,10 +10,10 @@ import numpy as np
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.postprocess.filters import (drop_labels, fill_holes, flow_consistency_errors,
                                           relative_size_filter, renumber, size_filter)
-from mediar3d.postprocess.follow import follow_flows, follow_flows_reference, prepare_field
+from mediar3d.postprocess.follow import foreground_coords, follow_flows, follow_flows_reference, prepare_field
 from mediar3d.postprocess.params import PostprocessParams
-from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins,
-                                        find_seeds, find_seeds_reference, histogram)
+from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins, endpoint_bins_reference,
+                                        find_seeds, find_seeds_reference, histogram, scatter_labels)
 
 __all__ = ["compute_masks", "check_inputs"]
 
@@ -123,13 +123,12 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
     t0 = time.perf_counter()
 
     field = prepare_field(flows, fg, max_flow_norm)
-    coords = np.argwhere(fg)
+    coords = foreground_coords(fg)
     if ref:
         pos = follow_flows_reference(field, coords, niter)
     else:
         pos = follow_flows(field, coords, niter)
-    del coords
-    bins = endpoint_bins(pos, shape3)
+    bins = endpoint_bins_reference(pos, shape3) if ref else endpoint_bins(pos, shape3)
     del pos
     t1 = time.perf_counter()
 
@@ -142,14 +141,14 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
         basins = basin_map(hist, seeds, box=basin_box, threshold=basin_threshold, overwrite=True)
     del hist
     labels = np.zeros(shape3, np.int32)
-    labels[fg] = basins.reshape(-1)[bins]
-    del basins, bins
+    scatter_labels(labels, coords, basins.reshape(-1), bins)
+    del basins, bins, coords
     t2 = time.perf_counter()
 
     size_filter(labels, min_size=min_size, max_size=max_size_fraction * labels.size)
     labels = labels if cellprob.ndim == 3 else labels[0]
     if flow_threshold > 0 and labels.any():
-        err = flow_consistency_errors(labels, field)
+        err = flow_consistency_errors(labels, field, single=not ref)
         bad = np.nan_to_num(err, nan=0.0) > flow_threshold
         logger.debug("compute_masks: flow check drops %d of %d masks", int(bad.sum()),
                      int(np.isfinite(err).sum()))

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["prepare_field", "follow_flows", "follow_flows_reference"]
+__all__ = ["prepare_field", "foreground_coords", "follow_flows", "follow_flows_reference"]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -72,6 +72,35 @@ def prepare_field(flows: np.ndarray, fg: np.ndarray | None = None,
     out = np.empty(flows3.shape[1:] + (3,), np.float32)
     _prepare_kernel(np.ascontiguousarray(flows3, dtype=np.float32), np.ascontiguousarray(fg3),
                     float(max_norm or 0.0), out)
+    return out
+
+
+@numba.njit(cache=True)
+def _coords_kernel(fg, out):  # pragma: no cover - compiled
+    n = 0
+    for z in range(fg.shape[0]):
+        for y in range(fg.shape[1]):
+            for x in range(fg.shape[2]):
+                if fg[z, y, x]:
+                    out[n, 0] = z
+                    out[n, 1] = y
+                    out[n, 2] = x
+                    n += 1
+
+
+def foreground_coords(fg: np.ndarray) -> np.ndarray:
+    """Grid positions of the foreground voxels, in C order (as ``np.argwhere``), compactly.
+
+    Args:
+        fg: bool mask (Z, Y, X).
+
+    Returns:
+        int32 array (N, 3) of (z, y, x); a third of ``np.argwhere``'s int64 memory traffic.
+    """
+    fg = np.ascontiguousarray(fg, dtype=bool)
+    out = np.empty((int(np.count_nonzero(fg)), 3), np.int32)
+    if out.shape[0]:
+        _coords_kernel(fg, out)
     return out
 
 

@@ -20,24 +20,43 @@ from scipy import ndimage
 
 __all__ = [
     "endpoint_bins",
+    "endpoint_bins_reference",
     "histogram",
     "find_seeds",
     "find_seeds_reference",
     "basin_map",
     "basin_map_reference",
+    "scatter_labels",
 ]
 
 
+@numba.njit(cache=True)
+def _bins_kernel(positions, nz, ny, nx, out):  # pragma: no cover - compiled
+    for i in range(positions.shape[0]):
+        z = min(max(np.int64(np.rint(positions[i, 0])), 0), nz - 1)
+        y = min(max(np.int64(np.rint(positions[i, 1])), 0), ny - 1)
+        x = min(max(np.int64(np.rint(positions[i, 2])), 0), nx - 1)
+        out[i] = (z * ny + y) * nx + x
+
+
 def endpoint_bins(positions: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Flat index of the grid voxel nearest to each position.
+    """Flat index of the grid voxel nearest to each position (round half to even, clipped).
 
     Args:
         positions: (N, 3) positions (z, y, x) inside the volume.
         shape: volume shape (Z, Y, X).
 
     Returns:
-        int64 array (N,) of flat (C-order) indices.
+        int64 array (N,) of flat (C-order) indices; no (N, 3) integer temporary is made.
     """
+    out = np.empty(positions.shape[0], np.int64)
+    if out.shape[0]:
+        _bins_kernel(np.ascontiguousarray(positions), int(shape[0]), int(shape[1]), int(shape[2]), out)
+    return out
+
+
+def endpoint_bins_reference(positions: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Plain NumPy version of :func:`endpoint_bins`."""
     idx = np.rint(positions).astype(np.int64)
     for a in range(3):
         np.clip(idx[:, a], 0, shape[a] - 1, out=idx[:, a])
@@ -200,3 +219,25 @@ def basin_map_reference(hist: np.ndarray, seeds: np.ndarray, *, box: int = 11,
             grown = nxt
         out[sl][grown] = k + 1
     return out
+
+
+@numba.njit(cache=True)
+def _scatter(labels, coords, basins, bins):  # pragma: no cover - compiled
+    for i in range(coords.shape[0]):
+        labels[coords[i, 0], coords[i, 1], coords[i, 2]] = basins[bins[i]]
+
+
+def scatter_labels(labels: np.ndarray, coords: np.ndarray, basins: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Give every followed voxel the basin label of its end point, in place.
+
+    Args:
+        labels: int32 (Z, Y, X) output.
+        coords: (N, 3) start positions (z, y, x) of the followed voxels.
+        basins: int32 flat basin map (Z * Y * X,) from :func:`basin_map`.
+        bins: int64 (N,) flat end-point bins from :func:`endpoint_bins`.
+
+    Returns:
+        ``labels``.
+    """
+    _scatter(labels, np.ascontiguousarray(coords), np.ascontiguousarray(basins), np.ascontiguousarray(bins))
+    return labels
