@@ -313,7 +313,10 @@ def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
         return True
     from mediar3d.distributed import should_use_blocks
     from mediar3d.io import open_image_lazy
+    from mediar3d.io.tiff import tiff_shape
 
+    if image_format(source) == "tiff":  # the header is enough (no zarr import for a TIFF run)
+        return should_use_blocks(tiff_shape(source))
     return should_use_blocks(open_image_lazy(source).array.shape)
 
 
