@@ -58,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "(default: the nuclei model); repeat it for an ensemble "
                         "whose flows and probabilities are averaged before post-processing (members must share "
                         "normalisation and training diameter)")
+    p.add_argument("--sha256", default=None, metavar="HEX",
+                   help="sha256 of the --model file (64 hex digits), checked before it is used; for an https URL "
+                        "the same as URL#sha256=HEX")
     p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")
     p.add_argument("--mode", choices=("auto", "3d", "z-only", "2d"), default="auto",
                    help="3d: slices along z, y, x (Algorithm 1); z-only: z-slices stitched; 2d: one image; "
@@ -194,11 +197,12 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     read_time = time.perf_counter() - start
     status(f"read {name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
            f"voxel size {_voxel_text(image.voxel_size)} ({read_time:.1f} s)")
-    status(f"segmenting {name} ({mode}): diameter estimate, network, post-processing")
+    status(f"segmenting {name} ({mode})")
     result = run_segmentation(
         image, model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
         keep_flows=args.save_flows, progress=not (args.no_progress or args.quiet),
+        status=lambda phase: status(f"{name}: {phase}"),
         cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold, min_size=args.min_size,
         min_size_fraction=args.min_size_fraction, niter=args.niter)
     params = result.params
