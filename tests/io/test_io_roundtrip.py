@@ -224,3 +224,20 @@ def test_ome_zarr_output_has_a_pyramid(tmp_path):
     write_image(tmp_path / "s.ome.zarr", small)
     assert [d["path"] for d in zarr.open_group(str(tmp_path / "s.ome.zarr"), mode="r")
             .attrs["multiscales"][0]["datasets"]] == ["0"]
+
+
+def test_add_pyramid_to_a_store_written_block_by_block(tmp_path):
+    """add_pyramid reads a few planes at a time and gives the levels write_labels would have written."""
+    from mediar3d.io.zarr_io import add_pyramid
+
+    labels = np.random.default_rng(6).integers(0, 5, size=(7, 300, 260)).astype(np.uint32)
+    out = create_zarr(tmp_path / "big.ome.zarr", labels.shape, labels.dtype, axes="ZYX", labels=True,
+                      voxel_size=(1.0, 0.25, 0.25))
+    out[...] = labels
+    assert add_pyramid(tmp_path / "big.ome.zarr", slab_voxels=2 * 300 * 260) == 3  # 2 planes per slab
+    write_labels(tmp_path / "whole.ome.zarr", labels, voxel_size=(1.0, 0.25, 0.25))
+    blocked = zarr.open_group(str(tmp_path / "big.ome.zarr"), mode="r")
+    whole = zarr.open_group(str(tmp_path / "whole.ome.zarr"), mode="r")
+    assert blocked.attrs["multiscales"][0]["datasets"] == whole.attrs["multiscales"][0]["datasets"]
+    for level in ("1", "2"):
+        np.testing.assert_array_equal(blocked[level][...], whole[level][...])

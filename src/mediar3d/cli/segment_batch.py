@@ -204,7 +204,7 @@ def _run_job(args: argparse.Namespace, job: Job, model: Any, row: dict[str, Any]
     start = time.perf_counter()
     try:
         if job.blocks:
-            done = segment_blocks_file(args, job.source, job.labels, status)
+            done = segment_blocks_file(args, job.source, job.labels, job.prefix, status)
         else:
             done = segment_file(args, job.source, job.labels, job.prefix, model, status, job.timepoint)
     except (Mediar3DError, OSError, ValueError, RuntimeError, MemoryError) as err:

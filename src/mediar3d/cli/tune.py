@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("model and data")
     what.add_argument("--model", action="append", default=None,
-                      help="checkpoint path or bundled model name to tune; repeat it to tune an ensemble (each "
+                      help="checkpoint path, bundled model name, bioimage.io package or https URL#sha256=<hex> to "
+                           "tune (a URL's tuned copy goes to the working folder); repeat it to tune an ensemble (each "
                            "member gets a tuned copy holding the ensemble's best thresholds)")
     what.add_argument("--sha256", default=None, metavar="HEX",
                       help="sha256 of the --model file (64 hex digits), checked before it is used; for an https "

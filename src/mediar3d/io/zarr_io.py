@@ -20,7 +20,7 @@ from mediar3d.io.tiff import length_to_um
 
 __all__ = ["zarr_module", "zarr_v3", "open_group", "new_array", "is_zarr", "resolve_zarr", "open_zarr_lazy",
            "read_zarr", "zarr_axes_and_voxel_size", "write_zarr", "create_zarr", "default_chunks", "pyramid",
-           "ngff_datasets"]
+           "add_pyramid", "ngff_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +208,40 @@ def pyramid(data: np.ndarray, axes: str, *, labels: bool) -> list[np.ndarray]:
         mean = cropped.reshape(shape).mean(axis=(y + 1, x + 2))
         levels.append(np.round(mean).astype(prev.dtype) if prev.dtype.kind in "iu" else mean.astype(prev.dtype))
     return levels
+
+
+def add_pyramid(path: str | Path, *, slab_voxels: int = 2**26) -> int:
+    """Add :func:`pyramid`'s lower levels (labels: every other pixel in y, x) to a one-level OME-Zarr label image.
+
+    For stores written block by block (too large to hold whole): each level is read from the
+    one above it a few z-planes at a time (about ``slab_voxels`` voxels); the ``datasets``
+    metadata is updated once all levels are written. Returns the number of levels.
+    """
+    group = open_group(path, "r+")
+    meta = _ngff_multiscales(group.attrs)[0]
+    axes = "".join(a["name"].upper() for a in meta["axes"])
+    scale = meta["datasets"][0]["coordinateTransformations"][0]["scale"]
+    y, x = axes.index("Y"), axes.index("X")
+    source = group[meta["datasets"][0]["path"]]
+    n_levels = 1
+    while min(source.shape[y], source.shape[x]) // 2 >= MIN_LEVEL_SIZE:
+        shape = list(source.shape)
+        shape[y], shape[x] = (shape[y] + 1) // 2, (shape[x] + 1) // 2
+        target = new_array(group, str(n_levels), shape, source.dtype, default_chunks(shape, axes))
+        step = source.shape[0] if y == 0 else max(1, slab_voxels // max(1, source.shape[y] * source.shape[x]))
+        for start in range(0, source.shape[0], step):
+            index = [slice(None)] * len(shape)
+            index[0] = slice(start, start + step)
+            block = np.asarray(source[tuple(index)])
+            down = [slice(None)] * len(shape)
+            down[y] = down[x] = slice(None, None, 2)
+            target[tuple(index)] = block[tuple(down)]
+        source, n_levels = target, n_levels + 1
+    meta["datasets"] = ngff_datasets(axes, scale, n_levels)
+    attrs = dict(group.attrs)
+    attrs["multiscales"] = [meta] + list(attrs["multiscales"][1:])
+    group.attrs.update(attrs)
+    return n_levels
 
 
 def ngff_datasets(axes: str, scale: Sequence[float], n_levels: int) -> list[dict[str, Any]]:
