@@ -66,4 +66,5 @@ def test_blocks_on_zarr_match_whole_volume(tmp_path, capsys):
     expected = mediar3d.measure(blocked, image)
     assert [int(r["label"]) for r in rows] == list(expected["label"]) and len(rows) == blocked.max()
     assert [int(r["voxels"]) for r in rows] == list(np.bincount(blocked.ravel())[1:])
-    np.testing.assert_allclose([float(r["intensity_mean"]) for r in rows], expected["intensity_mean"], rtol=1e-9)
+    # float32 image: regionprops' mean is float32, the slab-wise one float64
+    np.testing.assert_allclose([float(r["intensity_mean"]) for r in rows], expected["intensity_mean"], rtol=1e-5)
