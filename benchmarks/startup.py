@@ -12,8 +12,10 @@ times; the median is printed. Measured:
 - the CPU time (user + system) of each child process, which depends less than the wall
   clock on other jobs sharing the cores (for the load: the whole interpreter, start-up and
   exit included);
-- which optional packages (timm, smp, torchvision, monai, huggingface_hub) the
-  ``segment --sample`` run has imported by then.
+- which optional packages (timm, smp, torchvision, monai, huggingface_hub, zarr) the
+  ``segment --sample`` run has imported by then;
+- the machine's load average (1 min) before and after the runs: the wall clock means
+  little when other jobs share the cores.
 
 Usage::
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -31,7 +34,7 @@ import sys
 import tempfile
 import time
 
-HEAVY = ("timm", "segmentation_models_pytorch", "torchvision", "monai", "huggingface_hub")
+HEAVY = ("timm", "segmentation_models_pytorch", "torchvision", "monai", "huggingface_hub", "zarr")
 
 LOAD = """
 import time, json, sys
@@ -73,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="fresh interpreters per measurement")
     args = parser.parse_args()
     loads, load_cpu, firsts, first_cpu, heavy = [], [], [], [], set()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.repeat):
             result, _, cpu = _run(LOAD % (HEAVY,))
@@ -87,7 +91,9 @@ def main() -> None:
                              ("segment --sample, process start to first slice", firsts, first_cpu)):
         print(f"{label}: wall median {statistics.median(wall):.2f} s (min {min(wall):.2f}, max {max(wall):.2f}); "
               f"CPU of the whole process median {statistics.median(cpu):.2f} s, n={len(wall)}")
-    print(f"optional packages imported by either: {', '.join(sorted(heavy)) or 'none'}")
+    print(f"of {', '.join(HEAVY)}, imported by either: {', '.join(sorted(heavy)) or 'none'}")
+    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -171,11 +172,18 @@ def test_params_record_provenance(tmp_path, folder, checkpoint):
 
 
 def test_status_lines_and_quiet_after_the_subcommand(tmp_path, folder, checkpoint, capsys):
-    argv = ["segment", str(folder / "vol0.tif"), "--model", str(checkpoint), *RUN]
+    """Timed lines as each phase starts (the diameter estimate, the network, post-processing), in order; -q: none."""
+    argv = ["segment", str(folder / "vol0.tif"), "--model", str(checkpoint), "--niter", "20", "--no-progress",
+            "--min-size", "3"]  # no --diameter: the estimate runs
     assert main([*argv, "-o", str(tmp_path / "a"), "-v"]) == 0
-    err = capsys.readouterr().err
-    for phase in ("loading model", "read vol0.tif", "segmented vol0.tif", "network", "post-processing", "wrote"):
-        assert phase in err, err
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert all(re.match(r"\[ *\d+\.\d s\] ", line) for line in lines), lines
+    phases = ("loading model", "read vol0.tif", "vol0.tif: estimating the object diameter", "vol0.tif: network on",
+              "vol0.tif: post-processing", "segmented vol0.tif", "wrote")
+    found = [next((i for i, line in enumerate(lines) if phase in line), None) for phase in phases]
+    assert None not in found and found == sorted(found), lines
+    seconds = [float(line[1:].split()[0]) for line in lines]
+    assert seconds == sorted(seconds)
     assert main([*argv, "-o", str(tmp_path / "b"), "-q"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
@@ -207,7 +215,8 @@ def test_timepoints_are_segmented_one_by_one(tmp_path, checkpoint, capsys):
     tifffile.imwrite(source, movie, imagej=True, metadata={"axes": "TZYX"})
     out = tmp_path / "out"
     assert main(["segment", str(source), "-o", str(out), "--model", str(checkpoint), *RUN]) == 1
-    assert "3 time points" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 time points" in err and "--timepoints" in err  # the message names the option that does it
     assert main(["segment", str(source), "-o", str(out), "--model", str(checkpoint), "--timepoints",
                  "--save-flows", *RUN]) == 0
     rows = _summary(out / "summary.csv")

@@ -187,3 +187,17 @@ def test_tune_an_ensemble_refuses_one_output_for_several_models(tmp_path, tiny_m
     assert main(["tune", "--model", str(tiny_model), "--model", str(tiny_model), "--image", str(image),
                  "--labels", str(labels), "-o", str(tmp_path / "x.pt")]) == 1
     assert "beside its model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("https://example.org/models/nuclei.pt#sha256=" + "a" * 64, "nuclei_tuned.pt"),
+    ("https://example.org/dl/my%20model.v2.zip?download=1", "my_model.v2_tuned.pt"),
+    ("https://example.org/", "model_tuned.pt"),
+    ("default", "default_tuned.pt"),
+    ("runs/a/model_best.pt", "runs/a/model_best_tuned.pt"),
+])
+def test_default_output_of_a_url_is_a_plain_file_name_here(model, expected):
+    """Without -o a URL's tuned copy goes to the working folder, named after the URL's file (not a path from it)."""
+    from mediar3d.cli.tune import _default_output
+
+    assert _default_output(model) == Path(expected)

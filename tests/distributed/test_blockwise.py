@@ -259,3 +259,18 @@ def test_anisotropy_from_voxel_size_is_z_over_mean_xy_and_zero_spacing_means_unk
     result = segment_blocks(labels, tmp_path / "out.zarr", block_fn=np.asarray, diameter=12.0, block_size=16,
                             voxel_size=voxel_size, scheduler="synchronous", progress=False)
     assert result.grid.halo == halo
+
+
+def test_block_wise_output_gets_a_pyramid(tmp_path):
+    """Lower levels (y, x halved, nearest) are written before the store appears, as for in-memory outputs."""
+    labels = np.zeros((4, 160, 136), np.uint16)
+    labels[:, 10:60, 20:90] = 1
+    labels[1:3, 70:150, 30:130] = 2
+    result, out = _run(labels, tmp_path, "out.ome.zarr", block_fn=np.asarray, block_size=(4, 80, 68), halo=2,
+                       voxel_size=(2.0, 0.5, 0.5))
+    group = zarr.open_group(str(result.output), mode="r")
+    datasets = group.attrs["multiscales"][0]["datasets"]
+    assert [d["path"] for d in datasets] == ["0", "1"]  # 136 -> 68 -> (34 < 64: stop)
+    assert datasets[1]["coordinateTransformations"][0]["scale"] == [2.0, 1.0, 1.0]
+    np.testing.assert_array_equal(group["1"][...], out[:, ::2, ::2])
+    assert not list(tmp_path.glob("*.partial"))

@@ -143,3 +143,24 @@ def test_a_checkpoints_min_size_fraction_reaches_the_model(tmp_path):
     assert model.min_size_fraction == 0.3 and model.min_size == 15
     bare = from_checkpoint(save_checkpoint(tmp_path / "b.pt", create_model("unet-small", channels=(4, 8))))
     assert bare.min_size_fraction is None
+
+
+def test_status_announces_each_phase_before_it_starts(blobs):
+    """status(...) comes before the diameter estimate's, then the network's calls, and post-processing after them."""
+    image, _ = blobs
+    events = []
+    net = OracleNet()
+    net.register_forward_hook(lambda *_: events.append("net"))
+    res = run_segmentation(image[:20, :40, :40], net, model_diameter=10.0, tile=64,
+                           progress=lambda done, total: events.append("slices"),
+                           status=lambda line: events.append(line))
+    lines = [e for e in events if e not in ("net", "slices")]
+    assert [line.split()[0] for line in lines] == ["estimating", "network", "post-processing:"], lines
+    estimate, network, post = (events.index(line) for line in lines)
+    assert "net" in events[estimate:network] and "slices" not in events[:network]  # the estimate's own calls
+    assert "slices" in events[network:post] and "net" not in events[post:]
+    assert f"{res.params['diameter']:.1f} px" in lines[1] and "x".join(map(str, res.params["network_shape"])) in lines[1]
+    events.clear()
+    run_segmentation(image[:20, :40, :40], net, diameter=12.0, model_diameter=10.0, tile=64, progress=False,
+                     status=events.append)
+    assert [e.split()[0] for e in events if e != "net"] == ["network", "post-processing:"]  # no estimate to announce

@@ -61,7 +61,7 @@ def test_wrong_ndim(tmp_path):
     _raises(read_labels, tmp_path / "six.zarr", match="6 dimension", name="six.zarr")
     tifffile.imwrite(tmp_path / "movie.tif", np.ones((3, 4, 8, 8), np.uint8), imagej=True,
                      metadata={"axes": "TZYX"})
-    _raises(read_image, tmp_path / "movie.tif", match="3 time points", name="movie.tif")
+    _raises(read_image, tmp_path / "movie.tif", match="3 time points.*--timepoints", name="movie.tif")
     _raises(write_labels, tmp_path / "l.tif", np.ones((2, 2, 3, 3), np.uint8), match="4 dimensions")
     _assert_only(tmp_path, "line.zarr", "six.zarr", "movie.tif")
 

@@ -201,3 +201,43 @@ def test_create_zarr_blockwise_then_overwrite(tmp_path):
     back = read_labels(tmp_path / "big.zarr")
     assert back.shape == (2, 5, 5) and back.max() == 3
     assert [p.name for p in tmp_path.iterdir()] == ["big.zarr"]
+
+
+def test_ome_zarr_output_has_a_pyramid(tmp_path):
+    """Plain OME-Zarr outputs get levels halving y, x (labels: every other pixel; images: 2 x 2 means)."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 9, size=(3, 260, 140)).astype(np.uint16)
+    write_labels(tmp_path / "l.ome.zarr", labels, voxel_size=(2.0, 0.5, 0.5))
+    group = zarr.open_group(str(tmp_path / "l.ome.zarr"), mode="r")
+    datasets = group.attrs["multiscales"][0]["datasets"]
+    assert [d["path"] for d in datasets] == ["0", "1"]  # 140 -> 70 -> (35 < 64: stop)
+    assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [[2.0, 0.5, 0.5], [2.0, 1.0, 1.0]]
+    np.testing.assert_array_equal(group["1"][...], labels[:, ::2, ::2])
+    np.testing.assert_array_equal(read_labels(tmp_path / "l.ome.zarr"), labels)  # level 0 is what is read
+    image = rng.random((2, 3, 257, 300)).astype(np.float32)
+    write_image(tmp_path / "i.ome.zarr", image, axes="CZYX")
+    group = zarr.open_group(str(tmp_path / "i.ome.zarr"), mode="r")
+    assert [group[str(i)].shape for i in range(3)] == [(2, 3, 257, 300), (2, 3, 128, 150), (2, 3, 64, 75)]
+    assert "3" not in group
+    np.testing.assert_allclose(group["1"][1, 2, 5, 7], image[1, 2, 10:12, 14:16].mean(), rtol=1e-6)
+    small = np.arange(2 * 100 * 100, dtype=np.uint16).reshape(2, 100, 100)
+    write_image(tmp_path / "s.ome.zarr", small)
+    assert [d["path"] for d in zarr.open_group(str(tmp_path / "s.ome.zarr"), mode="r")
+            .attrs["multiscales"][0]["datasets"]] == ["0"]
+
+
+def test_add_pyramid_to_a_store_written_block_by_block(tmp_path):
+    """add_pyramid reads a few planes at a time and gives the levels write_labels would have written."""
+    from mediar3d.io.zarr_io import add_pyramid
+
+    labels = np.random.default_rng(6).integers(0, 5, size=(7, 300, 260)).astype(np.uint32)
+    out = create_zarr(tmp_path / "big.ome.zarr", labels.shape, labels.dtype, axes="ZYX", labels=True,
+                      voxel_size=(1.0, 0.25, 0.25))
+    out[...] = labels
+    assert add_pyramid(tmp_path / "big.ome.zarr", slab_voxels=2 * 300 * 260) == 3  # 2 planes per slab
+    write_labels(tmp_path / "whole.ome.zarr", labels, voxel_size=(1.0, 0.25, 0.25))
+    blocked = zarr.open_group(str(tmp_path / "big.ome.zarr"), mode="r")
+    whole = zarr.open_group(str(tmp_path / "whole.ome.zarr"), mode="r")
+    assert blocked.attrs["multiscales"][0]["datasets"] == whole.attrs["multiscales"][0]["datasets"]
+    for level in ("1", "2"):
+        np.testing.assert_array_equal(blocked[level][...], whole[level][...])

@@ -145,3 +145,48 @@ def test_package_served_by_url(tiny_checkpoint, server, tmp_path, monkeypatch):
 def test_missing_file_names_the_choices(tmp_path):
     with pytest.raises(ModelError, match="does not exist.*bundled model.*nuclei.*cells"):
         resolve_model(str(tmp_path / "nope.pt"))
+
+
+def _tiny_volume(path):
+    import numpy as np
+
+    from mediar3d.io import write_image
+
+    write_image(path, np.random.default_rng(0).integers(0, 200, size=(6, 32, 32)).astype(np.uint8))
+    return path
+
+
+def test_sha256_option_pins_a_url_or_checks_a_file(tiny_checkpoint, server, tmp_path, monkeypatch, capsys):
+    """--sha256 beside a URL (or a local file) on segment; refusals are one line and write nothing."""
+    from mediar3d.cli.main import main
+
+    base, requests = server
+    monkeypatch.setenv("MEDIAR3D_CACHE", str(tmp_path / "cache"))
+    volume = _tiny_volume(tmp_path / "vol.tif")
+    run = ["segment", str(volume), "--diameter", "10", "--niter", "5", "--no-progress", "-q"]
+    digest = sha256_of(tiny_checkpoint)
+    assert main([*run, "-o", str(tmp_path / "a"), "--model", f"{base}/tiny.pt", "--sha256", digest.upper()]) == 0
+    assert (tmp_path / "a" / "vol_labels.tif").is_file() and requests == ["/tiny.pt"]
+    assert (tmp_path / "cache" / "tiny.pt").is_file()
+    capsys.readouterr()
+    for model, sha, message in [(f"{base}/tiny.pt#sha256={digest}", "0" * 64, "differs from the one in the URL"),
+                                (str(tiny_checkpoint), "0" * 64, f"sha256 is {digest}, not the expected"),
+                                (str(tiny_checkpoint), "abc", "64 hex digits")]:
+        assert main([*run, "-o", str(tmp_path / "b"), "--model", model, "--sha256", sha]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "b").exists() and requests == ["/tiny.pt"]
+    monkeypatch.setenv("MEDIAR3D_CACHE", str(tmp_path / "cache2"))  # a fresh cache: the wrong digest is downloaded, refused
+    assert main([*run, "-o", str(tmp_path / "c"), "--model", f"{base}/tiny.pt", "--sha256", "1" * 64]) == 1
+    assert "expected" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main([*run, "-o", str(tmp_path / "d"), "--model", str(tiny_checkpoint), "--sha256", digest]) == 0
+
+
+@pytest.mark.parametrize("command", [["tune", "--data", "unused.json"], ["export-bioimageio", "-o", "unused.zip"]])
+def test_sha256_option_of_tune_and_export_checks_the_model(command, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from mediar3d.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--model", str(tiny_checkpoint), "--sha256", "0" * 64]) == 1
+    assert f"sha256 is {sha256_of(tiny_checkpoint)}, not the expected" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]

@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mediar3d export-bioimageio --model runs/mine/model_best.pt -o nuclei-model.zip")
     p.add_argument("--model", default="default",
                    help="bundled model name, checkpoint, package or https URL#sha256=... (default: bundled model)")
+    p.add_argument("--sha256", default=None, metavar="HEX",
+                   help="sha256 of the --model file (64 hex digits), checked before it is used; for an https URL "
+                        "the same as URL#sha256=HEX")
     p.add_argument("-o", "--output", required=True, type=Path, help="package file to write (.zip)")
     p.add_argument("--name", default=None, help="model name in the package (default: the checkpoint's file name)")
     p.add_argument("--author", action="append", default=None,
@@ -27,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export; returns 0."""
     from mediar3d.models.bioimageio import export_bioimageio
+    from mediar3d.models.sources import pin_sha256
 
-    path = export_bioimageio(args.model, args.output, name=args.name, authors=args.author)
+    (model,) = pin_sha256([args.model], args.sha256)
+    path = export_bioimageio(model, args.output, name=args.name, authors=args.author)
     print(f"wrote {path}")
     return 0

@@ -58,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "(default: the nuclei model); repeat it for an ensemble "
                         "whose flows and probabilities are averaged before post-processing (members must share "
                         "normalisation and training diameter)")
+    p.add_argument("--sha256", default=None, metavar="HEX",
+                   help="sha256 of the --model file (64 hex digits), checked before it is used; for an https URL "
+                        "the same as URL#sha256=HEX")
     p.add_argument("--channel", type=int, default=None, help="channel index to segment in a multi-channel file")
     p.add_argument("--channels", default=None, metavar="C1,C2",
                    help="channels to use, in the order the model was trained with, for a model with several input "
@@ -198,11 +201,12 @@ def segment_file(args: argparse.Namespace, source: Path, labels_path: Path, pref
     read_time = time.perf_counter() - start
     status(f"read {name}: {'x'.join(map(str, image.data.shape))} {image.data.dtype}, "
            f"voxel size {_voxel_text(image.voxel_size)} ({read_time:.1f} s)")
-    status(f"segmenting {name} ({mode}): diameter estimate, network, post-processing")
+    status(f"segmenting {name} ({mode})")
     result = run_segmentation(
         image, model, diameter=args.diameter, anisotropy=args.anisotropy, do_3d=(mode != "2d"),
         z_only=(mode == "z-only"), tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device,
         keep_flows=args.save_flows, progress=not (args.no_progress or args.quiet),
+        status=lambda phase: status(f"{name}: {phase}"),
         cellprob_threshold=args.cellprob_threshold, flow_threshold=args.flow_threshold, min_size=args.min_size,
         min_size_fraction=args.min_size_fraction, niter=args.niter)
     params = result.params
@@ -346,7 +350,10 @@ def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
         return True
     from mediar3d.distributed import should_use_blocks
     from mediar3d.io import open_image_lazy
+    from mediar3d.io.tiff import tiff_shape
 
+    if image_format(source) == "tiff":  # the header is enough (no zarr import for a TIFF run)
+        return should_use_blocks(tiff_shape(source))
     return should_use_blocks(open_image_lazy(source).array.shape)
 
 
@@ -365,21 +372,20 @@ def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path
     return labels_path.with_name(f"{_stem(source)}_labels.ome.zarr")
 
 
-def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Path,
+def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Path, prefix: Path,
                         status: Callable[[str], None]) -> dict[str, Any]:
-    """Block-wise segmentation of one input on Dask, labels written to Zarr; returns a summary row."""
+    """Block-wise segmentation of one input on Dask, labels written to Zarr (and with --measure
+    ``<prefix>_objects.csv``, measured slab by slab); returns a summary row."""
     from mediar3d.distributed import segment_blocks
 
     def zyx(values):
         return None if values is None else (values[0] if len(values) == 1 else tuple(values))
 
-    if args.measure:
-        raise InputError(f"{source}: --measure is not available for block-wise runs yet; run it on the labels "
-                         "with mediar3d.measure, or use --blocks off")
     if args.channels is not None:
         raise InputError(f"{source}: --channels is not available for block-wise runs yet; use --blocks off")
     work = Path(f"{labels_path}.work")
-    _guard([labels_path, work], source, args, replaced=[labels_path, work])
+    objects_path = Path(f"{prefix}_objects.csv")
+    _guard([labels_path, work, *([objects_path] if args.measure else [])], source, args, replaced=[labels_path, work])
     check_file_anisotropy(source, args.anisotropy, skip=args.skip_size_checks)
     status(f"segmenting {source.name} block by block")
     result = segment_blocks(
@@ -393,6 +399,20 @@ def segment_blocks_file(args: argparse.Namespace, source: Path, labels_path: Pat
                              tta=args.tta, device=args.device))
     status(f"segmented {source.name}: {result.n_labels} objects in {result.n_blocks} blocks, {result.merges} "
            f"pieces joined across block faces; " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    written = [result.output]
+    write_time = 0.0
+    if args.measure:
+        from mediar3d.io import open_image_lazy, open_zarr_lazy
+        from mediar3d.measurement import write_table_csv
+        from mediar3d.measurement.slabs import measure_slabs
+
+        start = time.perf_counter()
+        lazy = open_image_lazy(source)
+        table = measure_slabs(open_zarr_lazy(result.output), lazy.view(args.channel), voxel_size=lazy.voxel_size)
+        write_table_csv(objects_path, table)
+        written.append(objects_path)
+        write_time = time.perf_counter() - start
+        status(f"measured {len(table['label'])} objects of {source.name} slab by slab ({write_time:.1f} s)")
     return {"objects": result.n_labels, "diameter": args.diameter, "time_read_s": 0.0,
-            "time_segment_s": sum(result.seconds.values()), "time_write_s": 0.0, "written": [result.output],
+            "time_segment_s": sum(result.seconds.values()), "time_write_s": write_time, "written": written,
             "detail": f"{result.n_blocks} blocks, {result.merges} pieces joined across block faces"}

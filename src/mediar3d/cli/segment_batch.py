@@ -165,7 +165,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Segment every input with one model load; returns 0, or 1 when any input failed."""
+    from mediar3d.models.sources import pin_sha256
+
     status = Status(args.quiet)
+    args.model = pin_sha256(args.model, args.sha256)
     sources, batch = _sources(args)
     jobs, batch = plan_jobs(args, sources, batch)
     if not batch and jobs[0].labels.exists() and not args.overwrite:
@@ -201,7 +204,7 @@ def _run_job(args: argparse.Namespace, job: Job, model: Any, row: dict[str, Any]
     start = time.perf_counter()
     try:
         if job.blocks:
-            done = segment_blocks_file(args, job.source, job.labels, status)
+            done = segment_blocks_file(args, job.source, job.labels, job.prefix, status)
         else:
             done = segment_file(args, job.source, job.labels, job.prefix, model, status, job.timepoint)
     except (Mediar3DError, OSError, ValueError, RuntimeError, MemoryError) as err:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mediar3d.errors import ConfigError, InputError
@@ -39,8 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("model and data")
     what.add_argument("--model", action="append", default=None,
-                      help="checkpoint path or bundled model name to tune; repeat it to tune an ensemble (each "
+                      help="checkpoint path, bundled model name, bioimage.io package or https URL#sha256=<hex> to "
+                           "tune (a URL's tuned copy goes to the working folder); repeat it to tune an ensemble (each "
                            "member gets a tuned copy holding the ensemble's best thresholds)")
+    what.add_argument("--sha256", default=None, metavar="HEX",
+                      help="sha256 of the --model file (64 hex digits), checked before it is used; for an https "
+                           "URL the same as URL#sha256=HEX")
     what.add_argument("--learning-curve", metavar="DIR", type=Path,
                       help="score every .pt checkpoint in DIR against annotated objects seen (no --model)")
     add_data_arguments(what)
@@ -228,10 +233,17 @@ def _outputs_to_write(args: argparse.Namespace) -> list[Path]:
 
 
 def _default_output(model: str) -> Path:
+    """Tuned copy without -o: ``<stem>_tuned.pt`` beside a checkpoint; in the working folder for a name or URL."""
+    from urllib.parse import unquote, urlparse
+
     from mediar3d.inference.loader import bundled_model
+    from mediar3d.models.sources import is_url
 
     if bundled_model(model) is not None:
         return Path(f"{model}_tuned.pt")
+    if is_url(model):  # the file name in the URL's path, without query, digest or characters a file name avoids
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePosixPath(unquote(urlparse(model).path)).stem).strip("._")
+        return Path(f"{stem or 'model'}_tuned.pt")
     path = Path(model)
     return path.with_name(f"{path.stem}_tuned.pt")
 
@@ -273,6 +285,9 @@ def run(args: argparse.Namespace) -> int:
         return run_learning_curve(args)
     if args.model is None:
         raise ConfigError("give --model to tune (or --learning-curve DIR)")
+    from mediar3d.models.sources import pin_sha256
+
+    args.model = pin_sha256(args.model, args.sha256)
     if not 0 < args.iou <= 1:
         raise ConfigError(f"--iou {args.iou}: must be in (0, 1]")
     _grid(args)  # candidates checked before the network runs

@@ -228,6 +228,9 @@ def segment_blocks(
         jobs = [(grid, i, str(work), remaps[k], int(counts[k]), str(tmp), array_path, dtype) for k, i in enumerate(indices)]
         for _ in ex.map(relabel_block, jobs, desc="relabel"):
             pass
+        from mediar3d.io.zarr_io import add_pyramid
+
+        add_pyramid(tmp)  # lower resolution levels for viewers, before the store appears
         commit_output(tmp, output, overwrite=overwrite)
         seconds["relabel"] = time.perf_counter() - t0
 

@@ -33,7 +33,7 @@ from mediar3d.inference.device import autocast, select_device
 from mediar3d.inference.diameter import ESTIMATE_THRESHOLDS, estimate_diameter
 from mediar3d.inference.loader import InferenceModel, resolve_model
 from mediar3d.inference.orthoslice import predict_orthoslices
-from mediar3d.inference.progress import ProgressFn, as_callback
+from mediar3d.inference.progress import ProgressFn, StatusFn, announce, as_callback
 from mediar3d.inference.stitch import stitch_slices
 from mediar3d.inference.tiling import predict_slices
 from mediar3d.inference.tta import FlipTTA, with_flip_tta
@@ -238,6 +238,7 @@ def predict(
     tta: bool = False,
     device: str | torch.device | None = None,
     progress: bool | ProgressFn | None = False,
+    status: StatusFn | None = None,
     model_diameter: float | None = None,
     cellprob_threshold: float | None = None,
     flow_threshold: float | None = None,
@@ -266,6 +267,7 @@ def predict(
         device: "cpu", "cuda", "mps" or None for automatic.
         progress: A callback ``(done, total)`` (slices, or windows for a volumetric
             network), True for a tqdm bar, False for nothing.
+        status: Called with one line as the diameter estimate and the network start.
         model_diameter: Override the model's training diameter.
         cellprob_threshold, flow_threshold, min_size, min_size_fraction: Thresholds to
             record in the Prediction (None: the model's, else 0, 0.4, 15 input voxels and
@@ -314,6 +316,7 @@ def predict(
     if not volumetric:
         slice_fn = _slice_fn(resolved, dev, tta, tile=tile, overlap=tile_overlap, batch_size=batch_size)
         if diameter is None and resolved.diameter is not None:
+            announce(status, f"estimating the object diameter (model trained at {resolved.diameter:g} px)")
             diameter = estimate_diameter(image, slice_fn, resolved.diameter, anisotropy=aniso, batch_size=batch_size,
                                          niter=niter, max_size_fraction=max_size_fraction, channels=channel_first,
                                          **ESTIMATE_THRESHOLDS)
@@ -328,6 +331,8 @@ def predict(
     logger.info("input %s -> network grid %s (diameter %s, anisotropy %.2f)", array.shape, work_shape, diameter, aniso)
     work = resample_image(image, image.shape[:1] + work_shape if channel_first else work_shape)
     del image
+    announce(status, f"network on {'x'.join(map(str, work_shape))} ({mode}"
+                     f"{'' if diameter is None else f', diameter {diameter:.1f} px'})")
     net_start = time.perf_counter()
     params: dict[str, Any] = {}
     with as_callback(progress, "windows" if volumetric else "slices", "window" if volumetric else "slice") as report:

@@ -4,6 +4,10 @@ The slice loop of :func:`mediar3d.inference.orthoslice.predict_orthoslices` repo
 slices, :func:`mediar3d.inference.volume3d.predict_volume` windows, the block-wise run
 blocks. Consumers pass a callable: :func:`progress_bar` draws a tqdm bar (the CLI), the
 napari widget moves its progress bar.
+
+Phases are announced through a second callback, ``status(message)``, called as a phase
+starts (the diameter estimate, the network, post-processing): the CLI prints it as a
+timed status line.
 """
 
 from __future__ import annotations
@@ -13,6 +17,14 @@ from collections.abc import Callable, Iterator
 
 #: Called with (units done, units in all) as work finishes.
 ProgressFn = Callable[[int, int], None]
+#: Called with a short description as a phase of the run starts.
+StatusFn = Callable[[str], None]
+
+
+def announce(status: StatusFn | None, message: str) -> None:
+    """Pass ``message`` to ``status`` when there is one."""
+    if status is not None:
+        status(message)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import torch
 from mediar3d.inference.anisotropy import resample_image
 from mediar3d.inference.checks import check_segment_options
 from mediar3d.inference.predict import ModelArg, labels, predict
-from mediar3d.inference.progress import ProgressFn
+from mediar3d.inference.progress import ProgressFn, StatusFn, announce
 
 
 @dataclasses.dataclass
@@ -47,6 +47,7 @@ def run_segmentation(
     *,
     keep_flows: bool = False,
     progress: bool | ProgressFn | None = True,
+    status: StatusFn | None = None,
     niter: int = 200,
     max_size_fraction: float = 0.4,
     stitch_threshold: float = 0.25,
@@ -58,6 +59,8 @@ def run_segmentation(
         volume, model: As for `segment`.
         keep_flows: Also return flows and probability, resampled to the input grid.
         progress: True for a tqdm bar, False for none, or a callback ``(done, total)``.
+        status: Called with one line as each phase starts: the diameter estimate, the
+            network, post-processing (None: silent).
         niter, max_size_fraction: Post-processing settings (also used by the diameter estimate).
         stitch_threshold: z-only mode: IoU above which masks of consecutive slices join.
         **options: Keyword arguments of :func:`mediar3d.inference.predict.predict`
@@ -72,7 +75,9 @@ def run_segmentation(
                           cellprob_threshold=options.get("cellprob_threshold"),
                           flow_threshold=options.get("flow_threshold"), min_size=options.get("min_size"), niter=niter,
                           model=model)
-    outputs = predict(volume, model, progress=progress, niter=niter, max_size_fraction=max_size_fraction, **options)
+    outputs = predict(volume, model, progress=progress, status=status, niter=niter,
+                      max_size_fraction=max_size_fraction, **options)
+    announce(status, "post-processing: following the flows to masks")
     post_start = time.perf_counter()
     result = SegmentResult(labels=labels(outputs, niter=niter, max_size_fraction=max_size_fraction,
                                          stitch_threshold=stitch_threshold))

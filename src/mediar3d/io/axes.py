@@ -133,8 +133,9 @@ def to_spatial(data: np.ndarray, axes: str, *, channel: int | None, source: obje
     if "T" in axes:
         ti = axes.index("T")
         if data.shape[ti] != 1:
-            raise InputError(f"{name}: image has {data.shape[ti]} time points (axes {axes}); segment one time "
-                             f"point at a time, or pass axes (e.g. 'ZYX') if these are z-slices")
+            raise InputError(f"{name}: image has {data.shape[ti]} time points (axes {axes}); segment each with "
+                             f"--timepoints (in Python: open_image_lazy(path).view(timepoint=t)), or pass axes "
+                             f"(e.g. 'ZYX') if these are z-slices")
         data = np.take(data, 0, axis=ti)
         axes = axes.replace("T", "")
     for letter in "CZ":

@@ -120,7 +120,8 @@ class LazyImage:
         if "T" in self.axes:
             ti = self.axes.index("T")
             if timepoint is None and shape[ti] != 1:
-                raise InputError(f"{self.path}: image has {shape[ti]} time points; segment one at a time")
+                raise InputError(f"{self.path}: image has {shape[ti]} time points; choose one with "
+                                 f"view(timepoint=t) (CLI: --timepoints segments each)")
             if not 0 <= (timepoint or 0) < shape[ti]:
                 raise InputError(f"{self.path}: time point {timepoint} is out of range 0..{shape[ti] - 1}")
             fixed[ti] = timepoint or 0

@@ -19,10 +19,6 @@ from mediar3d.errors import InputError
 
 __all__ = ["ngff_labels_target", "write_ngff_labels", "read_ngff_label_names"]
 
-#: Levels stop once y or x would drop below this many pixels.
-MIN_LEVEL_SIZE = 64
-
-
 def ngff_labels_target(path: str | os.PathLike) -> tuple[Path, str] | None:
     """``image.ome.zarr/labels/NAME`` -> (image store, NAME) when the image is a Zarr store; else None."""
     from mediar3d.io.zarr_io import is_zarr
@@ -33,25 +29,14 @@ def ngff_labels_target(path: str | os.PathLike) -> tuple[Path, str] | None:
     return None
 
 
-def _zarr():
-    import zarr
-
-    return zarr
-
-
-def _open_group(path: Path, mode: str):
-    zarr = _zarr()
-    from mediar3d.io.zarr_io import ZARR_V3
-
-    return zarr.open_group(str(path), mode=mode, zarr_format=2) if ZARR_V3 else zarr.open_group(str(path), mode=mode)
-
-
 def read_ngff_label_names(image: str | os.PathLike) -> list[str]:
     """Names listed in ``image/labels``'s ``labels`` attribute ([] when there is none)."""
     labels = Path(image) / "labels"
     if not labels.is_dir():
         return []
-    return list(_open_group(labels, "r").attrs.get("labels", []))
+    from mediar3d.io.zarr_io import open_group
+
+    return list(open_group(labels, "r").attrs.get("labels", []))
 
 
 def write_ngff_labels(image: str | os.PathLike, name: str, labels: np.ndarray, *,
@@ -75,14 +60,15 @@ def write_ngff_labels(image: str | os.PathLike, name: str, labels: np.ndarray, *
     """
     from mediar3d.io.atomic import atomic_output
     from mediar3d.io.validate import label_dtype, validate_labels
-    from mediar3d.io.zarr_io import NGFF_VERSION, ZARR_V3, _ngff_multiscales, default_chunks, resolve_zarr
+    from mediar3d.io.zarr_io import (NGFF_VERSION, _ngff_multiscales, default_chunks, new_array, ngff_datasets,
+                                     open_group, pyramid, resolve_zarr)
 
     image = Path(image)
     target = image / "labels" / name
     data = validate_labels(np.asarray(labels), target)
     data = data.astype(label_dtype(int(data.max(initial=0))), copy=False)
     array, axes, voxel = resolve_zarr(image)
-    if not _ngff_multiscales(_open_group(image, "r").attrs):
+    if not _ngff_multiscales(open_group(image, "r").attrs):
         raise InputError(f"{image}: not an OME-Zarr image (no multiscales metadata); labels/ needs one")
     spatial = [(a, n) for a, n in zip(axes or "", array.shape) if a in "ZYX"]
     if tuple(n for _, n in spatial) != data.shape:
@@ -93,31 +79,18 @@ def write_ngff_labels(image: str | os.PathLike, name: str, labels: np.ndarray, *
     letters = "".join(a for a, _ in spatial)
     scale = [voxel.get(a, 1.0) for a in letters]
     axes_meta = [{"name": a.lower(), "type": "space", **({"unit": "micrometer"} if voxel else {})} for a in letters]
-    levels = [data]
-    while min(levels[-1].shape[-2:]) // 2 >= MIN_LEVEL_SIZE:
-        levels.append(levels[-1][..., ::2, ::2])
-    datasets = []
-    for i in range(len(levels)):
-        factor = [1.0] * (len(letters) - 2) + [2.0 ** i, 2.0 ** i]
-        datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": [s * f for s, f in zip(scale, factor)]}]})
+    levels = pyramid(data, letters, labels=True)
+    datasets = ngff_datasets(letters, scale, len(levels))
     attrs = {"multiscales": [{"version": NGFF_VERSION, "name": name, "axes": axes_meta, "datasets": datasets}],
              "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}}
 
     (image / "labels").mkdir(exist_ok=True)
     with atomic_output(target, directory=True) as temp:
-        group = _open_group(temp, "w")
+        group = open_group(temp, "w")
         for i, level in enumerate(levels):
-            chunks = default_chunks(level.shape, letters)
-            if ZARR_V3:
-                out = group.create_array(str(i), shape=level.shape, chunks=chunks, dtype=level.dtype, fill_value=0,
-                                         chunk_key_encoding={"name": "v2", "separator": "/"})
-            else:
-                out = group.create_dataset(str(i), shape=level.shape, chunks=chunks, dtype=level.dtype, fill_value=0,
-                                           dimension_separator="/")
-            out[...] = level
+            new_array(group, str(i), level.shape, level.dtype, default_chunks(level.shape, letters))[...] = level
         group.attrs.update(attrs)
-    parent = _open_group(image / "labels", "a")
+    parent = open_group(image / "labels", "a")
     names = list(parent.attrs.get("labels", []))
     if name not in names:
         parent.attrs["labels"] = names + [name]

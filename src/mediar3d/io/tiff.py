@@ -170,6 +170,19 @@ def read_tiff(path: Path, axes: str | None = None) -> tuple[np.ndarray, str, dic
     return data, parse_axes(axes, data.ndim, path), voxel
 
 
+def tiff_shape(path: Path) -> tuple[int, ...]:
+    """Shape of a TIFF's first series (as :func:`open_tiff_lazy` opens it), read from its header only."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"{path}: TIFF file holds no images")
+            return tuple(int(n) for n in tif.series[0].shape)
+    except InputError:
+        raise
+    except _TIFF_ERRORS as exc:
+        raise _corrupt(path, exc) from exc
+
+
 def open_tiff_lazy(path: Path) -> tuple[Any, str, dict[str, float]]:
     """Open the first series of a TIFF as a read-only zarr array without loading it.
 

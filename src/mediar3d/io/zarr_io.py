@@ -1,4 +1,8 @@
-"""Zarr and OME-Zarr (NGFF 0.4 / 0.5) reading, lazy opening and writing; zarr v2 and v3 APIs."""
+"""Zarr and OME-Zarr (NGFF 0.4 / 0.5) reading, lazy opening and writing; zarr v2 and v3 APIs.
+
+``zarr`` is imported on first use (:func:`zarr_module`), not with this module, so a TIFF run
+does not pay for it at start-up.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from mediar3d.errors import InputError
 from mediar3d.io.axes import UNKNOWN, parse_axes
 from mediar3d.io.memory import check_array_fits
 from mediar3d.io.tiff import length_to_um
 
-__all__ = ["ZARR_V3", "is_zarr", "resolve_zarr", "open_zarr_lazy", "read_zarr", "zarr_axes_and_voxel_size",
-           "write_zarr", "create_zarr", "default_chunks"]
+__all__ = ["zarr_module", "zarr_v3", "open_group", "new_array", "is_zarr", "resolve_zarr", "open_zarr_lazy",
+           "read_zarr", "zarr_axes_and_voxel_size", "write_zarr", "create_zarr", "default_chunks", "pyramid",
+           "add_pyramid", "ngff_datasets"]
 
 logger = logging.getLogger(__name__)
 
-ZARR_V3 = int(zarr.__version__.split(".")[0]) >= 3
 NGFF_VERSION = "0.4"
+#: Pyramid levels stop once y or x would drop below this many pixels.
+MIN_LEVEL_SIZE = 64
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError)
 _MARKERS = (".zarray", ".zgroup", "zarr.json")
+
+
+def zarr_module() -> Any:
+    """The ``zarr`` package, imported on first use."""
+    import zarr
+
+    return zarr
+
+
+def zarr_v3() -> bool:
+    """True for zarr-python 3.x (its API differs from 2.x when creating arrays)."""
+    return int(zarr_module().__version__.split(".")[0]) >= 3
 
 
 def is_zarr(path: Path) -> bool:
@@ -61,6 +78,7 @@ def resolve_zarr(path: Path, level: int = 0) -> tuple[Any, str | None, dict[str,
     """
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    zarr = zarr_module()
     try:
         node = zarr.open(str(path), mode="r")
     except _READ_ERRORS as exc:
@@ -166,7 +184,88 @@ def default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def _ngff_attrs(name: str, axes: str, voxel_size: Sequence[float] | None, labels: bool) -> dict:
+def pyramid(data: np.ndarray, axes: str, *, labels: bool) -> list[np.ndarray]:
+    """Resolution levels of ``data``: level 0 itself, then y and x halved while both stay >= MIN_LEVEL_SIZE.
+
+    Labels take every other pixel (nearest: no new ids, no mixed labels); images the mean of
+    each 2 x 2 block in y, x, cast back to their dtype. Other axes (t, c, z) are kept.
+    """
+    y, x = axes.index("Y"), axes.index("X")
+    levels = [data]
+    while min(levels[-1].shape[y], levels[-1].shape[x]) // 2 >= MIN_LEVEL_SIZE:
+        prev = levels[-1]
+        if labels:
+            index = [slice(None)] * prev.ndim
+            index[y] = index[x] = slice(None, None, 2)
+            levels.append(prev[tuple(index)])
+            continue
+        even = [slice(None)] * prev.ndim
+        even[y], even[x] = slice(0, prev.shape[y] // 2 * 2), slice(0, prev.shape[x] // 2 * 2)
+        cropped = prev[tuple(even)].astype(np.float64)
+        shape = list(cropped.shape)
+        shape[x:x + 1] = [shape[x] // 2, 2]
+        shape[y:y + 1] = [shape[y] // 2, 2]  # y < x: insert the later axis first
+        mean = cropped.reshape(shape).mean(axis=(y + 1, x + 2))
+        levels.append(np.round(mean).astype(prev.dtype) if prev.dtype.kind in "iu" else mean.astype(prev.dtype))
+    return levels
+
+
+def add_pyramid(path: str | Path, *, slab_voxels: int = 2**26) -> int:
+    """Add :func:`pyramid`'s lower levels (labels: every other pixel in y, x) to a one-level OME-Zarr label image.
+
+    For stores written block by block (too large to hold whole): each level is read from the
+    one above it a few z-planes at a time (about ``slab_voxels`` voxels); the ``datasets``
+    metadata is updated once all levels are written. Returns the number of levels.
+    """
+    group = open_group(path, "r+")
+    meta = _ngff_multiscales(group.attrs)[0]
+    axes = "".join(a["name"].upper() for a in meta["axes"])
+    scale = meta["datasets"][0]["coordinateTransformations"][0]["scale"]
+    y, x = axes.index("Y"), axes.index("X")
+    source = group[meta["datasets"][0]["path"]]
+    n_levels = 1
+    while min(source.shape[y], source.shape[x]) // 2 >= MIN_LEVEL_SIZE:
+        shape = list(source.shape)
+        shape[y], shape[x] = (shape[y] + 1) // 2, (shape[x] + 1) // 2
+        target = new_array(group, str(n_levels), shape, source.dtype, default_chunks(shape, axes))
+        step = source.shape[0] if y == 0 else max(1, slab_voxels // max(1, source.shape[y] * source.shape[x]))
+        for start in range(0, source.shape[0], step):
+            index = [slice(None)] * len(shape)
+            index[0] = slice(start, start + step)
+            block = np.asarray(source[tuple(index)])
+            down = [slice(None)] * len(shape)
+            down[y] = down[x] = slice(None, None, 2)
+            target[tuple(index)] = block[tuple(down)]
+        source, n_levels = target, n_levels + 1
+    meta["datasets"] = ngff_datasets(axes, scale, n_levels)
+    attrs = dict(group.attrs)
+    attrs["multiscales"] = [meta] + list(attrs["multiscales"][1:])
+    group.attrs.update(attrs)
+    return n_levels
+
+
+def ngff_datasets(axes: str, scale: Sequence[float], n_levels: int) -> list[dict[str, Any]]:
+    """NGFF ``datasets`` entries of :func:`pyramid`'s levels: paths "0", "1", ... with y, x scales doubling."""
+    return [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [
+        float(s) * (2.0 ** i if a in "YX" else 1.0) for a, s in zip(axes, scale)]}]} for i in range(n_levels)]
+
+
+def new_array(group: Any, name: str, shape: Sequence[int], dtype: Any, chunks: Sequence[int]) -> Any:
+    """An empty array ``name`` in ``group`` (zarr format 2, "/"-separated chunk keys, fill 0); zarr 2.x and 3.x."""
+    if zarr_v3():
+        return group.create_array(name, shape=tuple(shape), chunks=tuple(chunks), dtype=np.dtype(dtype),
+                                  chunk_key_encoding={"name": "v2", "separator": "/"}, fill_value=0)
+    return group.create_dataset(name, shape=tuple(shape), chunks=tuple(chunks), dtype=np.dtype(dtype),
+                                dimension_separator="/", fill_value=0)
+
+
+def open_group(path: str | Path, mode: str) -> Any:
+    """``zarr.open_group`` writing zarr format 2 (what NGFF 0.4 readers expect) under zarr 2.x and 3.x."""
+    zarr = zarr_module()
+    return zarr.open_group(str(path), mode=mode, zarr_format=2) if zarr_v3() else zarr.open_group(str(path), mode=mode)
+
+
+def _ngff_attrs(name: str, axes: str, voxel_size: Sequence[float] | None, labels: bool, n_levels: int = 1) -> dict:
     spatial = [a for a in axes if a in "ZYX"]
     sizes = dict(zip(spatial, voxel_size)) if voxel_size is not None else {}
     axes_meta = []
@@ -178,8 +277,7 @@ def _ngff_attrs(name: str, axes: str, voxel_size: Sequence[float] | None, labels
         axes_meta.append(entry)
     scale = [float(sizes.get(a, 1.0)) for a in axes]
     attrs: dict[str, Any] = {"multiscales": [{
-        "version": NGFF_VERSION, "name": name, "axes": axes_meta,
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        "version": NGFF_VERSION, "name": name, "axes": axes_meta, "datasets": ngff_datasets(axes, scale, n_levels),
     }]}
     if labels:
         attrs["image-label"] = {"version": NGFF_VERSION}
@@ -210,22 +308,23 @@ def create_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes: str
     path = Path(path)
     chunks = tuple(int(c) for c in (chunks or default_chunks(shape, axes)))
     attrs = _ngff_attrs(name or path.name, axes, voxel_size, labels)
-    if ZARR_V3:
-        group = zarr.open_group(str(path), mode="w", zarr_format=2)
-        array = group.create_array("0", shape=tuple(shape), chunks=chunks, dtype=np.dtype(dtype),
-                                   chunk_key_encoding={"name": "v2", "separator": "/"}, fill_value=0)
-    else:  # zarr 2.x
-        group = zarr.open_group(str(path), mode="w")
-        array = group.create_dataset("0", shape=tuple(shape), chunks=chunks, dtype=np.dtype(dtype),
-                                     dimension_separator="/", fill_value=0)
+    group = open_group(path, "w")
+    array = new_array(group, "0", shape, dtype, chunks)
     group.attrs.update(attrs)
     return array
 
 
 def write_zarr(path: Path, array: np.ndarray, axes: str, voxel_size: Sequence[float] | None = None, *,
                chunks: Sequence[int] | None = None, labels: bool = False, name: str | None = None) -> None:
-    """Write an in-memory array as OME-Zarr (NGFF 0.4) at ``path`` (not atomic by itself); ``name`` as `create_zarr`."""
-    target = create_zarr(path, array.shape, array.dtype, axes=axes, voxel_size=voxel_size,
-                         chunks=chunks, labels=labels, name=name)
-    target[...] = array
-    logger.debug("wrote %s %s to %s", array.shape, array.dtype, path)
+    """Write an in-memory array as a multiscale OME-Zarr (NGFF 0.4) at ``path`` (not atomic by itself).
+
+    Levels as :func:`pyramid` (level 0 = ``array``); ``chunks`` applies to level 0, ``name`` as `create_zarr`.
+    """
+    path = Path(path)
+    levels = pyramid(array, axes, labels=labels)
+    group = open_group(path, "w")
+    for i, level in enumerate(levels):
+        level_chunks = chunks if (i == 0 and chunks) else default_chunks(level.shape, axes)
+        new_array(group, str(i), level.shape, level.dtype, level_chunks)[...] = level
+    group.attrs.update(_ngff_attrs(name or path.name, axes, voxel_size, labels, len(levels)))
+    logger.debug("wrote %s %s to %s (%d levels)", array.shape, array.dtype, path, len(levels))

@@ -45,16 +45,11 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
         raise InputError(f"labels of shape {labels.shape} and dtype {labels.dtype}: expected integer (z, y, x) or (y, x)")
     if labels.size and labels.min() < 0:
         raise InputError(f"labels of shape {labels.shape}: negative label {labels.min()}")
-    axes = AXES[-labels.ndim:]
     if image is not None:
         image = np.asarray(image)
         if image.shape != labels.shape:
             raise InputError(f"image of shape {image.shape} does not match labels of shape {labels.shape}")
-    spacing = None
-    if voxel_size is not None:
-        spacing = tuple(float(v) for v in voxel_size)
-        if len(spacing) != labels.ndim or not all(np.isfinite(v) and v > 0 for v in spacing):
-            raise InputError(f"voxel_size {tuple(voxel_size)}: expected {labels.ndim} positive numbers ({axes})")
+    spacing = check_spacing(voxel_size, labels.ndim)
 
     properties = ["label", "area", "centroid", "bbox"]
     if image is not None:
@@ -62,31 +57,60 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
     raw = regionprops_table(labels, intensity_image=image, properties=properties,
                             extra_properties=(_intensity_std,) if image is not None else ())
     n = labels.ndim
-    table: dict[str, np.ndarray] = {"label": raw["label"].astype(np.int64),
-                                    "voxels": raw["area"].astype(np.int64)}
-    for i, axis in enumerate(axes):
-        table[f"centroid_{axis}"] = raw[f"centroid-{i}"]
-    for i, axis in enumerate(axes):
-        table[f"bbox_{axis}0"] = raw[f"bbox-{i}"].astype(np.int64)
-    for i, axis in enumerate(axes):
-        table[f"bbox_{axis}1"] = raw[f"bbox-{i + n}"].astype(np.int64)
+    intensity = None
+    if image is not None:
+        intensity = (raw["intensity_mean"], raw["_intensity_std"], raw["intensity_min"], raw["intensity_max"])
+    return finish_table(raw["label"], raw["area"], [raw[f"centroid-{i}"] for i in range(n)],
+                        [raw[f"bbox-{i}"] for i in range(n)], [raw[f"bbox-{i + n}"] for i in range(n)],
+                        labels.shape, spacing, intensity)
+
+
+def check_spacing(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
+    """``voxel_size`` as ``ndim`` positive floats (None stays None); InputError otherwise."""
+    if voxel_size is None:
+        return None
+    spacing = tuple(float(v) for v in voxel_size)
+    if len(spacing) != ndim or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"voxel_size {tuple(voxel_size)}: expected {ndim} positive numbers ({AXES[-ndim:]})")
+    return spacing
+
+
+def finish_table(label: np.ndarray, voxels: np.ndarray, centroids: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                 stops: Sequence[np.ndarray], shape: Sequence[int], spacing: Sequence[float] | None,
+                 intensity: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The table's columns (see `measure`) from per-object sizes, centroids, boxes and intensity statistics.
+
+    Args:
+        label, voxels: Object ids and sizes in voxels.
+        centroids, starts, stops: One array per axis (z, y, x or y, x): centroid, first and end index.
+        shape: Shape of the label volume (for ``touches_border``).
+        spacing: Micrometres per voxel (validated, see `check_spacing`), or None.
+        intensity: (mean, std, min, max) per object, or None.
+    """
+    axes = AXES[-len(shape):]
+    table: dict[str, np.ndarray] = {"label": np.asarray(label).astype(np.int64),
+                                    "voxels": np.asarray(voxels).astype(np.int64)}
+    for axis, centroid in zip(axes, centroids):
+        table[f"centroid_{axis}"] = np.asarray(centroid, np.float64)
+    for axis, start in zip(axes, starts):
+        table[f"bbox_{axis}0"] = np.asarray(start).astype(np.int64)
+    for axis, stop in zip(axes, stops):
+        table[f"bbox_{axis}1"] = np.asarray(stop).astype(np.int64)
     touches = np.zeros(len(table["label"]), dtype=bool)
     for i, axis in enumerate(axes):
-        touches |= (table[f"bbox_{axis}0"] == 0) | (table[f"bbox_{axis}1"] == labels.shape[i])
+        touches |= (table[f"bbox_{axis}0"] == 0) | (table[f"bbox_{axis}1"] == shape[i])
     table["touches_border"] = touches
     if spacing is not None:
         unit = float(np.prod(spacing))
         size = table["voxels"] * unit
-        table["volume_um3" if n == 3 else "area_um2"] = size
+        table["volume_um3" if len(axes) == 3 else "area_um2"] = size
         for i, axis in enumerate(axes):
             table[f"centroid_{axis}_um"] = table[f"centroid_{axis}"] * spacing[i]
-        table["equivalent_diameter_um"] = ((6.0 * size / np.pi) ** (1.0 / 3.0) if n == 3
+        table["equivalent_diameter_um"] = ((6.0 * size / np.pi) ** (1.0 / 3.0) if len(axes) == 3
                                            else np.sqrt(4.0 * size / np.pi))
-    if image is not None:
-        table["intensity_mean"] = raw["intensity_mean"]
-        table["intensity_std"] = raw["_intensity_std"]
-        table["intensity_min"] = raw["intensity_min"]
-        table["intensity_max"] = raw["intensity_max"]
+    if intensity is not None:
+        for name, values in zip(("mean", "std", "min", "max"), intensity):
+            table[f"intensity_{name}"] = np.asarray(values)
     return table
 
 

@@ -9,7 +9,8 @@ file `load_model` reads):
 - a BioImage Model Zoo package (a ``.zip`` holding ``rdf.yaml`` / ``bioimageio.yaml``)
   written by ``mediar3d export-bioimageio``: the mediar3d checkpoint inside it
   (`PACKAGE_CHECKPOINT`) is extracted into the cache once;
-- an ``https://`` URL of either, with its digest as ``#sha256=<64 hex digits>``: downloaded
+- an ``https://`` URL of either, with its digest as ``#sha256=<64 hex digits>`` (or given
+  apart: `pin_sha256`, the CLI's ``--sha256``): downloaded
   into the cache once (`mediar3d.models.weights.default_cache_dir`, ``$MEDIAR3D_CACHE``)
   and checked against the digest. Plain ``http://`` is accepted only for the local
   machine (localhost, 127.0.0.0/8, ::1), for testing and for serving files to oneself.
@@ -144,6 +145,50 @@ def split_url(text: str, sha256: str | None = None) -> tuple[str, str]:
         raise ModelError(f"model URL {url}: give the file's sha256 as {url}#sha256=<64 hex digits> "
                          "(print it with: sha256sum FILE)")
     return url, digest
+
+
+def _check_hex(sha256: str) -> str:
+    digest = sha256.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ModelError(f"sha256 {sha256!r}: expected 64 hex digits (print it with: sha256sum FILE)")
+    return digest
+
+
+def pin_sha256(models: list[str] | None, sha256: str | None) -> list[str] | None:
+    """Apply a digest given apart from the model (``--sha256``) to the one model named.
+
+    A URL gets it as its ``#sha256=`` fragment (checked after the download); a local
+    checkpoint or package, or a bundled name, is checked now.
+
+    Args:
+        models: The ``--model`` values (None: the bundled model).
+        sha256: 64 hex digits, or None to change nothing.
+
+    Returns:
+        ``models`` with the URL's digest added.
+
+    Raises:
+        ModelError: Malformed digest, several models, a digest that differs from the URL's
+            or from the file's.
+    """
+    if sha256 is None:
+        return models
+    digest = _check_hex(sha256)
+    if models is not None and len(models) != 1:
+        raise ModelError("--sha256 checks one --model; for an ensemble put each URL's digest into it "
+                         "(URL#sha256=<64 hex digits>)")
+    model = None if models is None else models[0]
+    if model is not None and is_url(os.fspath(model)):
+        url, digest = split_url(os.fspath(model), digest)
+        return [f"{url}#sha256={digest}"]
+    bundled = model is None or (isinstance(model, str) and bundled_model(model) is not None)
+    path = resolve_source(model) if bundled else Path(os.fspath(model)).expanduser()
+    if not path.is_file():
+        resolve_source(model)  # the usual one-line error for a missing file
+    actual = sha256_of(path)
+    if actual != digest:
+        raise ModelError(f"model {path}: sha256 is {actual}, not the expected {digest} (--sha256)")
+    return models
 
 
 def package_description(path: Path) -> str | None:
