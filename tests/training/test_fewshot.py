@@ -14,15 +14,8 @@ from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
 from mediar3d.models.sources import resolve_source
 from mediar3d.training.dataset import build_index
-from mediar3d.training.fewshot import (
-    MIN_STEPS,
-    STEPS_PER_OBJECT,
-    FewShotTrainer,
-    apply_plan,
-    pairs_mapping,
-    plan_small_data,
-    write_pairs_mapping,
-)
+from mediar3d.training.fewshot import FewShotTrainer, pairs_mapping, write_pairs_mapping
+from mediar3d.training.fewshot_plan import MIN_STEPS, STEPS_PER_OBJECT, apply_plan, plan_small_data
 
 TINY_NET = ["--set", 'model_kwargs={"channels": [8, 16]}']
 
@@ -218,7 +211,7 @@ def test_finetune_trains_with_replay_and_retunes_on_the_user_data_only(tmp_path,
     config = _tiny_config(tmp_path, epochs=1)
 
     mapping = load_mapping(config.data)
-    plan = fewshot.plan_small_data(build_index(mapping, "train"), diameter=None, gpu=False, replay=0.5)
+    plan = plan_small_data(build_index(mapping, "train"), diameter=None, gpu=False, replay=0.5)
     result = fewshot.finetune_small(config, plan=plan, progress=False)
     run = tmp_path / "run"
     used = json.loads((run / "config.json").read_text())["data"]
@@ -233,7 +226,7 @@ def test_replay_steps_keep_the_user_draws(monkeypatch):
     """With half the draws from replay, the plan doubles the steps (the user data is drawn as often)."""
     from types import SimpleNamespace
 
-    monkeypatch.setattr("mediar3d.training.fewshot.count_objects", lambda index: 10)
+    monkeypatch.setattr("mediar3d.training.fewshot_plan.count_objects", lambda index: 10)
     index = SimpleNamespace(items=[], samples=[1] * 40)
     plain = plan_small_data(index, diameter=None, gpu=False)
     mixed = plan_small_data(index, diameter=None, gpu=False, replay=0.5)
@@ -334,7 +327,7 @@ def test_replay_is_on_by_default_only_from_the_bundled_model(tmp_path):
     import shutil
 
     from mediar3d.data.mapping import load_mapping
-    from mediar3d.training.fewshot import REPLAY_SHARE, plan_for
+    from mediar3d.training.fewshot_plan import REPLAY_SHARE, plan_for
 
     config = _tiny_config(tmp_path)
     mapping = load_mapping(config.data)

@@ -20,7 +20,7 @@ def wanted(args: argparse.Namespace, overrides: dict[str, Any]) -> bool:
     if args.small_data is not None:
         return bool(args.small_data)
     from mediar3d.data.mapping import load_mapping
-    from mediar3d.training.fewshot import is_small
+    from mediar3d.training.fewshot_plan import is_small
 
     data = overrides.get("data")
     if not data and args.config:
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Plan, fine-tune within ``--minutes``, re-tune thresholds; prints a one-line summary; returns 0."""
     from mediar3d.data.mapping import load_mapping
     from mediar3d.training import load_config
-    from mediar3d.training.fewshot import apply_plan, finetune_small, plan_for
+    from mediar3d.training.fewshot import finetune_small
+    from mediar3d.training.fewshot_plan import apply_plan, plan_for
 
     config = load_config(args.config, overrides)
     if args.replay is not None and not 0 <= args.replay < 1:

@@ -214,7 +214,7 @@ def _keep_start_thresholds(args: argparse.Namespace, overrides: dict[str, Any]) 
     They are the fine-tuned model's thresholds (stored in its checkpoints) and validate it.
     """
     from mediar3d.cli.finetune_small import given_keys
-    from mediar3d.training.fewshot import start_thresholds, threshold_values
+    from mediar3d.training.fewshot_plan import start_thresholds, threshold_values
 
     given = given_keys(args, overrides)
     for key, value in threshold_values(start_thresholds(args.init_from)).items():

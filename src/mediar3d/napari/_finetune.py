@@ -54,7 +54,8 @@ def run_finetune_job(request: FineTuneRequest, cancel: threading.Event,
     from mediar3d.data.mapping import Supervision
     from mediar3d.io.tiff import write_tiff
     from mediar3d.training import load_config
-    from mediar3d.training.fewshot import apply_plan, finetune_small, pairs_mapping, plan_for, write_pairs_mapping
+    from mediar3d.training.fewshot import finetune_small, pairs_mapping, write_pairs_mapping
+    from mediar3d.training.fewshot_plan import apply_plan, plan_for
 
     image = np.asarray(request.image)
     labels = np.asarray(request.labels)
