@@ -6,7 +6,7 @@
 DIR holds `image.tif` (a 3D nuclei volume with its voxel size) and `labels.tif` (its
 ground-truth instance labels). The script runs what the page shows, as a user would:
 
-    mediar3d segment DIR/image.tif -o out/ --measure --no-progress
+    mediar3d segment DIR/image.tif -o out/ --measure --overwrite --no-progress
     mediar3d evaluate --pred out/image_labels.tif --gt DIR/labels.tif -o eval/
 
 then draws `docs/images/tutorial/*.png` (z-slices with ground truth and prediction,
