@@ -64,6 +64,32 @@ def test_a_broken_link_or_anchor_is_found(tmp_path):
     assert broken_links(tmp_path / "b.md") == ["c.md", "a.md#nowhere", "#a-page"]
 
 
+def code_blocks_lost(text: str) -> int:
+    """Fenced code blocks of `text` that Python-Markdown (mkdocs) does not render as code blocks.
+
+    Its fenced_code extension takes fences at the top level only: inside a list item they
+    end up as text or inline code.
+    """
+    import html
+
+    markdown = pytest.importorskip("markdown")  # comes with the [train] and dev extras
+    rendered = markdown.markdown(text, extensions=["tables", "toc", "fenced_code"])
+    code = html.unescape("\n".join(re.findall(r"<pre>(.*?)</pre>", rendered, re.S)))
+    blocks = re.findall(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", text, re.S | re.M)
+    return sum(block.strip().splitlines()[0].strip() not in code for block in blocks if block.strip())
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_code_blocks_render_as_code_in_mkdocs(page):
+    assert code_blocks_lost(page.read_text()) == 0
+
+
+def test_a_code_block_in_a_list_item_is_found():
+    top = "1. step\n\n```bash\nmediar3d info\n```\n"
+    assert code_blocks_lost(top) == 0
+    assert code_blocks_lost("1. step\n\n    ```bash\n    mediar3d info\n    ```\n") == 1
+
+
 def test_no_machine_paths_in_what_users_read():
     for page in [*PAGES, ROOT / "README.md"]:
         for path in ("/work/", "/tmp/", "/home/", "/root/"):
