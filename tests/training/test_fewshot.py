@@ -15,7 +15,7 @@ from mediar3d.errors import ConfigError
 from mediar3d.models.sources import resolve_source
 from mediar3d.training.dataset import build_index
 from mediar3d.training.fewshot import FewShotTrainer, pairs_mapping, write_pairs_mapping
-from mediar3d.training.fewshot_plan import MIN_STEPS, STEPS_PER_OBJECT, apply_plan, plan_small_data
+from mediar3d.training.fewshot_plan import KEEP_START, MIN_STEPS, STEPS_PER_OBJECT, apply_plan, plan_small_data
 
 TINY_NET = ["--set", 'model_kwargs={"channels": [8, 16]}']
 
@@ -126,6 +126,8 @@ def test_flags_win_over_the_plan(tmp_path):
     config = apply_plan(TrainConfig(data="x", crop_size=96), plan, {"crop_size"})
     assert config.crop_size == 96 and config.batch_size == plan.batch_size and config.epochs == plan.epochs
     assert config.samples_per_epoch == plan.steps_per_epoch * plan.batch_size
+    assert config.keep_start == KEEP_START > 0  # the small-data mode blends in the start model by default
+    assert apply_plan(TrainConfig(data="x", keep_start=0.0), plan, {"keep_start"}).keep_start == 0.0
 
 
 def _tiny_config(tmp_path: Path, epochs: int = 4):

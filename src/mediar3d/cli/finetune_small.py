@@ -62,6 +62,7 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
           f"{config.crop_size}, batch {config.batch_size}, lr {config.lr:.2g}, up to "
           f"{config.epochs * max(1, (config.samples_per_epoch or 0) // config.batch_size) or plan.steps} steps"
           + (f", {plan.replay:.0%} of the draws from replay data" if plan.replay else "")
+          + (f", {config.keep_start:.0%} of the start model's weights kept" if config.keep_start else "")
           + (f", budget {args.minutes:g} min" if args.minutes else ""), flush=True)
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be > 0, got {args.minutes}")

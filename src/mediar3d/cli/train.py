@@ -19,6 +19,7 @@ _FLAGS = {
     "lr": "lr", "crop_size": "crop_size", "samples_per_epoch": "samples_per_epoch", "device": "device",
     "num_workers": "num_workers", "val_every": "val_every", "seed": "seed", "init_from": "init_from",
     "grad_clip": "grad_clip", "crop_depth": "crop_depth", "checkpoint_at_objects": "checkpoint_at_objects",
+    "keep_start": "keep_start",
 }
 
 
@@ -45,6 +46,9 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
                         help="z size of the training crops of a 3D network such as feature3d (default: 32)")
     parser.add_argument("--samples-per-epoch", type=int, help="draws per epoch (default: number of training samples)")
     parser.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    parser.add_argument("--keep-start", type=float, metavar="SHARE",
+                        help="blend this share of the start model's weights into the saved models (0-1; keeps the "
+                             "model good on data unlike yours; default: 0.5 in the small-data mode, else 0)")
     parser.add_argument("--val-every", type=int, help="validate every N epochs, 0 = never (default: 1)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--num-workers", type=int, help="data loader processes (default: 2)")

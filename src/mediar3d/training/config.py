@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mediar3d.errors import ConfigError
+from mediar3d.training.interpolation import check_keep_start
 from mediar3d.training.transforms import AugmentConfig
 
 #: Config keys holding file paths (made relative to the config file's folder on load).
@@ -50,6 +51,10 @@ class TrainConfig:
         amp: Mixed precision with torch autocast (CUDA: float16 + grad scaling; CPU: bfloat16);
             None: the model's recipe (:data:`AMP_BY_MODEL`: on for ``mediar-sam-light`` only).
         grad_clip: Clip the gradient norm to this value; None = no clipping.
+        keep_start: Share of the start model (``init_from``) blended into the saved model
+            files: ``keep_start * start + (1 - keep_start) * trained``, weight by weight
+            (:mod:`mediar3d.training.interpolation`); keeps more of what the start model knew
+            about data unlike the training data. 0 = the trained weights as they are.
         val_every: Validate every this many epochs (and after the last); 0 = never.
         val_max_samples: Validation samples (whole images/slices) used, spread over the val split.
         val_iou: IoU threshold of the validation AP.
@@ -88,6 +93,7 @@ class TrainConfig:
     min_lr: float = 0.0
     amp: bool | None = None
     grad_clip: float | None = None
+    keep_start: float = 0.0
     val_every: int = 1
     val_max_samples: int = 32
     val_iou: float = 0.5
@@ -142,6 +148,7 @@ class TrainConfig:
             raise ConfigError(f"amp must be true, false or null (the model's recipe), got {self.amp!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        check_keep_start(self.keep_start)
         if self.val_every < 0 or self.num_workers < 0:
             raise ConfigError(f"val_every and num_workers must be >= 0 (got {self.val_every}, {self.num_workers})")
         if not 0 < self.val_iou <= 1:

@@ -186,7 +186,7 @@ class FewShotTrainer(Trainer):
         except StopTraining as stop:
             self.stopped_by = stop.reason
             if self.steps_done and self.dist.is_main:  # keep the steps of the unfinished epoch too
-                save_model(self.save_dir / LAST_MODEL, self.model, self._checkpoint_info(self._epoch_reached + 1, {}))
+                save_model(self.save_dir / LAST_MODEL, self.saved_model(), self._checkpoint_info(self._epoch_reached + 1, {}))
             result = TrainResult(self.save_dir, self.planned_epochs, self.best["metric"],
                                  float("nan") if self.best["value"] is None else float(self.best["value"]),
                                  int(self.best["epoch"]))

@@ -31,6 +31,9 @@ BASE_LR = 5e-5
 #: Share of the training draws from replay data (:mod:`mediar3d.training.replay`) when the start
 #: model is the bundled one (whose training data the replay data imitates); other start models: 0.
 REPLAY_SHARE = 0.5
+#: Share of the start model's weights blended into the fine-tuned model files
+#: (:mod:`mediar3d.training.interpolation`): keeps it good on data unlike the annotated data.
+KEEP_START = 0.5
 
 # ---------------------------------------------------------------------------------- data
 def count_objects(index: SampleIndex) -> int:
@@ -68,6 +71,7 @@ class SmallDataPlan:
         steps_per_epoch: Steps of one short epoch.
         thresholds: The start model's thresholds (the fine-tuned model starts from them).
         replay: Share of the training draws from replay data (0: none).
+        keep_start: Share of the start model's weights blended into the saved models.
     """
 
     objects: int
@@ -80,6 +84,7 @@ class SmallDataPlan:
     steps_per_epoch: int
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
     replay: float = 0.0
+    keep_start: float = KEEP_START
 
     @property
     def epochs(self) -> int:
@@ -90,6 +95,7 @@ class SmallDataPlan:
         """The plan as TrainConfig values."""
         return {"crop_size": self.crop_size, "batch_size": self.batch_size, "lr": self.lr, "epochs": self.epochs,
                 "samples_per_epoch": self.steps_per_epoch * self.batch_size, "grad_clip": 5.0,
+                "keep_start": self.keep_start,
                 **threshold_values(self.thresholds)}
 
 

@@ -37,6 +37,7 @@ from mediar3d.training import distributed
 from mediar3d.models.registry import ARCH_ATTR
 from mediar3d.training.config import TrainConfig, resolve_amp, save_config
 from mediar3d.training.dataset import SliceDataset, build_index, diameter_scales, training_diameter
+from mediar3d.training.interpolation import StartWeights
 from mediar3d.training.loader import make_loader, shutdown_workers
 from mediar3d.training.losses import TERMS, flow_loss_terms
 from mediar3d.training.metrics_log import MetricsLogger
@@ -113,7 +114,11 @@ class Trainer:
         _seed_everything(config.seed)
         self.mapping = load_mapping(config.data)
         self.start_config: Any = None  # ModelConfig of the checkpoint fine-tuned from (config.init_from)
+        if config.keep_start and model is None and not config.init_from:
+            raise ConfigError("keep_start blends the trained weights with the start model's: set init_from too")
         self.model = self._build_model(model).to(self.device)
+        # weights of the start model, blended into every saved model file (None: keep_start is 0)
+        self.start_weights = StartWeights(self.model, config.keep_start) if config.keep_start else None
         self.in_channels = int(getattr(unwrap(self.model), "in_channels", 1))
         self.train_index = build_index(self.mapping, "train", self.in_channels)
         self.val_index = build_index(self.mapping, "val", self.in_channels)
@@ -352,12 +357,22 @@ class Trainer:
             self.best["value"] = float(value)
         return better
 
+    def saved_model(self) -> nn.Module:
+        """The network as the model files hold it: blended with the start model when ``keep_start`` > 0.
+
+        ``train_state.pt`` keeps the trained weights themselves, so ``--resume`` goes on from them.
+        """
+        net = unwrap(self.model)
+        return self.start_weights.blended(net) if self.start_weights is not None else net
+
     def _checkpoint_info(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         info = dict(self.model_info)
         scores = {k: float(metrics[k]) for k in ("loss", "val_ap") if isinstance(metrics.get(k), float)
                   and math.isfinite(metrics[k])}
         info["metadata"] = {"epoch": epoch, "epochs": self.config.epochs, "data": str(self.config.data),
                             "init_from": self.config.init_from, **scores}
+        if self.start_weights is not None:
+            info["metadata"]["keep_start"] = self.start_weights.keep_start
         return info
 
     def fit(self) -> TrainResult:
@@ -386,9 +401,10 @@ class Trainer:
                 metrics["seconds"] = round(time.perf_counter() - started, 3)
                 if self.dist.is_main:
                     info = self._checkpoint_info(epoch + 1, metrics)
+                    saved = self.saved_model()
                     if improved:
-                        save_model(self.save_dir / BEST_MODEL, self.model, info)
-                    save_model(self.save_dir / LAST_MODEL, self.model, info)
+                        save_model(self.save_dir / BEST_MODEL, saved, info)
+                    save_model(self.save_dir / LAST_MODEL, saved, info)
                     # The row goes first: a kill between the two leaves a row that resuming drops
                     # and writes again, never a saved epoch without its row.
                     logger.log_epoch(epoch + 1, metrics)
