@@ -203,6 +203,8 @@ def _annotated(make_napari_viewer, tmp_path, keep=2):
 
 def test_finetune_on_a_labels_layer_then_segment_with_it(make_napari_viewer, qtbot, tmp_path, tiny_replay):
     from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import resolve_source
+    from mediar3d.training.fewshot_plan import KEEP_START
 
     viewer, widget = _annotated(make_napari_viewer, tmp_path)
     assert widget._ft_labels.value is viewer.layers["some nuclei"] and widget._ft_supervision.value == "dilate"
@@ -215,7 +217,10 @@ def test_finetune_on_a_labels_layer_then_segment_with_it(make_napari_viewer, qtb
     model = tmp_path / "ft" / "model_best.pt"
     assert steps and steps[-1] == (1, 1)
     assert widget._model.value == CHECKPOINT and Path(str(widget._checkpoint.value)) == model
-    assert read_checkpoint(model)[0].metadata["tuning"]["sparse_gt"] is True
+    saved = read_checkpoint(model)[0]
+    assert saved.metadata["keep_start"] == KEEP_START  # the small-data plan's blend with the start model
+    start = read_checkpoint(resolve_source("default"))[0].thresholds  # 2 objects: too few to re-tune
+    assert saved.thresholds["cellprob_threshold"] == start["cellprob_threshold"]
     expected = mediar3d.segment(viewer.layers["cells"].data, str(model), diameter=DIAMETER, anisotropy=ANISOTROPY,
                                 progress=False)
     np.testing.assert_array_equal(viewer.layers["cells_labels"].data, expected)

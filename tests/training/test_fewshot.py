@@ -49,6 +49,7 @@ def test_finetune_from_bundled_name_on_files_with_sparse_labels(tmp_path, capsys
 
     monkeypatch.setattr("mediar3d.training.replay.REPLAY_VOLUMES", 1)  # the default replay, made tiny
     monkeypatch.setattr("mediar3d.training.replay.REPLAY_SHAPE", (8, 32, 32))
+    monkeypatch.setattr("mediar3d.training.fewshot.RETUNE_MIN_OBJECTS", 1)  # 3 objects: re-tune all the same
 
     image, labels = _volume(tmp_path)
     run = tmp_path / "run"
@@ -67,6 +68,7 @@ def test_finetune_from_bundled_name_on_files_with_sparse_labels(tmp_path, capsys
     assert json.loads((run / "config.json").read_text())["init_from"] == "default"
     config, _ = read_checkpoint(run / "model_best.pt")
     tuning = config.metadata["tuning"]
+    assert config.metadata["keep_start"] == KEEP_START  # the start model blended in by default
     assert tuning["sparse_gt"] is True
     assert Path(tuning["source"]) == run / "model_last.pt" and tuning["score"] >= 0
     ready = resolve_model(str(run / "model_best.pt"))
@@ -204,6 +206,7 @@ def test_finetune_trains_with_replay_and_retunes_on_the_user_data_only(tmp_path,
 
     monkeypatch.setattr("mediar3d.training.replay.REPLAY_VOLUMES", 1)
     monkeypatch.setattr("mediar3d.training.replay.REPLAY_SHAPE", (8, 32, 32))
+    monkeypatch.setattr(fewshot, "RETUNE_MIN_OBJECTS", 1)
     tuned_on = []
     real_outputs = fewshot._annotated_outputs
     monkeypatch.setattr(fewshot, "_annotated_outputs",
@@ -222,6 +225,24 @@ def test_finetune_trains_with_replay_and_retunes_on_the_user_data_only(tmp_path,
     assert REPLAY_NAME in names and len(names) == 2
     assert [d.name for d in tuned_on[0].datasets] == [mapping.datasets[0].name]
     assert result.tuned == "yes" and (run / "replay" / "replay_0_labels.tif").is_file()
+
+
+def test_few_annotated_objects_keep_the_start_thresholds_without_a_search(tmp_path, monkeypatch):
+    """Under RETUNE_MIN_OBJECTS annotated objects no search runs and model_best has the start thresholds."""
+    import mediar3d.training.fewshot as fewshot
+    from mediar3d.data.mapping import load_mapping
+    from mediar3d.models import read_checkpoint
+
+    searched = []
+    monkeypatch.setattr(fewshot, "retune_thresholds", lambda *a, **k: searched.append(1))
+    config = _tiny_config(tmp_path, epochs=1)
+    config.cellprob_threshold, config.flow_threshold = -0.25, 0.55  # as the plan sets the start model's
+    plan = plan_small_data(build_index(load_mapping(config.data), "train"), diameter=None, gpu=False)
+    assert plan.objects < fewshot.RETUNE_MIN_OBJECTS
+    result = fewshot.finetune_small(config, plan=plan, progress=False)
+    best = read_checkpoint(tmp_path / "run" / "model_best.pt")[0].thresholds
+    assert not searched and result.tuned == "few" and "start model" in result.summary()
+    assert best["cellprob_threshold"] == -0.25 and best["flow_threshold"] == 0.55
 
 
 def test_replay_steps_keep_the_user_draws(monkeypatch):

@@ -33,7 +33,7 @@ BASE_LR = 5e-5
 REPLAY_SHARE = 0.5
 #: Share of the start model's weights blended into the fine-tuned model files
 #: (:mod:`mediar3d.training.interpolation`): keeps it good on data unlike the annotated data.
-KEEP_START = 0.5
+KEEP_START = 0.6
 
 # ---------------------------------------------------------------------------------- data
 def count_objects(index: SampleIndex) -> int:
