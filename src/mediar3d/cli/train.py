@@ -48,7 +48,7 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     parser.add_argument("--keep-start", type=float, metavar="SHARE",
                         help="blend this share of the start model's weights into the saved models (0-1; keeps the "
-                             "model good on data unlike yours; default: 0.5 in the small-data mode, else 0)")
+                             "model good on data unlike yours; default: 0.6 in the small-data mode, else 0)")
     parser.add_argument("--val-every", type=int, help="validate every N epochs, 0 = never (default: 1)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--num-workers", type=int, help="data loader processes (default: 2)")
