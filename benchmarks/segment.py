@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/segment.py                       # 64x256x256 and 128x512x512
     python benchmarks/segment.py --shape 64 256 256 --threads 2 --json out.json
+    python benchmarks/segment.py --shape 64 256 256 --threads 2 --tile 256   # the window size before 512
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import time
 SIZES = ((64, 256, 256), (128, 512, 512))
 
 
-def run_one(shape: tuple[int, int, int], seed: int, model: str | None, diameter: float | None) -> dict:
+def run_one(shape: tuple[int, int, int], seed: int, model: str | None, diameter: float | None,
+            options: dict | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -35,7 +37,7 @@ def run_one(shape: tuple[int, int, int], seed: int, model: str | None, diameter:
 
     image, labels = make_nuclei_volume(shape, seed=seed, bit_depth=16)
     start = time.perf_counter()
-    result = run_segmentation(image, model, diameter=diameter, progress=False)
+    result = run_segmentation(image, model, diameter=diameter, progress=False, **(options or {}))
     wall = time.perf_counter() - start
     params = result.params
     return {
@@ -45,7 +47,7 @@ def run_one(shape: tuple[int, int, int], seed: int, model: str | None, diameter:
         "postprocess_s": params["time_postprocess_s"], "diameter": params["diameter"],
         "network_grid": params["network_shape"],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
-        "torch_threads": torch.get_num_threads(), "numpy_version": np.__version__,
+        "torch_threads": torch.get_num_threads(), "numpy_version": np.__version__, **(options or {}),
     }
 
 
@@ -56,6 +58,8 @@ def main() -> int:
     p.add_argument("--model", default=None, help="model name or checkpoint (default: bundled)")
     p.add_argument("--diameter", type=float, default=None, help="skip the estimate and use this diameter")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--tile", type=int, default=None, help="2D window side (default: segment's)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per network call (default: segment's)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
     if args.shape is not None:
@@ -63,12 +67,14 @@ def main() -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_one(tuple(args.shape), args.seed, args.model, args.diameter)))
+        options = {k: v for k, v in (("tile", args.tile), ("batch_size", args.batch_size)) if v is not None}
+        print(json.dumps(run_one(tuple(args.shape), args.seed, args.model, args.diameter, options)))
         return 0
     results = []
     for shape in SIZES:
         cmd = [sys.executable, __file__, "--shape", *map(str, shape), "--seed", str(args.seed)]
-        for flag, value in (("--model", args.model), ("--diameter", args.diameter), ("--threads", args.threads)):
+        for flag, value in (("--model", args.model), ("--diameter", args.diameter), ("--threads", args.threads),
+                            ("--tile", args.tile), ("--batch-size", args.batch_size)):
             if value is not None:
                 cmd += [flag, str(value)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]

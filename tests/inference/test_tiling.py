@@ -99,3 +99,24 @@ def test_bad_tiling_options_raise(bad):
 
     with pytest.raises(ConfigError):
         predict_slices(np.zeros((1, 32, 32), np.float32), torch.nn.Conv2d(1, 3, 1), **bad)
+
+
+def test_default_tile_feeds_slices_up_to_its_side_whole_and_the_cli_agrees():
+    """Slices up to DEFAULT_TILE go through the network in one window; larger ones are cut."""
+    from mediar3d.cli.main import build_parser
+    from mediar3d.inference.tiling import DEFAULT_TILE
+
+    seen = []
+
+    def net_fn(batch: torch.Tensor) -> torch.Tensor:
+        seen.extend([tuple(batch.shape[-2:])] * batch.shape[0])  # one entry per window
+        return torch.zeros((batch.shape[0], 3, *batch.shape[-2:]))
+
+    predict_slices(np.zeros((2, 300, 290), np.float32), net_fn)
+    assert DEFAULT_TILE >= 300 and seen == [(320, 320)] * 2  # padded to the divisor, not windowed
+    seen.clear()
+    predict_slices(np.zeros((1, DEFAULT_TILE + 64, 64), np.float32), net_fn)
+    assert len(seen) > 1 and max(h for h, _ in seen) <= DEFAULT_TILE
+    parser = build_parser()
+    assert parser.parse_args(["segment", "x.tif", "-o", "out"]).tile == DEFAULT_TILE
+    assert parser.parse_args(["tune", "--model", "default", "--image", "x.tif", "--labels", "y.tif"]).tile == DEFAULT_TILE

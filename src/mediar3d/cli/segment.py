@@ -85,7 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="drop objects smaller than this fraction of the typical object's volume "
                         "(removes fragments; default: the model's, else 0)")
     p.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
-    p.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
+    p.add_argument("--tile", type=int, default=512,  # mediar3d.inference.tiling.DEFAULT_TILE (not imported: torch)
+                   help="largest 2D window fed to the network (default 512: whole slices up to that side)")
     p.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
     p.add_argument("--tta", action="store_true",
                    help="average over flips, flow signs corrected (4x slower; 8x for a 3D network)")

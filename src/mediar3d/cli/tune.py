@@ -102,7 +102,8 @@ def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--tta", action="store_true", help="average the network over flips")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     group.add_argument("--batch-size", type=int, default=8, help="slices or tiles per network call (default 8)")
-    group.add_argument("--tile", type=int, default=256, help="largest 2D window fed to the network (default 256)")
+    group.add_argument("--tile", type=int, default=512,  # mediar3d.inference.tiling.DEFAULT_TILE (not imported: torch)
+                   help="largest 2D window fed to the network (default 512: whole slices up to that side)")
     group.add_argument("--niter", type=int, default=200, help="flow-following steps (default 200)")
 
 

@@ -35,7 +35,7 @@ from mediar3d.inference.loader import InferenceModel, resolve_model
 from mediar3d.inference.orthoslice import predict_orthoslices
 from mediar3d.inference.progress import ProgressFn, StatusFn, announce, as_callback
 from mediar3d.inference.stitch import stitch_slices
-from mediar3d.inference.tiling import predict_slices
+from mediar3d.inference.tiling import DEFAULT_TILE, predict_slices
 from mediar3d.inference.tta import FlipTTA, with_flip_tta
 from mediar3d.inference.volume3d import DEFAULT_ROI, is_volumetric, predict_volume, window_size
 from mediar3d.io.naming import anisotropy_from_voxel_size
@@ -201,7 +201,7 @@ def _scale(diameter: float | None, model: InferenceModel, *, clip: bool) -> floa
 
 
 def measure_diameter(volume: Any, model: ModelArg = None, *, anisotropy: float | None = None, do_3d: bool = True,
-                     tile: int = 256,
+                     tile: int = DEFAULT_TILE,
                      tile_overlap: float = 0.25, batch_size: int = 8, tta: bool = False,
                      device: str | torch.device | None = None, intensity_range: tuple[float, float] | None = None,
                      niter: int = 200, max_size_fraction: float = 0.4, model_diameter: float | None = None,
@@ -232,7 +232,7 @@ def predict(
     anisotropy: float | None = None,
     do_3d: bool = True,
     z_only: bool = False,
-    tile: int | None = 256,
+    tile: int | None = DEFAULT_TILE,
     tile_overlap: float = 0.25,
     batch_size: int = 8,
     tta: bool = False,
@@ -275,7 +275,7 @@ def predict(
         niter, max_size_fraction: Post-processing settings of the diameter estimate's masks.
         intensity_range: (low, high) mapped to 0 and 1 instead of percentile normalisation.
         roi_size: Volumetric networks: sliding window (z, y, x) on the network grid;
-            "auto" = (32, tile, tile), None = the whole volume. A volumetric network
+            "auto" = (32, s, s) with s = min(tile, 256), None = the whole volume. A volumetric network
             runs one window per call.
         amp: Volumetric networks: mixed precision (2D networks use float16 on CUDA always).
         channels: Channels of the input to use, in the order the model was trained with
@@ -337,7 +337,8 @@ def predict(
     params: dict[str, Any] = {}
     with as_callback(progress, "windows" if volumetric else "slices", "window" if volumetric else "slice") as report:
         if volumetric:
-            roi = (DEFAULT_ROI[0], tile, tile) if roi_size == "auto" and tile is not None else roi_size
+            side = min(tile, DEFAULT_ROI[1]) if tile is not None else None  # 3D windows stay small by default
+            roi = (DEFAULT_ROI[0], side, side) if roi_size == "auto" and side is not None else roi_size
             roi = None if roi == "auto" else roi
             net = resolved.net.to(dev).eval()
             pred = predict_volume(FlipTTA(net) if tta else net, work, roi_size=roi, overlap=tile_overlap, batch_size=1,

@@ -21,6 +21,7 @@ from mediar3d.inference.anisotropy import resample_image
 from mediar3d.inference.checks import check_segment_options
 from mediar3d.inference.predict import ModelArg, labels, predict
 from mediar3d.inference.progress import ProgressFn, StatusFn, announce
+from mediar3d.inference.tiling import DEFAULT_TILE
 
 
 @dataclasses.dataclass
@@ -104,7 +105,7 @@ def segment(
     anisotropy: float | None = None,
     do_3d: bool = True,
     z_only: bool = False,
-    tile: int = 256,
+    tile: int = DEFAULT_TILE,
     batch_size: int = 8,
     tta: bool = False,
     device: str | torch.device | None = None,

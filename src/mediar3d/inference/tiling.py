@@ -20,6 +20,11 @@ from mediar3d.errors import ConfigError
 NetFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+#: Largest 2D window fed to the network by default. Slices up to this side (after the
+#: anisotropy and diameter zoom) go through whole: on 64 x 256 x 256 (network grid 76 x 304
+#: x 304) the network took half the time of 256-pixel windows at equal AP (benchmarks/RESULTS.md).
+DEFAULT_TILE = 512
+
 def _round_up(value: int, divisor: int) -> int:
     return int(math.ceil(value / divisor) * divisor)
 
@@ -62,7 +67,7 @@ def predict_slices(
     images: np.ndarray,
     net_fn: NetFn,
     *,
-    tile: int = 256,
+    tile: int = DEFAULT_TILE,
     overlap: float = 0.25,
     batch_size: int = 8,
     divisor: int = 32,
