@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from mediar3d.flows.diffusion import flow_errors, object_boxes
+from mediar3d.postprocess.follow import field_unit
 
 __all__ = ["size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
            "fill_holes", "fill_holes_reference", "renumber"]
@@ -101,8 +102,9 @@ def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bo
 
     Args:
         labels: int32 labels 0..N, (Z, Y, X) or (Y, X).
-        field: float32 (Z, Y, X, 3) flows (dz, dy, dx) from
-            :func:`~mediar3d.postprocess.follow.prepare_field` (Z = 1, dz = 0 in 2D).
+        field: (Z, Y, X, 3) flows (dz, dy, dx) from
+            :func:`~mediar3d.postprocess.follow.prepare_field` (Z = 1, dz = 0 in 2D), float32
+            or int16 fixed point (read in its :func:`~mediar3d.postprocess.follow.field_unit`).
         single: recompute the flows in float32 (fast; errors within ~1e-6 of the float64
             ones, see :func:`mediar3d.flows.diffusion.flow_errors`); False for float64.
 
@@ -111,7 +113,7 @@ def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bo
     """
     ndim = labels.ndim
     stack = labels if ndim == 3 else labels[None]
-    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single)
+    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single, unit=field_unit(field))
     return np.concatenate([[np.nan], err])
 
 
