@@ -90,15 +90,21 @@ class _Prepared:
     method: str = "fast"
 
 
-def _prepare(flows: np.ndarray, cellprob: np.ndarray, *, cellprob_threshold: float, max_flow_norm: float,
-             method: str) -> _Prepared:
-    """Steps 1-2 of :func:`compute_masks`: validated inputs -> foreground and flow field (no reference kept to them)."""
-    flows, cellprob = check_inputs(flows, cellprob)
-    shape3 = cellprob.shape if cellprob.ndim == 3 else (1,) + cellprob.shape
+def _prepare(take: Callable[[], tuple[np.ndarray, np.ndarray]], *, cellprob_threshold: float,
+             max_flow_norm: float, method: str) -> _Prepared:
+    """Steps 1-2 of :func:`compute_masks`: the inputs ``take()`` gives -> foreground and flow field.
+
+    The cell probability is dropped once thresholded, before the field is made; no reference
+    to either input is kept.
+    """
+    flows, cellprob = check_inputs(*take())
+    shape = tuple(cellprob.shape)
+    shape3 = shape if len(shape) == 3 else (1,) + shape
     fg = (cellprob > cellprob_threshold).reshape(shape3)
+    del cellprob
     lean = method == "fast" and flows.dtype == np.float16 and 0.0 < max_flow_norm <= 1.0
     field = prepare_field(flows, fg, max_flow_norm, dtype=np.int16 if lean else np.float32)
-    return _Prepared(field=field, fg=fg, shape=tuple(cellprob.shape), method=method)
+    return _Prepared(field=field, fg=fg, shape=shape, method=method)
 
 
 def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
@@ -178,7 +184,7 @@ def compute_masks_taking(take: Callable[[], tuple[np.ndarray, np.ndarray]], *, n
                       peak_kernel=peak_kernel, basin_box=basin_box)
     if method not in ("fast", "reference"):
         raise ConfigError(f"compute_masks method: expected 'fast' or 'reference', got {method!r}")
-    prepared = _prepare(*take(), cellprob_threshold=cellprob_threshold, max_flow_norm=max_flow_norm, method=method)
+    prepared = _prepare(take, cellprob_threshold=cellprob_threshold, max_flow_norm=max_flow_norm, method=method)
     return _masks_from_prepared(prepared, niter=niter, flow_threshold=flow_threshold, min_size=min_size,
                                 max_size_fraction=max_size_fraction, min_size_fraction=min_size_fraction,
                                 seed_min_count=seed_min_count, basin_threshold=basin_threshold,
@@ -234,7 +240,8 @@ def _masks_from_prepared(prepared: _Prepared, *, niter: int = 200, flow_threshol
         del coords
     else:
         labels = scatter_basins(basins, fg, bins)
-    del basins, bins
+    del basins, bins, fg
+    prepared.fg = None  # not needed any more
     t2 = time.perf_counter()
     size_filter(labels, min_size=min_size, max_size=max_size_fraction * labels.size)
     labels = labels if len(out_shape) == 3 else labels[0]
