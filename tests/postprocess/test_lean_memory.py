@@ -69,7 +69,7 @@ def test_int16_field_from_float16_flows(noisy, monkeypatch):
     flows, cellprob = noisy
     half = flows.astype(np.float16)
     fg = cellprob > 0
-    monkeypatch.setattr(follow_module, "_CHUNK_VOXELS", 3 * 40 * 40)  # several slabs
+    monkeypatch.setattr(follow_module, "FIELD_SLAB_VOXELS", 3 * 40 * 40)  # several slabs
     field = prepare_field(half, fg, 1.0, dtype=np.int16)
     reference = prepare_field(half.astype(np.float32), fg, 1.0)
     assert field.dtype == np.int16 and field.nbytes * 2 == reference.nbytes
@@ -117,3 +117,18 @@ def test_taken_inputs_are_freed_before_following(small, monkeypatch):
     taken = compute_masks_taking(lambda: (store.pop("flows"), store.pop("logits")))
     assert alive == [[True, True], [False, False]]  # held by the caller, then handed over and freed
     np.testing.assert_array_equal(taken, expected)
+
+
+def test_slab_wise_counts_and_drops_equal_whole_array_ones(small, monkeypatch):
+    from mediar3d.postprocess import filters
+
+    monkeypatch.setattr(filters, "_SLAB", 999)  # many slabs, the last one short
+    labels = small.copy()
+    np.testing.assert_array_equal(filters.label_counts(labels), np.bincount(small.ravel()))
+    drop = np.zeros(int(small.max()) + 1, bool)
+    drop[[2, 5]] = True
+    expected = np.where(np.isin(small, [2, 5]), 0, small)
+    np.testing.assert_array_equal(filters.drop_labels(labels, drop), expected)
+    np.testing.assert_array_equal(labels, expected)  # in place
+    strided = small.copy()[:, ::2]
+    np.testing.assert_array_equal(filters.drop_labels(strided, drop), expected[:, ::2])

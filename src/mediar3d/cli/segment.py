@@ -337,8 +337,9 @@ def _voxel_text(voxel_size: tuple[float, ...] | None) -> str:
     return "unknown" if voxel_size is None else " x ".join(f"{v:g}" for v in voxel_size) + " um"
 
 
-def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
-    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr / TIFF inputs."""
+def _use_blocks(args: argparse.Namespace, source: Path, status: Callable[[str], None] | None = None) -> bool:
+    """Whether to segment block-wise: --blocks on/off, or auto for a Zarr / TIFF input whose whole-volume
+    run would need more memory than this machine has free (said in one line through ``status``)."""
     from mediar3d.io import image_format
 
     if args.blocks == "off" or getattr(args, "timepoints", False):
@@ -349,13 +350,31 @@ def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
         return False
     if args.blocks == "on":
         return True
-    from mediar3d.distributed import should_use_blocks
-    from mediar3d.io import open_image_lazy
-    from mediar3d.io.tiff import tiff_shape
+    import numpy as np
+
+    from mediar3d.distributed.grid import should_use_blocks, whole_volume_memory
+    from mediar3d.io.naming import anisotropy_from_voxel_size
 
     if image_format(source) == "tiff":  # the header is enough (no zarr import for a TIFF run)
-        return should_use_blocks(tiff_shape(source))
-    return should_use_blocks(open_image_lazy(source).array.shape)
+        from mediar3d.io.tiff import tiff_header
+
+        shape, dtype, voxel = tiff_header(source)
+        voxel_size = tuple(voxel[a] for a in "ZYX") if all(a in voxel for a in "ZYX") else None
+    else:
+        from mediar3d.io import open_image_lazy
+
+        lazy = open_image_lazy(source)
+        shape, dtype, voxel_size = lazy.array.shape, lazy.array.dtype, lazy.voxel_size
+    anisotropy = args.anisotropy if args.anisotropy is not None else anisotropy_from_voxel_size(voxel_size)
+    # The zoom to the model's object size is not known before the diameter is: taken as 1.
+    estimate = dict(anisotropy=float(anisotropy or 1.0), input_itemsize=np.dtype(dtype).itemsize)
+    if not should_use_blocks(shape, **estimate):
+        return False
+    if status is not None:
+        needed, available = whole_volume_memory(shape, **estimate)
+        status(f"{source.name}: a whole-volume run needs ~{needed / 1e9:.1f} GB, {available / 1e9:.1f} GB free: "
+               "segmenting in blocks (--blocks off runs it whole)")
+    return True
 
 
 def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path) -> Path:

@@ -14,8 +14,34 @@ from scipy import ndimage
 from mediar3d.flows.diffusion import flow_errors, object_boxes
 from mediar3d.postprocess.follow import field_unit
 
-__all__ = ["size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
+__all__ = ["label_counts", "size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
            "fill_holes", "fill_holes_reference", "renumber"]
+
+
+#: Labels counted or remapped at a time (np.bincount casts its input to int64: a slab, not the volume).
+_SLAB = 1 << 22
+
+
+def _flat_view(labels: np.ndarray) -> np.ndarray:
+    """A flat view of ``labels`` (a copy only for a non-contiguous array, which is then not written back)."""
+    return labels.reshape(-1) if labels.flags.c_contiguous else np.ravel(labels)
+
+
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """Voxels of every label, ``np.bincount(labels.ravel())``, counted a slab at a time.
+
+    Args:
+        labels: non-negative integer labels of any shape.
+
+    Returns:
+        int64 array (max + 1,): voxels of label k at index k.
+    """
+    flat = _flat_view(labels)
+    counts = np.zeros(int(flat.max(initial=0)) + 1, np.int64)
+    for start in range(0, flat.size, _SLAB):
+        part = np.bincount(flat[start:start + _SLAB], minlength=counts.size)
+        counts += part
+    return counts
 
 
 def drop_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -32,7 +58,13 @@ def drop_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
         lut = np.arange(len(drop), dtype=labels.dtype)
         lut[drop] = 0
         lut[0] = 0
-        labels[...] = lut[labels]
+        if not labels.flags.c_contiguous:
+            labels[...] = lut[labels]
+            return labels
+        flat = labels.reshape(-1)
+        for start in range(0, flat.size, _SLAB):  # in place, a slab at a time
+            part = flat[start:start + _SLAB]
+            part[...] = lut[part]
     return labels
 
 
@@ -47,7 +79,7 @@ def size_filter(labels: np.ndarray, *, min_size: int = 15, max_size: float | Non
     Returns:
         ``labels``.
     """
-    counts = np.bincount(labels.ravel(), minlength=1)
+    counts = label_counts(labels)
     drop = np.zeros(len(counts), bool)
     if min_size > 0:
         drop |= counts < min_size
@@ -84,7 +116,7 @@ def relative_size_filter(labels: np.ndarray, min_fraction: float) -> np.ndarray:
     """
     if min_fraction <= 0:
         return labels
-    counts = np.bincount(labels.ravel(), minlength=1)
+    counts = label_counts(labels)
     present = counts[1:] > 0
     typical = weighted_median(counts[1:][present], counts[1:][present])
     if typical is None:

@@ -27,13 +27,13 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["prepare_field", "field_unit", "foreground_coords", "follow_flows", "follow_to_bins",
+__all__ = ["prepare_field", "field_unit", "FIELD_SLAB_VOXELS", "foreground_coords", "follow_flows", "follow_to_bins",
            "follow_flows_reference", "INT16_UNIT"]
 
 #: Voxels per unit of an int16 field (the largest component, 1 voxel, is stored as 32767).
 INT16_UNIT = 1.0 / 32767.0
 #: Voxels converted to float32 at a time when a field is made from float16 flows.
-_CHUNK_VOXELS = 1 << 22
+FIELD_SLAB_VOXELS = 1 << 22
 
 
 @numba.njit(parallel=True, cache=True)
@@ -105,7 +105,7 @@ def prepare_field(flows: np.ndarray, fg: np.ndarray | None = None,
         _prepare_kernel(np.ascontiguousarray(flows3), fg3, norm, scale, quantize, out)
         return out
     plane = max(1, int(np.prod(flows3.shape[2:])))
-    step = max(1, _CHUNK_VOXELS // plane)
+    step = max(1, FIELD_SLAB_VOXELS // plane)
     for z0 in range(0, flows3.shape[1], step):
         z1 = min(z0 + step, flows3.shape[1])
         _prepare_kernel(np.ascontiguousarray(flows3[:, z0:z1], dtype=np.float32), fg3[z0:z1], norm, scale,
