@@ -108,8 +108,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
     g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
                    help="segment block by block with labels stitched across blocks: on, off, or auto = for a "
-                        "Zarr or TIFF input whose estimated working memory exceeds half of this machine's RAM "
-                        "(default auto); labels then go to <name>_labels.ome.zarr or the given .zarr path")
+                        "Zarr or TIFF input whose whole-volume run is estimated to need more than 80%% of the memory "
+                        "free (default auto; it says so); labels then go to <name>_labels.ome.zarr or the given "
+                        ".zarr path")
     g.add_argument("--block-size", type=int, nargs="+", default=None, metavar="N",
                    help="core block size in voxels, one value or z y x (default: the largest that fits --memory-limit)")
     g.add_argument("--halo", type=int, nargs="+", default=None, metavar="N",
