@@ -37,6 +37,7 @@ def test_estimate_bounds_the_arrays_a_run_allocates(monkeypatch):
 
 def test_estimate_follows_the_network_grid():
     assert network_voxels((32, 100, 100), anisotropy=2.0, scale=1.5) == 96 * 150 * 150
+    assert network_voxels((100, 100), anisotropy=2.0, scale=1.5) == 150 * 150  # an image: no z
     shape = (64, 512, 512)
     base = estimate_peak_bytes(shape, runtime=0)
     zoomed = estimate_peak_bytes(shape, anisotropy=2.0, scale=1.5, runtime=0)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from mediar3d.inference.anisotropy import target_shape
 from mediar3d.postprocess import follow
 
-__all__ = ["RUNTIME_BYTES", "estimate_peak_bytes", "network_voxels"]
+__all__ = ["RUNTIME_BYTES", "estimate_peak_bytes", "network_shape", "network_voxels"]
 
 #: Python, torch, numba and the default model once loaded: ~0.7 GB measured with a CUDA build of
 #: torch on CPU (a CPU-only build of torch is smaller).
@@ -46,11 +46,18 @@ BATCH_BYTES_PER_PIXEL = 48
 ACTIVATION_BYTES_PER_PIXEL = 160
 
 
-def network_voxels(shape: Sequence[int], *, anisotropy: float = 1.0, scale: float = 1.0) -> int:
-    """Voxels of the network grid for a (z, y, x) volume (a leading channel axis is ignored)."""
+def network_shape(shape: Sequence[int], *, anisotropy: float = 1.0, scale: float = 1.0) -> tuple[int, int, int]:
+    """The network grid (z, y, x) of a (z, y, x) volume (a leading channel axis is ignored), or
+    (1, y, x) of a (y, x) image."""
     spatial = tuple(int(n) for n in tuple(shape)[-3:])
-    factors = (anisotropy * scale, scale, scale)[-len(spatial):]
-    return math.prod(target_shape(spatial, factors))
+    if len(spatial) < 3:
+        return (1,) + target_shape(spatial[-2:], (scale, scale))  # type: ignore[return-value]
+    return target_shape(spatial, (anisotropy * scale, scale, scale))  # type: ignore[return-value]
+
+
+def network_voxels(shape: Sequence[int], *, anisotropy: float = 1.0, scale: float = 1.0) -> int:
+    """Voxels of :func:`network_shape`."""
+    return math.prod(network_shape(shape, anisotropy=anisotropy, scale=scale))
 
 
 def estimate_peak_bytes(shape: Sequence[int], *, anisotropy: float = 1.0, scale: float = 1.0,
@@ -59,7 +66,7 @@ def estimate_peak_bytes(shape: Sequence[int], *, anisotropy: float = 1.0, scale:
     """Estimated peak resident memory (bytes) of segmenting a volume whole (see the module docstring).
 
     Args:
-        shape: (z, y, x) volume shape (a leading channel axis is ignored).
+        shape: (z, y, x) volume shape (a leading channel axis is ignored), or (y, x) of an image.
         anisotropy: z voxel size / xy voxel size.
         scale: zoom of y and x, the model's training diameter / the object diameter (1 when
             the diameter is not known yet: objects at the model's size).
@@ -73,9 +80,8 @@ def estimate_peak_bytes(shape: Sequence[int], *, anisotropy: float = 1.0, scale:
         The estimate in bytes.
     """
     inputs = math.prod(int(n) for n in tuple(shape)[-3:])
-    grid = network_voxels(shape, anisotropy=anisotropy, scale=scale)
-    zg, yg, xg = target_shape(tuple(int(n) for n in tuple(shape)[-3:]), (anisotropy * scale, scale, scale))
-    plane = max(yg * xg, zg * xg, zg * yg)
+    zg, yg, xg = network_shape(shape, anisotropy=anisotropy, scale=scale)
+    grid, plane = zg * yg * xg, max(yg * xg, zg * xg, zg * yg)
     kept = 8 * grid if keep_flows else 0
     stages = (
         4 * inputs + 4 * grid,

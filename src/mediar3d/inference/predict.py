@@ -40,6 +40,7 @@ from mediar3d.inference.tta import FlipTTA, with_flip_tta
 from mediar3d.inference.volume3d import DEFAULT_ROI, is_volumetric, predict_volume, window_size
 from mediar3d.io.naming import anisotropy_from_voxel_size
 from mediar3d.models.base import FLOW_SCALE
+from mediar3d.postprocess.filters import widen_into
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +161,9 @@ def resolve_min_size_fraction(fraction: float | None, model: InferenceModel) -> 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered 1..n in order of first appearance; int32 (int64 beyond 2**31 objects)."""
-    labels, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=True)
-    return labels.astype(np.int32 if labels.max(initial=0) < 2**31 else np.int64, copy=False)
+    labels = np.ascontiguousarray(labels)
+    out, _ = fastremap.renumber(labels, in_place=True)
+    return widen_into(labels, out, np.int32 if out.max(initial=0) < 2**31 else np.int64)
 
 
 def _slice_fn(model: InferenceModel, device: torch.device, tta: bool, *, tile: int, overlap: float,

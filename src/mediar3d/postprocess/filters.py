@@ -15,7 +15,7 @@ from mediar3d.flows.diffusion import flow_errors, object_boxes
 from mediar3d.postprocess.follow import field_unit
 
 __all__ = ["label_counts", "size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
-           "fill_holes", "fill_holes_reference", "renumber"]
+           "fill_holes", "fill_holes_reference", "renumber", "widen_into"]
 
 
 #: Labels counted or remapped at a time (np.bincount casts its input to int64: a slab, not the volume).
@@ -277,5 +277,21 @@ def renumber(labels: np.ndarray) -> np.ndarray:
     Returns:
         int32 array of the same shape.
     """
-    out, _ = fastremap.renumber(np.ascontiguousarray(labels), preserve_zero=True, in_place=True)
-    return out.astype(np.int32, copy=False)
+    labels = np.ascontiguousarray(labels)
+    out, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
+    return widen_into(labels, out, np.int32)
+
+
+def widen_into(original: np.ndarray, renumbered: np.ndarray, dtype: type) -> np.ndarray:
+    """``renumbered`` as ``dtype``, written back into ``original`` when that has the dtype.
+
+    fastremap returns renumbered labels in the narrowest dtype that holds them, a new array
+    even ``in_place``; copying them back into the caller's array (which is no longer needed)
+    instead of widening into a third array saves a volume of labels at the peak.
+    """
+    if renumbered is original or renumbered.dtype == dtype:
+        return renumbered
+    if original.dtype == dtype and original.shape == renumbered.shape:
+        np.copyto(original, renumbered, casting="unsafe")
+        return original
+    return renumbered.astype(dtype)
