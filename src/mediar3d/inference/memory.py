@@ -17,11 +17,13 @@ network (orthogonal slices)             4 V (grid) + 8 V (float16 flows + logit 
 flow field                              6 V (float16 flows) + V (foreground) + 6 V (int16 field)
                                         + 12 min(V, S) (a float32 slab of S voxels being converted)
 following, seeds, basins                6 V + V + 4 V (histogram, then labels) + 4 f V (bins)
-filters (size, flow check, holes)       6 V (field) + 4 V (labels) + 4 V (a relabelled copy)
-back to the input grid                  4 V + 4 I (int32 labels) + 4 I (renumbered)
+filters (size, flow check, holes)       6 V (field) + 4 V (labels) + 2 V (renumbered, narrow dtype)
+back to the input grid                  4 V + 4 I (int32 labels) + 2 I (renumbered)
 ======================================  ==============================================
 
-so the peak is ``RUNTIME_BYTES + b I + max(stages)``, about ``14 V`` of data on a dense volume.
+so the peak is ``RUNTIME_BYTES + b I + max(stages)``, about ``13 V`` of data on a large volume.
+Counts and relabelling go a slab at a time (`mediar3d.postprocess.filters`), so no int64 or
+second int32 copy of the labels is made.
 Keeping the flows (``keep_flows``, ``--save-flows``) keeps the 8 V float16 outputs through
 post-processing and adds 16 I for the flows and probability on the input grid.
 """
@@ -88,7 +90,7 @@ def estimate_peak_bytes(shape: Sequence[int], *, anisotropy: float = 1.0, scale:
         12 * grid + ACTIVATION_BYTES_PER_PIXEL * batch_size * tile * tile + BATCH_BYTES_PER_PIXEL * batch_size * plane,
         13 * grid + 12 * min(grid, follow.FIELD_SLAB_VOXELS) + (2 * grid if keep_flows else 0),
         11 * grid + 4 * foreground * grid + kept,
-        14 * grid + kept,
-        4 * grid + 8 * inputs + (16 * inputs + kept if keep_flows else 0),
+        12 * grid + kept,
+        4 * grid + 6 * inputs + (16 * inputs + kept if keep_flows else 0),
     )
     return int(runtime + input_itemsize * inputs + max(stages))
