@@ -91,4 +91,5 @@ def test_blocks_are_chosen_when_the_volume_does_not_fit_the_free_memory(tmp_path
     assert main(["segment", str(source), "-o", str(tmp_path / "whole"), "--blocks", "off", *common]) == 0
     said = capsys.readouterr()
     assert "segmenting in blocks" not in said.err and " blocks, " not in said.out
-    assert (tmp_path / "whole" / "vol_labels.tif").exists() and not (tmp_path / "whole" / "vol_labels.ome.zarr").exists()
+    whole = tmp_path / "whole"
+    assert (whole / "vol_labels.tif").exists() and not (whole / "vol_labels.ome.zarr").exists()

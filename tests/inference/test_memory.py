@@ -39,9 +39,10 @@ def test_estimate_follows_the_network_grid():
     assert network_voxels((32, 100, 100), anisotropy=2.0, scale=1.5) == 96 * 150 * 150
     assert network_voxels((100, 100), anisotropy=2.0, scale=1.5) == 150 * 150  # an image: no z
     shape = (64, 512, 512)
-    base = estimate_peak_bytes(shape, runtime=0)
-    zoomed = estimate_peak_bytes(shape, anisotropy=2.0, scale=1.5, runtime=0)
+    base = estimate_peak_bytes(shape, runtime=0, tile=256)
+    zoomed = estimate_peak_bytes(shape, anisotropy=2.0, scale=1.5, runtime=0, tile=256)
     assert 3.5 < zoomed / base < 2 * 1.5**3  # the grid grows 6.75x; the input and batch terms less
+    assert estimate_peak_bytes(shape, tile=512) > estimate_peak_bytes(shape, tile=256)  # larger network calls
     assert estimate_peak_bytes(shape, keep_flows=True) > estimate_peak_bytes(shape)
 
 

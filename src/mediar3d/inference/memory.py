@@ -34,6 +34,7 @@ import math
 from collections.abc import Sequence
 
 from mediar3d.inference.anisotropy import target_shape
+from mediar3d.inference.tiling import DEFAULT_TILE
 from mediar3d.postprocess import follow
 
 __all__ = ["RUNTIME_BYTES", "estimate_peak_bytes", "network_shape", "network_voxels"]
@@ -63,8 +64,8 @@ def network_voxels(shape: Sequence[int], *, anisotropy: float = 1.0, scale: floa
 
 
 def estimate_peak_bytes(shape: Sequence[int], *, anisotropy: float = 1.0, scale: float = 1.0,
-                        input_itemsize: int = 2, foreground: float = 0.5, tile: int = 256, batch_size: int = 8,
-                        keep_flows: bool = False, runtime: int = RUNTIME_BYTES) -> int:
+                        input_itemsize: int = 2, foreground: float = 0.5, tile: int = DEFAULT_TILE,
+                        batch_size: int = 8, keep_flows: bool = False, runtime: int = RUNTIME_BYTES) -> int:
     """Estimated peak resident memory (bytes) of segmenting a volume whole (see the module docstring).
 
     Args:

@@ -349,7 +349,8 @@ def predict(
             net = resolved.net.to(dev).eval()
             pred = predict_volume(FlipTTA(net) if tta else net, work, roi_size=roi, overlap=tile_overlap, batch_size=1,
                                   device=dev, amp=amp, progress=report)
-            flows = np.divide(pred[:3], FLOW_SCALE, out=np.empty((3,) + pred.shape[1:], OUTPUT_DTYPE), casting="same_kind")
+            flows = np.empty((3,) + pred.shape[1:], OUTPUT_DTYPE)
+            np.divide(pred[:3], FLOW_SCALE, out=flows, casting="same_kind")
             logits = pred[3].astype(OUTPUT_DTYPE)
             del pred
             params.update(roi_size=None if roi is None else list(window_size(work_shape, roi)), overlap=tile_overlap)

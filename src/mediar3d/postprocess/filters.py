@@ -14,8 +14,8 @@ from scipy import ndimage
 from mediar3d.flows.diffusion import flow_errors, object_boxes
 from mediar3d.postprocess.follow import field_unit
 
-__all__ = ["label_counts", "size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
-           "fill_holes", "fill_holes_reference", "renumber", "widen_into"]
+__all__ = ["label_counts", "size_filter", "relative_size_filter", "weighted_median", "drop_labels",
+           "flow_consistency_errors", "fill_holes", "fill_holes_reference", "renumber", "widen_into"]
 
 
 #: Labels counted or remapped at a time (np.bincount casts its input to int64: a slab, not the volume).
