@@ -43,7 +43,7 @@ def test_estimate_follows_the_network_grid():
     zoomed = estimate_peak_bytes(shape, anisotropy=2.0, scale=1.5, runtime=0, tile=256)
     assert 3.5 < zoomed / base < 2 * 1.5**3  # the grid grows 6.75x; the input and batch terms less
     assert estimate_peak_bytes(shape, tile=512) > estimate_peak_bytes(shape, tile=256)  # larger network calls
-    assert estimate_peak_bytes(shape, keep_flows=True) > estimate_peak_bytes(shape)
+    assert estimate_peak_bytes(shape, keep_flows=True, tile=256) > estimate_peak_bytes(shape, tile=256)
 
 
 def test_available_memory_is_known_and_below_the_total():
