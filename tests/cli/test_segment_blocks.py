@@ -68,3 +68,28 @@ def test_blocks_on_zarr_match_whole_volume(tmp_path, capsys):
     assert [int(r["voxels"]) for r in rows] == list(np.bincount(blocked.ravel())[1:])
     # float32 image: regionprops' mean is float32, the slab-wise one float64
     np.testing.assert_allclose([float(r["intensity_mean"]) for r in rows], expected["intensity_mean"], rtol=1e-5)
+
+
+@pytest.mark.dask
+def test_blocks_are_chosen_when_the_volume_does_not_fit_the_free_memory(tmp_path, capsys, monkeypatch):
+    """--blocks auto (the default) goes block-wise, saying why, when the whole-volume estimate exceeds
+    the memory free; --blocks off still runs the volume whole."""
+    import mediar3d.io.memory
+    from mediar3d.io import read_image, write_image
+    from mediar3d.models import create_model, save_checkpoint
+
+    monkeypatch.setattr(mediar3d.io.memory, "available_memory", lambda: 10**6)  # 1 MB free
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", create_model("unet-small", channels=(4, 8)), train_diameter=10.0)
+    source = tmp_path / "vol.tif"
+    write_image(source, np.random.default_rng(0).integers(0, 200, (8, 32, 48)).astype(np.uint8))
+    common = ["--block-size", "8", "32", "32", "--scheduler", "synchronous", "--model", str(checkpoint),
+              "--diameter", "10", "--niter", "10", "--no-progress"]
+    assert main(["segment", str(source), "-o", str(tmp_path / "auto"), *common]) == 0
+    said = capsys.readouterr()
+    assert "GB free: segmenting in blocks" in said.err and "0.0 GB free" in said.err and "2 blocks" in said.out
+    assert read_image(tmp_path / "auto" / "vol_labels.ome.zarr").data.shape == (8, 32, 48)
+    assert main(["segment", str(source), "-o", str(tmp_path / "whole"), "--blocks", "off", *common]) == 0
+    said = capsys.readouterr()
+    assert "segmenting in blocks" not in said.err and " blocks, " not in said.out
+    whole = tmp_path / "whole"
+    assert (whole / "vol_labels.tif").exists() and not (whole / "vol_labels.ome.zarr").exists()

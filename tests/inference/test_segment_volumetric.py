@@ -56,5 +56,6 @@ def test_tta_with_a_3d_network_averages_the_unflipped_predictions_of_flipped_vol
             flows = np.flip(flows, tuple(a + 1 for a in axes)).copy()
             flows[list(axes)] *= -1.0
             expected += flows / 8.0
-    np.testing.assert_allclose(tta.flows, expected, atol=1e-5)
+    # flows are kept in float16 on the network grid: equal up to its rounding (~1e-3 at unit length)
+    np.testing.assert_allclose(tta.flows, expected, atol=2e-3)
     assert not np.allclose(tta.flows, plain.flows, atol=1e-3)  # a random network is not flip-equivariant

@@ -103,14 +103,15 @@ def check_memory_estimate(nbytes: float, what: str, *, skip: bool, available: fl
 
 def check_volume_size(image, anisotropy: float | None, source: object, *, skip: bool) -> None:
     """Before segmenting a (z, y, x) ``Image``: a plausible anisotropy, and the whole-volume pipeline's
-    working memory (z resampled by the anisotropy) within this machine's RAM.
+    peak memory (:func:`mediar3d.inference.memory.estimate_peak_bytes`, z resampled by the anisotropy)
+    within this machine's RAM.
 
     Raises:
         InputError: see :func:`check_anisotropy_plausible` and :func:`check_memory_estimate`.
     """
-    import math
+    import numpy as np
 
-    from mediar3d.distributed.grid import PIPELINE_BYTES_PER_VOXEL
+    from mediar3d.inference.memory import estimate_peak_bytes
     from mediar3d.io.naming import anisotropy_from_voxel_size
 
     shape = image.spatial_shape
@@ -119,8 +120,9 @@ def check_volume_size(image, anisotropy: float | None, source: object, *, skip: 
     value = anisotropy if anisotropy is not None else anisotropy_from_voxel_size(image.voxel_size)
     check_anisotropy_plausible(value, given=anisotropy is not None, voxel_size=image.voxel_size, source=source,
                                skip=skip)
-    voxels = math.prod(shape) * max(float(value or 1.0), 1.0)
-    check_memory_estimate(voxels * PIPELINE_BYTES_PER_VOXEL,
+    needed = estimate_peak_bytes(shape, anisotropy=float(value or 1.0),
+                                 input_itemsize=np.dtype(image.data.dtype).itemsize)
+    check_memory_estimate(needed,
                           f"{source}: segmenting {'x'.join(map(str, shape))} at anisotropy {value or 1:g}", skip=skip)
 
 

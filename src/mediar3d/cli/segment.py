@@ -108,8 +108,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g = p.add_argument_group("large volumes: block-wise on Dask (the [dask] extra)")
     g.add_argument("--blocks", choices=("auto", "on", "off"), default="auto",
                    help="segment block by block with labels stitched across blocks: on, off, or auto = for a "
-                        "Zarr or TIFF input whose estimated working memory exceeds half of this machine's RAM "
-                        "(default auto); labels then go to <name>_labels.ome.zarr or the given .zarr path")
+                        "Zarr or TIFF input whose whole-volume run is estimated to need more than 80%% of the memory "
+                        "free (default auto; it says so); labels then go to <name>_labels.ome.zarr or the given "
+                        ".zarr path")
     g.add_argument("--block-size", type=int, nargs="+", default=None, metavar="N",
                    help="core block size in voxels, one value or z y x (default: the largest that fits --memory-limit)")
     g.add_argument("--halo", type=int, nargs="+", default=None, metavar="N",
@@ -337,8 +338,9 @@ def _voxel_text(voxel_size: tuple[float, ...] | None) -> str:
     return "unknown" if voxel_size is None else " x ".join(f"{v:g}" for v in voxel_size) + " um"
 
 
-def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
-    """Whether to segment block-wise: --blocks on/off, or auto for large Zarr / TIFF inputs."""
+def _use_blocks(args: argparse.Namespace, source: Path, status: Callable[[str], None] | None = None) -> bool:
+    """Whether to segment block-wise: --blocks on/off, or auto for a Zarr / TIFF input whose whole-volume
+    run would need more memory than this machine has free (said in one line through ``status``)."""
     from mediar3d.io import image_format
 
     if args.blocks == "off" or getattr(args, "timepoints", False):
@@ -349,13 +351,31 @@ def _use_blocks(args: argparse.Namespace, source: Path) -> bool:
         return False
     if args.blocks == "on":
         return True
-    from mediar3d.distributed import should_use_blocks
-    from mediar3d.io import open_image_lazy
-    from mediar3d.io.tiff import tiff_shape
+    import numpy as np
+
+    from mediar3d.distributed.grid import should_use_blocks, whole_volume_memory
+    from mediar3d.io.naming import anisotropy_from_voxel_size
 
     if image_format(source) == "tiff":  # the header is enough (no zarr import for a TIFF run)
-        return should_use_blocks(tiff_shape(source))
-    return should_use_blocks(open_image_lazy(source).array.shape)
+        from mediar3d.io.tiff import tiff_header
+
+        shape, dtype, voxel = tiff_header(source)
+        voxel_size = tuple(voxel[a] for a in "ZYX") if all(a in voxel for a in "ZYX") else None
+    else:
+        from mediar3d.io import open_image_lazy
+
+        lazy = open_image_lazy(source)
+        shape, dtype, voxel_size = lazy.array.shape, lazy.array.dtype, lazy.voxel_size
+    anisotropy = args.anisotropy if args.anisotropy is not None else anisotropy_from_voxel_size(voxel_size)
+    # The zoom to the model's object size is not known before the diameter is: taken as 1.
+    estimate = dict(anisotropy=float(anisotropy or 1.0), input_itemsize=np.dtype(dtype).itemsize)
+    if not should_use_blocks(shape, **estimate):
+        return False
+    if status is not None:
+        needed, available = whole_volume_memory(shape, **estimate)
+        status(f"{source.name}: a whole-volume run needs ~{needed / 1e9:.1f} GB, {available / 1e9:.1f} GB free: "
+               "segmenting in blocks (--blocks off runs it whole)")
+    return True
 
 
 def blocks_labels_path(args: argparse.Namespace, source: Path, labels_path: Path) -> Path:

@@ -106,8 +106,10 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], bool]:
     return unique, batch
 
 
-def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> tuple[list[Job], bool]:
-    """Output paths of every input (every time point with --timepoints), and whether this is a batch.
+def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool,
+              status: Callable[[str], None] | None = None) -> tuple[list[Job], bool]:
+    """Output paths of every input (every time point with --timepoints), and whether this is a batch;
+    ``status`` hears why an input goes block-wise on its own.
 
     Refuses a labels-file -o for several outputs and two inputs that would write the same labels.
     """
@@ -131,7 +133,7 @@ def plan_jobs(args: argparse.Namespace, sources: list[Path], batch: bool) -> tup
     for source, t in planned:
         stem = _stem(source) if t is None else f"{_stem(source)}_t{t:04d}"
         labels, prefix = _output_paths(args.output, stem)
-        blocks = t is None and source.exists() and _use_blocks(args, source)
+        blocks = t is None and source.exists() and _use_blocks(args, source, status)
         if blocks:
             labels = blocks_labels_path(args, source, labels)
         if labels in seen:
@@ -170,7 +172,7 @@ def run_batch(args: argparse.Namespace) -> int:
     status = Status(args.quiet)
     args.model = pin_sha256(args.model, args.sha256)
     sources, batch = _sources(args)
-    jobs, batch = plan_jobs(args, sources, batch)
+    jobs, batch = plan_jobs(args, sources, batch, status)
     if not batch and jobs[0].labels.exists() and not args.overwrite:
         raise InputError(f"{jobs[0].labels}: exists; pass --overwrite to replace it, or choose another -o")
     summary = Path(args.output) / "summary.csv" if batch else None

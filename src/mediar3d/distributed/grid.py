@@ -20,6 +20,8 @@ Triple = tuple[int, int, int]
 #: Rough working memory of the full pipeline per voxel of a block extent (image, three
 #: orthogonal passes of flows + cell probability in float32, flow following, labels).
 PIPELINE_BYTES_PER_VOXEL = 64
+#: A whole-volume run may plan to use this share of the memory available; above it, blocks.
+MEMORY_MARGIN = 0.8
 
 
 def _triple(value: int | Sequence[int], name: str) -> Triple:
@@ -87,31 +89,60 @@ def choose_block_size(
     return tuple(max(1, min(side, int(n))) for n in shape)  # type: ignore[return-value]
 
 
+def whole_volume_memory(
+    shape: Sequence[int],
+    *,
+    anisotropy: float = 1.0,
+    scale: float = 1.0,
+    input_itemsize: int = 2,
+    memory_limit: int | None = None,
+    bytes_per_voxel: int | None = None,
+) -> tuple[int, int]:
+    """(Estimated peak bytes of segmenting a volume whole, bytes available to it).
+
+    Args:
+        shape: volume shape (z, y, x) (a leading channel axis is ignored).
+        anisotropy, scale, input_itemsize: as for
+            :func:`mediar3d.inference.memory.estimate_peak_bytes`, which makes the estimate.
+        memory_limit: bytes available; default: what this machine has free now
+            (:func:`mediar3d.io.memory.available_memory`; 0 where that is unknown).
+        bytes_per_voxel: a flat estimate per input voxel instead of the pipeline's.
+    """
+    from mediar3d.inference.memory import estimate_peak_bytes
+    from mediar3d.io.memory import available_memory
+
+    if bytes_per_voxel is not None:
+        needed = math.prod(int(n) for n in tuple(shape)[-3:]) * int(bytes_per_voxel)
+    else:
+        needed = estimate_peak_bytes(shape, anisotropy=anisotropy, scale=scale, input_itemsize=input_itemsize)
+    return needed, int(available_memory() if memory_limit is None else memory_limit)
+
+
 def should_use_blocks(
     shape: Sequence[int],
     *,
     memory_limit: int | None = None,
-    bytes_per_voxel: int = PIPELINE_BYTES_PER_VOXEL,
-    max_fraction: float = 0.5,
+    bytes_per_voxel: int | None = None,
+    max_fraction: float = MEMORY_MARGIN,
+    anisotropy: float = 1.0,
+    scale: float = 1.0,
+    input_itemsize: int = 2,
 ) -> bool:
     """Whether a volume is too large to segment whole and should go block-wise.
 
     Args:
         shape: volume shape (z, y, x) (a leading channel axis is ignored).
-        memory_limit: bytes available; defaults to this machine's total memory (where that is
-            unknown, the answer is False).
-        bytes_per_voxel: working memory per voxel of the whole-volume pipeline.
-        max_fraction: use blocks when the estimate exceeds this fraction of memory.
+        memory_limit, bytes_per_voxel, anisotropy, scale, input_itemsize: see
+            :func:`whole_volume_memory`.
+        max_fraction: use blocks when the estimate exceeds this fraction of the memory available.
 
     Returns:
-        True when the estimated working memory exceeds ``max_fraction * memory_limit``.
+        True when the estimated peak exceeds ``max_fraction`` of the memory available (False
+        where that is unknown).
     """
-    if memory_limit is None:
-        memory_limit = total_memory()
-        if memory_limit is None:
-            return False
-    voxels = math.prod(int(n) for n in tuple(shape)[-3:])
-    return voxels * bytes_per_voxel > max_fraction * memory_limit
+    needed, available = whole_volume_memory(shape, anisotropy=anisotropy, scale=scale, input_itemsize=input_itemsize,
+                                            memory_limit=memory_limit, bytes_per_voxel=bytes_per_voxel)
+    return available > 0 and needed > max_fraction * available
 
 
 def total_memory() -> int | None:

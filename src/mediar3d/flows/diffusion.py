@@ -231,30 +231,30 @@ def _diffuse_kernel(labels, boxes, niters, ndim, out):  # pragma: no cover - com
 
 
 @numba.njit(parallel=True, cache=True)
-def _error_kernel(labels, boxes, niters, ndim, field, err):  # pragma: no cover - compiled
+def _error_kernel(labels, boxes, niters, ndim, field, unit, err):  # pragma: no cover - compiled
     n = boxes.shape[0]
     for k in numba.prange(n):
         box = boxes[k]
         if box[1] <= box[0]:
             continue
         t, m = _object_heat(labels, box, k + 1, niters[k], ndim)
-        err[k] = _object_error(t, m, box, ndim, field)
+        err[k] = _object_error(t, m, box, ndim, field, unit)
 
 
 @numba.njit(parallel=True, cache=True)
-def _error_kernel_single(labels, boxes, niters, ndim, field, err):  # pragma: no cover - compiled
+def _error_kernel_single(labels, boxes, niters, ndim, field, unit, err):  # pragma: no cover - compiled
     n = boxes.shape[0]
     for k in numba.prange(n):
         box = boxes[k]
         if box[1] <= box[0]:
             continue
         t, m = _object_heat_single(labels, box, k + 1, niters[k], ndim)
-        err[k] = _object_error(t, m, box, ndim, field)
+        err[k] = _object_error(t, m, box, ndim, field, unit)
 
 
 @numba.njit(cache=True, nogil=True)
-def _object_error(t, m, box, ndim, field):  # pragma: no cover - compiled
-    """Mean squared difference between the unit gradient of ``t`` and ``field`` over the mask."""
+def _object_error(t, m, box, ndim, field, unit):  # pragma: no cover - compiled
+    """Mean squared difference between the unit gradient of ``t`` and ``field`` (x ``unit``) over the mask."""
     z0, y0, x0 = box[0], box[2], box[4]
     nz, ny, nx = t.shape
     acc = 0.0
@@ -270,9 +270,9 @@ def _object_error(t, m, box, ndim, field):  # pragma: no cover - compiled
                     gx = np.float64(t[z, y, x + 1]) - np.float64(t[z, y, x - 1])
                     nrm = _EPS + np.sqrt(gz * gz + gy * gy + gx * gx)
                     zz, yy, xx = z0 + z - 1, y0 + y - 1, x0 + x - 1
-                    dz = gz / nrm - field[zz, yy, xx, 0]
-                    dy = gy / nrm - field[zz, yy, xx, 1]
-                    dx = gx / nrm - field[zz, yy, xx, 2]
+                    dz = gz / nrm - field[zz, yy, xx, 0] * unit
+                    dy = gy / nrm - field[zz, yy, xx, 1] * unit
+                    dx = gx / nrm - field[zz, yy, xx, 2] * unit
                     acc += dz * dz + dy * dy + dx * dx
                     cnt += 1
     return acc / cnt
@@ -311,7 +311,7 @@ def diffuse_flows(labels: np.ndarray, ndim: int, niter: int | None = None,
 
 
 def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
-                boxes: np.ndarray | None = None, single: bool = False) -> np.ndarray:
+                boxes: np.ndarray | None = None, single: bool = False, unit: float = 1.0) -> np.ndarray:
     """Cellpose's flow-consistency error of every object, without storing its flows.
 
     The error of an object is the mean over its voxels of the squared distance between
@@ -319,7 +319,9 @@ def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
 
     Args:
         labels: int array (S, Y, X), labels 1..N (gaps allowed).
-        field: float32 array (S, Y, X, 3) with components (dz, dy, dx) (dz = 0 in 2D).
+        field: float32 array (S, Y, X, 3) with components (dz, dy, dx) (dz = 0 in 2D), or an
+            int16 fixed-point one (:func:`mediar3d.postprocess.follow.prepare_field`), read in
+            units of ``unit``.
         ndim: 3, or 2 for per-slice objects.
         boxes: precomputed :func:`object_boxes` (optional).
         single: diffuse in float32 (about 2x faster; errors move by ~1e-6, so a mask
@@ -334,8 +336,8 @@ def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
     err = np.full(len(boxes), np.nan)
     if len(boxes):
         kernel = _error_kernel_single if single else _error_kernel
-        kernel(labels, boxes, default_niter(boxes, ndim).astype(np.int64), ndim,
-               np.ascontiguousarray(field, dtype=np.float32), err)
+        array = np.ascontiguousarray(field) if field.dtype == np.int16 else np.ascontiguousarray(field, np.float32)
+        kernel(labels, boxes, default_niter(boxes, ndim).astype(np.int64), ndim, array, float(unit), err)
     return err
 
 

@@ -40,6 +40,7 @@ from mediar3d.inference.tta import FlipTTA, with_flip_tta
 from mediar3d.inference.volume3d import DEFAULT_ROI, is_volumetric, predict_volume, window_size
 from mediar3d.io.naming import anisotropy_from_voxel_size
 from mediar3d.models.base import FLOW_SCALE
+from mediar3d.postprocess.filters import widen_into
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ DEFAULT_MIN_SIZE = 15
 DEFAULT_MIN_SIZE_FRACTION = 0.0
 #: Modes of a Prediction: orthogonal slices, z-slices, one 2D image, a volumetric network.
 MODES = ("3d", "z-only", "2d", "3d-network")
+#: Flows and logits on the network grid are kept in float16: 8 bytes a voxel instead of 16,
+#: a resolution (~1e-3 of a unit flow) far below the network's own error.
+OUTPUT_DTYPE = np.float16
 
 ModelArg = str | Path | torch.nn.Module | InferenceModel | Sequence[str | Path] | None
 
@@ -60,9 +64,10 @@ class Prediction:
     """Network outputs on the network grid and what post-processing needs.
 
     Attributes:
-        flows: float32 flows on the unit scale (network output / FLOW_SCALE): (3, Z, Y, X)
-            (dz, dy, dx) for "3d", "3d-network" and "z-only" (dz = 0 there), (2, Y, X) (dy, dx) for "2d".
-        logits: float32 cell-probability logits, (Z, Y, X) or (Y, X).
+        flows: flows on the unit scale (network output / FLOW_SCALE): (3, Z, Y, X)
+            (dz, dy, dx) for "3d", "3d-network" and "z-only" (dz = 0 there), (2, Y, X) (dy, dx)
+            for "2d"; float16 from `predict` (:data:`OUTPUT_DTYPE`), any float accepted.
+        logits: cell-probability logits, (Z, Y, X) or (Y, X); float16 from `predict`.
         input_shape: Shape of the input the labels are mapped back to.
         mode: One of MODES.
         voxel_factor: Network voxels per input voxel (scales ``min_size``).
@@ -156,8 +161,9 @@ def resolve_min_size_fraction(fraction: float | None, model: InferenceModel) -> 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered 1..n in order of first appearance; int32 (int64 beyond 2**31 objects)."""
-    labels, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=True)
-    return labels.astype(np.int32 if labels.max(initial=0) < 2**31 else np.int64, copy=False)
+    labels = np.ascontiguousarray(labels)
+    out, _ = fastremap.renumber(labels, in_place=True)
+    return widen_into(labels, out, np.int32 if out.max(initial=0) < 2**31 else np.int64)
 
 
 def _slice_fn(model: InferenceModel, device: torch.device, tta: bool, *, tile: int, overlap: float,
@@ -343,13 +349,17 @@ def predict(
             net = resolved.net.to(dev).eval()
             pred = predict_volume(FlipTTA(net) if tta else net, work, roi_size=roi, overlap=tile_overlap, batch_size=1,
                                   device=dev, amp=amp, progress=report)
-            flows, logits = pred[:3] / FLOW_SCALE, pred[3]
+            flows = np.empty((3,) + pred.shape[1:], OUTPUT_DTYPE)
+            np.divide(pred[:3], FLOW_SCALE, out=flows, casting="same_kind")
+            logits = pred[3].astype(OUTPUT_DTYPE)
+            del pred
             params.update(roi_size=None if roi is None else list(window_size(work_shape, roi)), overlap=tile_overlap)
         else:
             stack = work if is_3d else (work[:, None] if channel_first else work[None])
             axes = (0, 1, 2) if mode == "3d" else (0,)
-            flows, logits = predict_orthoslices(stack, slice_fn, axes=axes, batch_size=batch_size, progress=report)
-            flows /= FLOW_SCALE
+            flows, logits = predict_orthoslices(stack, slice_fn, axes=axes, batch_size=batch_size, progress=report,
+                                                dtype=OUTPUT_DTYPE)
+            flows /= OUTPUT_DTYPE(FLOW_SCALE)
             if not is_3d:
                 flows, logits = flows[1:, 0], logits[0]
             params.update(tile=tile, tile_overlap=tile_overlap)
@@ -364,7 +374,7 @@ def predict(
     })
     if channel_first or channels is not None:
         params["channels"] = [int(c) for c in channels] if channels is not None else list(range(array.shape[0]))
-    return Prediction(flows=np.asarray(flows, dtype=np.float32), logits=np.asarray(logits, dtype=np.float32),
+    return Prediction(flows=np.asarray(flows, dtype=OUTPUT_DTYPE), logits=np.asarray(logits, dtype=OUTPUT_DTYPE),
                       input_shape=tuple(spatial_shape), mode=mode, voxel_factor=voxel_factor, thresholds=thresholds,
                       params=params)
 
@@ -379,6 +389,7 @@ def labels(
     niter: int = 200,
     max_size_fraction: float = 0.4,
     stitch_threshold: float = 0.25,
+    release: bool = False,
     **options: Any,
 ) -> np.ndarray:
     """Instance labels on the input grid from a :class:`Prediction`.
@@ -391,12 +402,15 @@ def labels(
         min_size_fraction: Smallest object kept as a fraction of the typical one (None: the Prediction's).
         niter, max_size_fraction: Post-processing settings.
         stitch_threshold: z-only mode: IoU above which masks of consecutive slices join.
+        release: Hand the flows and logits over to post-processing (``outputs.flows`` and
+            ``outputs.logits`` become None), so they are freed once the flow field is made and
+            never held beside it; the Prediction cannot be post-processed again.
         **options: More `mediar3d.postprocess.compute_masks` keyword arguments.
 
     Returns:
         int32 labels of ``outputs.input_shape``, 1..n, 0 = background.
     """
-    from mediar3d.postprocess import compute_masks
+    from mediar3d.postprocess import compute_masks, compute_masks_taking
 
     given = {"cellprob_threshold": cellprob_threshold, "flow_threshold": flow_threshold, "min_size": min_size,
              "min_size_fraction": min_size_fraction}
@@ -412,6 +426,17 @@ def labels(
         planes = [np.asarray(compute_masks(outputs.flows[1:, z], outputs.logits[z], **mask_options))
                   for z in range(outputs.logits.shape[0])]
         masks = stitch_slices(planes, stitch_threshold)
+    elif release:
+        masks = compute_masks_taking(lambda: _take_outputs(outputs), **mask_options)
     else:
         masks = np.asarray(compute_masks(outputs.flows, outputs.logits, **mask_options))
     return relabel(resample_labels(masks, tuple(outputs.input_shape)))
+
+
+def _take_outputs(outputs: Prediction) -> tuple[np.ndarray, np.ndarray]:
+    """(flows, logits) of ``outputs``, which keeps no reference to them (see ``labels(release=True)``)."""
+    if outputs.flows is None or outputs.logits is None:
+        raise InputError("this Prediction's flows were released to an earlier post-processing run")
+    taken = outputs.flows, outputs.logits
+    outputs.flows = outputs.logits = None
+    return taken

@@ -81,7 +81,7 @@ def run_segmentation(
     announce(status, "post-processing: following the flows to masks")
     post_start = time.perf_counter()
     result = SegmentResult(labels=labels(outputs, niter=niter, max_size_fraction=max_size_fraction,
-                                         stitch_threshold=stitch_threshold))
+                                         stitch_threshold=stitch_threshold, release=not keep_flows))
     post_time = time.perf_counter() - post_start
     if keep_flows:
         shape = tuple(outputs.input_shape)

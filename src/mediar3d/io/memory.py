@@ -10,7 +10,7 @@ import numpy as np
 
 from mediar3d.errors import InputError
 
-__all__ = ["physical_memory", "gib", "check_array_fits"]
+__all__ = ["physical_memory", "available_memory", "gib", "check_array_fits"]
 
 
 def physical_memory() -> int:
@@ -24,6 +24,32 @@ def physical_memory() -> int:
             return int(psutil.virtual_memory().total)
         except ImportError:
             return 0
+
+
+def available_memory() -> int:
+    """Bytes of RAM a new allocation can get now without swapping (0 when it cannot be told).
+
+    Linux's ``MemAvailable`` (free memory plus the page cache that can be dropped), else
+    ``psutil.virtual_memory().available`` where psutil is installed (macOS, Windows), else
+    the free pages ``os.sysconf`` reports.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_AVPHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def gib(nbytes: float) -> str:

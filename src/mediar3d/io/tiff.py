@@ -172,11 +172,18 @@ def read_tiff(path: Path, axes: str | None = None) -> tuple[np.ndarray, str, dic
 
 def tiff_shape(path: Path) -> tuple[int, ...]:
     """Shape of a TIFF's first series (as :func:`open_tiff_lazy` opens it), read from its header only."""
+    return tiff_header(path)[0]
+
+
+def tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, dict[str, float]]:
+    """Shape, dtype and voxel size (micrometres per axis letter, as :func:`read_tiff`) of a TIFF's
+    first series, read from its header only."""
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError(f"{path}: TIFF file holds no images")
-            return tuple(int(n) for n in tif.series[0].shape)
+            series = tif.series[0]
+            return tuple(int(n) for n in series.shape), np.dtype(series.dtype), _voxel(tif)
     except InputError:
         raise
     except _TIFF_ERRORS as exc:

@@ -5,7 +5,7 @@ end-point histogram, seeds, basins, size filters, flow-consistency pruning, hole
 and renumbering. :class:`PostprocessParams` holds its settings with defaults and help.
 """
 
-from mediar3d.postprocess.api import check_inputs, compute_masks
+from mediar3d.postprocess.api import check_inputs, compute_masks, compute_masks_taking
 from mediar3d.postprocess.params import PostprocessParams
 
-__all__ = ["compute_masks", "check_inputs", "PostprocessParams"]
+__all__ = ["compute_masks", "compute_masks_taking", "check_inputs", "PostprocessParams"]

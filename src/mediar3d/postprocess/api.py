@@ -1,21 +1,32 @@
-"""Flows + cell probability -> instance labels (Algorithm 4), in 2D and 3D."""
+"""Flows + cell probability -> instance labels (Algorithm 4), in 2D and 3D.
+
+Memory: the inputs are read once, into the foreground mask and the capped, interleaved flow
+field that the following and the flow check use; float16 flows give an int16 fixed-point
+field (half of float32's memory). :func:`compute_masks_taking` gets its inputs from a
+callable, so a caller that owns them (`mediar3d.inference.predict.labels` with
+``release=True``) holds no reference and the flows are freed once the field is made.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from mediar3d.errors import ConfigError, InputError
 from mediar3d.postprocess.filters import (drop_labels, fill_holes, flow_consistency_errors,
                                           relative_size_filter, renumber, size_filter)
-from mediar3d.postprocess.follow import foreground_coords, follow_flows, follow_flows_reference, prepare_field
+from mediar3d.postprocess.follow import (foreground_coords, follow_flows_reference, follow_to_bins,
+                                         prepare_field)
 from mediar3d.postprocess.params import PostprocessParams
-from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins, endpoint_bins_reference,
-                                        find_seeds, find_seeds_reference, histogram, scatter_labels)
+from mediar3d.postprocess.seeds import (basin_map, basin_map_reference, endpoint_bins_reference,
+                                        find_seeds, find_seeds_reference, histogram, scatter_basins,
+                                        scatter_labels)
 
-__all__ = ["compute_masks", "check_inputs"]
+__all__ = ["compute_masks", "compute_masks_taking", "check_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +39,7 @@ def check_inputs(flows: np.ndarray, cellprob: np.ndarray) -> tuple[np.ndarray, n
         cellprob: logits (Z, Y, X) or (Y, X).
 
     Returns:
-        (flows, cellprob) as float32 arrays.
+        (flows, cellprob): float32, or float16 where given so (no copy of either).
 
     Raises:
         InputError: wrong dimensions, mismatched shapes, non-numeric or non-finite values.
@@ -46,13 +57,54 @@ def check_inputs(flows: np.ndarray, cellprob: np.ndarray) -> tuple[np.ndarray, n
                          f"expected {want} (components first: (dz, dy, dx) in 3D, (dy, dx) in 2D)")
     if cellprob.size == 0:
         raise InputError(f"cellprob: empty array of shape {cellprob.shape}")
-    flows = flows.astype(np.float32, copy=False)
-    cellprob = cellprob.astype(np.float32, copy=False)
+    flows = flows if flows.dtype in (np.float16, np.float32) else flows.astype(np.float32)
+    cellprob = cellprob if cellprob.dtype in (np.float16, np.float32) else cellprob.astype(np.float32)
     for name, arr in (("flows", flows), ("cellprob", cellprob)):
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        bad = _count_nonfinite(arr)
         if bad:
             raise InputError(f"{name}: {bad} NaN or infinite values; fix the network output first")
     return flows, cellprob
+
+
+def _count_nonfinite(array: np.ndarray, chunk: int = 1 << 22) -> int:
+    """Number of NaN / infinite values, a slab at a time (no full-size boolean temporary)."""
+    flat = array.reshape(-1) if array.flags.c_contiguous else np.ravel(array)
+    return sum(int(np.count_nonzero(~np.isfinite(flat[i:i + chunk]))) for i in range(0, flat.size, chunk))
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """What :func:`_masks_from_prepared` needs of the flows and the cell probability.
+
+    Attributes:
+        field: (Z, Y, X, 3) capped flows (dz, dy, dx), zero in the background: float32, or
+            int16 fixed point for float16 flows (see `mediar3d.postprocess.follow.prepare_field`).
+        fg: bool (Z, Y, X) foreground (Z = 1 for a 2D input).
+        shape: the cell probability's shape, (Z, Y, X) or (Y, X): the labels' shape.
+        method: "fast" or "reference".
+    """
+
+    field: np.ndarray
+    fg: np.ndarray
+    shape: tuple[int, ...]
+    method: str = "fast"
+
+
+def _prepare(take: Callable[[], tuple[np.ndarray, np.ndarray]], *, cellprob_threshold: float,
+             max_flow_norm: float, method: str) -> _Prepared:
+    """Steps 1-2 of :func:`compute_masks`: the inputs ``take()`` gives -> foreground and flow field.
+
+    The cell probability is dropped once thresholded, before the field is made; no reference
+    to either input is kept.
+    """
+    flows, cellprob = check_inputs(*take())
+    shape = tuple(cellprob.shape)
+    shape3 = shape if len(shape) == 3 else (1,) + shape
+    fg = (cellprob > cellprob_threshold).reshape(shape3)
+    del cellprob
+    lean = method == "fast" and flows.dtype == np.float16 and 0.0 < max_flow_norm <= 1.0
+    field = prepare_field(flows, fg, max_flow_norm, dtype=np.int16 if lean else np.float32)
+    return _Prepared(field=field, fg=fg, shape=shape, method=method)
 
 
 def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
@@ -104,6 +156,26 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
         InputError: bad arrays (see :func:`check_inputs`).
         ConfigError: a parameter is out of range or ``method`` is unknown.
     """
+    return compute_masks_taking(lambda: (flows, cellprob), niter=niter, cellprob_threshold=cellprob_threshold,
+                                flow_threshold=flow_threshold, min_size=min_size, max_size_fraction=max_size_fraction,
+                                min_size_fraction=min_size_fraction, max_flow_norm=max_flow_norm,
+                                seed_min_count=seed_min_count, basin_threshold=basin_threshold,
+                                peak_kernel=peak_kernel, basin_box=basin_box, method=method)
+
+
+def compute_masks_taking(take: Callable[[], tuple[np.ndarray, np.ndarray]], *, niter: int = 200,
+                         cellprob_threshold: float = 0.0, flow_threshold: float = 0.4,
+                         min_size: int = 15, max_size_fraction: float = 0.4,
+                         min_size_fraction: float = 0.0, max_flow_norm: float = 1.0, seed_min_count: int = 10,
+                         basin_threshold: int = 2, peak_kernel: int = 5, basin_box: int = 11,
+                         method: str = "fast") -> np.ndarray:
+    """:func:`compute_masks` on the ``(flows, cellprob)`` that ``take()`` hands over.
+
+    ``take`` is called once, after the settings are checked; its arrays are read into the
+    foreground and the flow field and then dropped, so when the caller kept no reference
+    (e.g. ``take`` pops them from its own store) they are freed before the following starts.
+    Same settings and result as :func:`compute_masks`.
+    """
     PostprocessParams(niter=niter, cellprob_threshold=cellprob_threshold,
                       flow_threshold=flow_threshold, min_size=min_size,
                       max_size_fraction=max_size_fraction, min_size_fraction=min_size_fraction,
@@ -112,24 +184,46 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                       peak_kernel=peak_kernel, basin_box=basin_box)
     if method not in ("fast", "reference"):
         raise ConfigError(f"compute_masks method: expected 'fast' or 'reference', got {method!r}")
-    flows, cellprob = check_inputs(flows, cellprob)
-    out_shape = cellprob.shape
-    shape3 = cellprob.shape if cellprob.ndim == 3 else (1,) + cellprob.shape
-    fg = (cellprob > cellprob_threshold).reshape(shape3)
+    prepared = _prepare(take, cellprob_threshold=cellprob_threshold, max_flow_norm=max_flow_norm, method=method)
+    return _masks_from_prepared(prepared, niter=niter, flow_threshold=flow_threshold, min_size=min_size,
+                                max_size_fraction=max_size_fraction, min_size_fraction=min_size_fraction,
+                                seed_min_count=seed_min_count, basin_threshold=basin_threshold,
+                                peak_kernel=peak_kernel, basin_box=basin_box)
+
+
+def _masks_from_prepared(prepared: _Prepared, *, niter: int = 200, flow_threshold: float = 0.4,
+                        min_size: int = 15, max_size_fraction: float = 0.4, min_size_fraction: float = 0.0,
+                        seed_min_count: int = 10, basin_threshold: int = 2, peak_kernel: int = 5,
+                        basin_box: int = 11) -> np.ndarray:
+    """Steps 2-6 of :func:`compute_masks` on a :func:`_prepare` result.
+
+    The fast method follows the foreground voxels straight to their end-point bins
+    (`mediar3d.postprocess.follow.follow_to_bins`) and writes labels through them
+    (`mediar3d.postprocess.seeds.scatter_basins`): no (N, 3) positions are stored. The
+    reference method keeps the plain steps (start and end positions, SciPy filters).
+
+    Args:
+        prepared: from :func:`_prepare`.
+        niter ... basin_box: as for :func:`compute_masks`.
+
+    Returns:
+        int32 labels of ``prepared.shape``, 0 background, masks 1..N.
+    """
+    out_shape, fg, field = prepared.shape, prepared.fg, prepared.field
+    shape3 = fg.shape
     if not fg.any():
-        logger.info("compute_masks: no voxel above cellprob_threshold=%s", cellprob_threshold)
+        logger.info("compute_masks: no foreground voxel")
         return np.zeros(out_shape, np.int32)
-    ref = method == "reference"
+    ref = prepared.method == "reference"
     t0 = time.perf_counter()
 
-    field = prepare_field(flows, fg, max_flow_norm)
-    coords = foreground_coords(fg)
     if ref:
+        coords = foreground_coords(fg)
         pos = follow_flows_reference(field, coords, niter)
+        bins = endpoint_bins_reference(pos, shape3)
+        del pos
     else:
-        pos = follow_flows(field, coords, niter)
-    bins = endpoint_bins_reference(pos, shape3) if ref else endpoint_bins(pos, shape3)
-    del pos
+        bins = follow_to_bins(field, fg, niter)
     t1 = time.perf_counter()
 
     hist = histogram(bins, shape3)
@@ -140,13 +234,17 @@ def compute_masks(flows: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
         seeds = find_seeds(hist, kernel=peak_kernel, min_count=seed_min_count)
         basins = basin_map(hist, seeds, box=basin_box, threshold=basin_threshold, overwrite=True)
     del hist
-    labels = np.zeros(shape3, np.int32)
-    scatter_labels(labels, coords, basins.reshape(-1), bins)
-    del basins, bins, coords
+    if ref:
+        labels = np.zeros(shape3, np.int32)
+        scatter_labels(labels, coords, basins.reshape(-1), bins)
+        del coords
+    else:
+        labels = scatter_basins(basins, fg, bins)
+    del basins, bins, fg
+    prepared.fg = None  # not needed any more
     t2 = time.perf_counter()
-
     size_filter(labels, min_size=min_size, max_size=max_size_fraction * labels.size)
-    labels = labels if cellprob.ndim == 3 else labels[0]
+    labels = labels if len(out_shape) == 3 else labels[0]
     if flow_threshold > 0 and labels.any():
         err = flow_consistency_errors(labels, field, single=not ref)
         bad = np.nan_to_num(err, nan=0.0) > flow_threshold

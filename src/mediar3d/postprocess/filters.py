@@ -12,9 +12,36 @@ import numpy as np
 from scipy import ndimage
 
 from mediar3d.flows.diffusion import flow_errors, object_boxes
+from mediar3d.postprocess.follow import field_unit
 
-__all__ = ["size_filter", "relative_size_filter", "weighted_median", "drop_labels", "flow_consistency_errors",
-           "fill_holes", "fill_holes_reference", "renumber"]
+__all__ = ["label_counts", "size_filter", "relative_size_filter", "weighted_median", "drop_labels",
+           "flow_consistency_errors", "fill_holes", "fill_holes_reference", "renumber", "widen_into"]
+
+
+#: Labels counted or remapped at a time (np.bincount casts its input to int64: a slab, not the volume).
+_SLAB = 1 << 22
+
+
+def _flat_view(labels: np.ndarray) -> np.ndarray:
+    """A flat view of ``labels`` (a copy only for a non-contiguous array, which is then not written back)."""
+    return labels.reshape(-1) if labels.flags.c_contiguous else np.ravel(labels)
+
+
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """Voxels of every label, ``np.bincount(labels.ravel())``, counted a slab at a time.
+
+    Args:
+        labels: non-negative integer labels of any shape.
+
+    Returns:
+        int64 array (max + 1,): voxels of label k at index k.
+    """
+    flat = _flat_view(labels)
+    counts = np.zeros(int(flat.max(initial=0)) + 1, np.int64)
+    for start in range(0, flat.size, _SLAB):
+        part = np.bincount(flat[start:start + _SLAB], minlength=counts.size)
+        counts += part
+    return counts
 
 
 def drop_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -31,7 +58,13 @@ def drop_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
         lut = np.arange(len(drop), dtype=labels.dtype)
         lut[drop] = 0
         lut[0] = 0
-        labels[...] = lut[labels]
+        if not labels.flags.c_contiguous:
+            labels[...] = lut[labels]
+            return labels
+        flat = labels.reshape(-1)
+        for start in range(0, flat.size, _SLAB):  # in place, a slab at a time
+            part = flat[start:start + _SLAB]
+            part[...] = lut[part]
     return labels
 
 
@@ -46,7 +79,7 @@ def size_filter(labels: np.ndarray, *, min_size: int = 15, max_size: float | Non
     Returns:
         ``labels``.
     """
-    counts = np.bincount(labels.ravel(), minlength=1)
+    counts = label_counts(labels)
     drop = np.zeros(len(counts), bool)
     if min_size > 0:
         drop |= counts < min_size
@@ -83,7 +116,7 @@ def relative_size_filter(labels: np.ndarray, min_fraction: float) -> np.ndarray:
     """
     if min_fraction <= 0:
         return labels
-    counts = np.bincount(labels.ravel(), minlength=1)
+    counts = label_counts(labels)
     present = counts[1:] > 0
     typical = weighted_median(counts[1:][present], counts[1:][present])
     if typical is None:
@@ -101,8 +134,9 @@ def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bo
 
     Args:
         labels: int32 labels 0..N, (Z, Y, X) or (Y, X).
-        field: float32 (Z, Y, X, 3) flows (dz, dy, dx) from
-            :func:`~mediar3d.postprocess.follow.prepare_field` (Z = 1, dz = 0 in 2D).
+        field: (Z, Y, X, 3) flows (dz, dy, dx) from
+            :func:`~mediar3d.postprocess.follow.prepare_field` (Z = 1, dz = 0 in 2D), float32
+            or int16 fixed point (read in its :func:`~mediar3d.postprocess.follow.field_unit`).
         single: recompute the flows in float32 (fast; errors within ~1e-6 of the float64
             ones, see :func:`mediar3d.flows.diffusion.flow_errors`); False for float64.
 
@@ -111,7 +145,7 @@ def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bo
     """
     ndim = labels.ndim
     stack = labels if ndim == 3 else labels[None]
-    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single)
+    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single, unit=field_unit(field))
     return np.concatenate([[np.nan], err])
 
 
@@ -243,5 +277,21 @@ def renumber(labels: np.ndarray) -> np.ndarray:
     Returns:
         int32 array of the same shape.
     """
-    out, _ = fastremap.renumber(np.ascontiguousarray(labels), preserve_zero=True, in_place=True)
-    return out.astype(np.int32, copy=False)
+    labels = np.ascontiguousarray(labels)
+    out, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
+    return widen_into(labels, out, np.int32)
+
+
+def widen_into(original: np.ndarray, renumbered: np.ndarray, dtype: type) -> np.ndarray:
+    """``renumbered`` as ``dtype``, written back into ``original`` when that has the dtype.
+
+    fastremap returns renumbered labels in the narrowest dtype that holds them, a new array
+    even ``in_place``; copying them back into the caller's array (which is no longer needed)
+    instead of widening into a third array saves a volume of labels at the peak.
+    """
+    if renumbered is original or renumbered.dtype == dtype:
+        return renumbered
+    if original.dtype == dtype and original.shape == renumbered.shape:
+        np.copyto(original, renumbered, casting="unsafe")
+        return original
+    return renumbered.astype(dtype)

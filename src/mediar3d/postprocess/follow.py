@@ -12,6 +12,13 @@ that point or the cycle phase that step ``niter`` lands on. Most voxels settle w
 few steps of reaching their centre, so the cost follows the distance to the centre
 rather than ``niter``. :func:`follow_flows_reference` is the plain version with SciPy's
 ``map_coordinates`` for every voxel and every step.
+
+Memory: :func:`follow_to_bins` is :func:`follow_flows` followed by
+:func:`mediar3d.postprocess.seeds.endpoint_bins` in one pass that reads the start positions
+off the foreground mask (no (N, 3) start or end positions are stored) and writes each voxel's
+end-point bin (int32 below 2**31 voxels). A field may be stored as int16 fixed point
+(:data:`INT16_UNIT` voxels per unit, for flows capped at length <= 1): half of float32's
+memory, and a resolution of 3e-5 voxels, finer than the float16 flows it is made from.
 """
 
 from __future__ import annotations
@@ -20,11 +27,17 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["prepare_field", "foreground_coords", "follow_flows", "follow_flows_reference"]
+__all__ = ["prepare_field", "field_unit", "FIELD_SLAB_VOXELS", "foreground_coords", "follow_flows", "follow_to_bins",
+           "follow_flows_reference", "INT16_UNIT"]
+
+#: Voxels per unit of an int16 field (the largest component, 1 voxel, is stored as 32767).
+INT16_UNIT = 1.0 / 32767.0
+#: Voxels converted to float32 at a time when a field is made from float16 flows.
+FIELD_SLAB_VOXELS = 1 << 22
 
 
 @numba.njit(parallel=True, cache=True)
-def _prepare_kernel(flows, fg, max_norm, out):  # pragma: no cover - compiled
+def _prepare_kernel(flows, fg, max_norm, scale, quantize, out):  # pragma: no cover - compiled
     nc = flows.shape[0]
     nz, ny, nx = fg.shape
     for z in numba.prange(nz):
@@ -46,33 +59,63 @@ def _prepare_kernel(flows, fg, max_norm, out):  # pragma: no cover - compiled
                     if nrm > max_norm:
                         s = max_norm / nrm
                 w = s if fg[z, y, x] else 0.0
-                out[z, y, x, 0] = v0 * w
-                out[z, y, x, 1] = v1 * w
-                out[z, y, x, 2] = v2 * w
+                if quantize:
+                    out[z, y, x, 0] = np.rint(v0 * w * scale)
+                    out[z, y, x, 1] = np.rint(v1 * w * scale)
+                    out[z, y, x, 2] = np.rint(v2 * w * scale)
+                else:
+                    out[z, y, x, 0] = v0 * w
+                    out[z, y, x, 1] = v1 * w
+                    out[z, y, x, 2] = v2 * w
 
 
 def prepare_field(flows: np.ndarray, fg: np.ndarray | None = None,
-                  max_norm: float | None = 1.0) -> np.ndarray:
+                  max_norm: float | None = 1.0, dtype: np.dtype | type = np.float32) -> np.ndarray:
     """Interleave a flow field for following, capping its length and zeroing the background.
 
     Args:
-        flows: (3, Z, Y, X) ordered (dz, dy, dx), or (2, Y, X) ordered (dy, dx).
+        flows: (3, Z, Y, X) ordered (dz, dy, dx), or (2, Y, X) ordered (dy, dx); float32, or
+            float16 (converted a slab at a time: no float32 copy of the whole field is made).
         fg: bool mask (Z, Y, X) or (Y, X) of voxels whose flows are kept (None: all).
         max_norm: vectors longer than this are scaled down to it (None or 0: unchanged).
+        dtype: float32, or int16 for a fixed-point field in units of :data:`INT16_UNIT`
+            voxels (half the memory; needs ``0 < max_norm <= 1`` so every component fits).
 
     Returns:
-        float32 array (Z, Y, X, 3) with components (dz, dy, dx); a 2D input gives Z = 1 and
-        dz = 0.
+        array (Z, Y, X, 3) of ``dtype`` with components (dz, dy, dx); a 2D input gives Z = 1
+        and dz = 0. :func:`field_unit` gives its voxels per unit.
+
+    Raises:
+        ValueError: an int16 field asked for flows that are not capped at length <= 1.
     """
+    dtype = np.dtype(dtype)
+    quantize = dtype == np.int16
+    if dtype not in (np.float32, np.int16):
+        raise ValueError(f"prepare_field: dtype must be float32 or int16, not {dtype}")
+    if quantize and not 0.0 < float(max_norm or 0.0) <= 1.0:
+        raise ValueError(f"prepare_field: an int16 field needs 0 < max_norm <= 1, got {max_norm}")
     spatial = flows.shape[1:]
     flows3 = flows if flows.shape[0] == 3 else flows[:, None]
     if fg is None:
         fg = np.ones(spatial, bool)
-    fg3 = np.asarray(fg, bool).reshape(flows3.shape[1:])
-    out = np.empty(flows3.shape[1:] + (3,), np.float32)
-    _prepare_kernel(np.ascontiguousarray(flows3, dtype=np.float32), np.ascontiguousarray(fg3),
-                    float(max_norm or 0.0), out)
+    fg3 = np.ascontiguousarray(np.asarray(fg, bool).reshape(flows3.shape[1:]))
+    out = np.empty(flows3.shape[1:] + (3,), dtype)
+    norm, scale = float(max_norm or 0.0), 1.0 / INT16_UNIT
+    if flows3.dtype == np.float32:
+        _prepare_kernel(np.ascontiguousarray(flows3), fg3, norm, scale, quantize, out)
+        return out
+    plane = max(1, int(np.prod(flows3.shape[2:])))
+    step = max(1, FIELD_SLAB_VOXELS // plane)
+    for z0 in range(0, flows3.shape[1], step):
+        z1 = min(z0 + step, flows3.shape[1])
+        _prepare_kernel(np.ascontiguousarray(flows3[:, z0:z1], dtype=np.float32), fg3[z0:z1], norm, scale,
+                        quantize, out[z0:z1])
     return out
+
+
+def field_unit(field: np.ndarray) -> float:
+    """Voxels per stored unit of a field from :func:`prepare_field`: 1 for float, INT16_UNIT for int16."""
+    return INT16_UNIT if field.dtype == np.int16 else 1.0
 
 
 @numba.njit(cache=True)
@@ -139,34 +182,58 @@ def _interp(field, pz, py, px):  # pragma: no cover - compiled
     return v0, v1, v2
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _follow_point(field, unit, pz, py, px, niter, tol, nz, ny, nx):  # pragma: no cover - compiled
+    """End position of one voxel after ``niter`` steps (stopping once settled)."""
+    qz, qy, qx = pz, py, px  # position one step earlier
+    for t in range(niter):
+        v0, v1, v2 = _interp(field, pz, py, px)
+        rz = min(max(pz + v0 * unit, 0.0), nz)
+        ry = min(max(py + v1 * unit, 0.0), ny)
+        rx = min(max(px + v2 * unit, 0.0), nx)
+        step = max(abs(rz - pz), abs(ry - py), abs(rx - px))
+        if step < tol:  # fixed point
+            return rz, ry, rx
+        if t > 0 and max(abs(rz - qz), abs(ry - qy), abs(rx - qx)) < tol:
+            # 2-cycle: positions alternate between (rz, ry, rx) and (pz, py, px)
+            if (niter - t - 1) % 2 == 0:
+                return rz, ry, rx
+            return pz, py, px
+        qz, qy, qx = pz, py, px
+        pz, py, px = rz, ry, rx
+    return pz, py, px
+
+
 @numba.njit(parallel=True, cache=True)
-def _follow_kernel(field, coords, niter, tol, out):  # pragma: no cover - compiled
+def _follow_kernel(field, unit, coords, niter, tol, out):  # pragma: no cover - compiled
     nz, ny, nx = field.shape[0] - 1.0, field.shape[1] - 1.0, field.shape[2] - 1.0
     n = coords.shape[0]
     for i in numba.prange(n):
-        pz = np.float64(coords[i, 0])
-        py = np.float64(coords[i, 1])
-        px = np.float64(coords[i, 2])
-        qz, qy, qx = pz, py, px  # position one step earlier
-        for t in range(niter):
-            v0, v1, v2 = _interp(field, pz, py, px)
-            rz = min(max(pz + v0, 0.0), nz)
-            ry = min(max(py + v1, 0.0), ny)
-            rx = min(max(px + v2, 0.0), nx)
-            step = max(abs(rz - pz), abs(ry - py), abs(rx - px))
-            if step < tol:  # fixed point
-                pz, py, px = rz, ry, rx
-                break
-            if t > 0 and max(abs(rz - qz), abs(ry - qy), abs(rx - qx)) < tol:
-                # 2-cycle: positions alternate between (rz, ry, rx) and (pz, py, px)
-                if (niter - t - 1) % 2 == 0:
-                    pz, py, px = rz, ry, rx
-                break
-            qz, qy, qx = pz, py, px
-            pz, py, px = rz, ry, rx
+        pz, py, px = _follow_point(field, unit, np.float64(coords[i, 0]), np.float64(coords[i, 1]),
+                                   np.float64(coords[i, 2]), niter, tol, nz, ny, nx)
         out[i, 0] = pz
         out[i, 1] = py
         out[i, 2] = px
+
+
+@numba.njit(parallel=True, cache=True)
+def _follow_bins_kernel(field, unit, fg, starts, niter, tol, out):  # pragma: no cover - compiled
+    nz, ny, nx = fg.shape
+    hz, hy, hx = nz - 1.0, ny - 1.0, nx - 1.0
+    for row in numba.prange(nz * ny):
+        z = row // ny
+        y = row % ny
+        i = starts[row]
+        for x in range(nx):
+            if fg[z, y, x]:
+                pz, py, px = _follow_point(field, unit, np.float64(z), np.float64(y), np.float64(x), niter, tol,
+                                           hz, hy, hx)
+                # as endpoint_bins on the float32 positions follow_flows returns
+                bz = min(max(np.int64(np.rint(np.float32(pz))), 0), nz - 1)
+                by = min(max(np.int64(np.rint(np.float32(py))), 0), ny - 1)
+                bx = min(max(np.int64(np.rint(np.float32(px))), 0), nx - 1)
+                out[i] = (bz * ny + by) * nx + bx
+                i += 1
 
 
 def follow_flows(field: np.ndarray, coords: np.ndarray, niter: int = 200,
@@ -174,7 +241,7 @@ def follow_flows(field: np.ndarray, coords: np.ndarray, niter: int = 200,
     """Final positions of voxels after ``niter`` Euler steps along ``field`` (fast).
 
     Args:
-        field: float32 (Z, Y, X, 3) from :func:`prepare_field`, components (dz, dy, dx).
+        field: (Z, Y, X, 3) from :func:`prepare_field` (float32 or int16), components (dz, dy, dx).
         coords: (N, 3) integer or float start positions (z, y, x) in voxel units.
         niter: number of steps.
         tol: a voxel whose step (or two-step move) falls below this many voxels has settled.
@@ -185,8 +252,35 @@ def follow_flows(field: np.ndarray, coords: np.ndarray, niter: int = 200,
     coords = np.ascontiguousarray(coords)
     out = np.empty((coords.shape[0], 3), np.float32)
     if coords.shape[0]:
-        _follow_kernel(np.ascontiguousarray(field, dtype=np.float32), coords, int(niter),
-                       float(tol), out)
+        _follow_kernel(_field_array(field), field_unit(field), coords, int(niter), float(tol), out)
+    return out
+
+
+def _field_array(field: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(field) if field.dtype == np.int16 else np.ascontiguousarray(field, dtype=np.float32)
+
+
+def follow_to_bins(field: np.ndarray, fg: np.ndarray, niter: int = 200, tol: float = 1e-4) -> np.ndarray:
+    """End-point bin of every foreground voxel, lean: equal to
+    ``endpoint_bins(follow_flows(field, foreground_coords(fg), niter, tol), fg.shape)``.
+
+    Args:
+        field: (Z, Y, X, 3) from :func:`prepare_field` (float32 or int16).
+        fg: bool mask (Z, Y, X) of the voxels to follow, each from its own grid position.
+        niter, tol: as for :func:`follow_flows`.
+
+    Returns:
+        (N,) flat C-order bins of the N foreground voxels in C order: int32 when the volume
+        has fewer than 2**31 voxels, else int64.
+    """
+    fg = np.ascontiguousarray(fg, dtype=bool)
+    rows = np.count_nonzero(fg.reshape(-1, fg.shape[-1]), axis=1)
+    starts = np.zeros(rows.shape[0], np.int64)
+    np.cumsum(rows[:-1], out=starts[1:])
+    total = int(starts[-1] + rows[-1]) if rows.shape[0] else 0
+    out = np.empty(total, np.int32 if fg.size < 2**31 else np.int64)
+    if total:
+        _follow_bins_kernel(_field_array(field), field_unit(field), fg, starts, int(niter), float(tol), out)
     return out
 
 

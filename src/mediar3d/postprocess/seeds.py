@@ -27,6 +27,7 @@ __all__ = [
     "basin_map",
     "basin_map_reference",
     "scatter_labels",
+    "scatter_basins",
 ]
 
 
@@ -73,14 +74,15 @@ def histogram(bins: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Counts of end points per voxel.
 
     Args:
-        bins: int64 (N,) flat indices from :func:`endpoint_bins`.
+        bins: int64 (or int32) (N,) flat indices from :func:`endpoint_bins` or
+            :func:`mediar3d.postprocess.follow.follow_to_bins`.
         shape: volume shape (Z, Y, X).
 
     Returns:
         int32 array (Z, Y, X).
     """
     hist = np.zeros(int(np.prod(shape)), np.int32)
-    _count(np.ascontiguousarray(bins, dtype=np.int64), hist)
+    _count(_index_array(bins), hist)
     return hist.reshape(shape)
 
 
@@ -225,6 +227,52 @@ def basin_map_reference(hist: np.ndarray, seeds: np.ndarray, *, box: int = 11,
 def _scatter(labels, coords, basins, bins):  # pragma: no cover - compiled
     for i in range(coords.shape[0]):
         labels[coords[i, 0], coords[i, 1], coords[i, 2]] = basins[bins[i]]
+
+
+def _index_array(bins: np.ndarray) -> np.ndarray:
+    """``bins`` as a contiguous int32 or int64 array (no copy when it already is one)."""
+    bins = np.asarray(bins)
+    return np.ascontiguousarray(bins, dtype=bins.dtype if bins.dtype in (np.int32, np.int64) else np.int64)
+
+
+@numba.njit(cache=True)
+def _lookup_in_place(bins, basins):  # pragma: no cover - compiled
+    for i in range(bins.shape[0]):
+        bins[i] = basins[bins[i]]
+
+
+@numba.njit(cache=True)
+def _scatter_foreground(labels, fg, values):  # pragma: no cover - compiled
+    i = 0
+    for z in range(fg.shape[0]):
+        for y in range(fg.shape[1]):
+            for x in range(fg.shape[2]):
+                if fg[z, y, x]:
+                    labels[z, y, x] = values[i]
+                    i += 1
+
+
+def scatter_basins(basins: np.ndarray, fg: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Lean :func:`scatter_labels`: labels written over the basin map, no start positions stored.
+
+    The followed voxels are the foreground voxels in C order (as from
+    :func:`mediar3d.postprocess.follow.follow_to_bins`). Each bin is replaced by its basin's
+    label, then the basin map (no longer needed) is cleared and the labels written into it, so
+    neither a second (N,) array nor a second volume is made.
+
+    Args:
+        basins: int32 (Z, Y, X) basin map from :func:`basin_map`; becomes the labels.
+        fg: bool (Z, Y, X) mask of the followed voxels.
+        bins: int32 or int64 (N,) end-point bins of the N foreground voxels; overwritten.
+
+    Returns:
+        ``basins``, now int32 labels (Z, Y, X): each followed voxel the basin of its end point.
+    """
+    bins = _index_array(bins)
+    _lookup_in_place(bins, np.ascontiguousarray(basins).reshape(-1))
+    basins[...] = 0
+    _scatter_foreground(basins, np.ascontiguousarray(fg, dtype=bool), bins)
+    return basins
 
 
 def scatter_labels(labels: np.ndarray, coords: np.ndarray, basins: np.ndarray, bins: np.ndarray) -> np.ndarray:
