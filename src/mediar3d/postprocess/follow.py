@@ -10,7 +10,13 @@ being integrated as soon as it has settled on a fixed point or on a 2-cycle (its
 its move over two steps, is below ``tol`` voxels), and its final position is then read off
 that point or the cycle phase that step ``niter`` lands on. Most voxels settle within a
 few steps of reaching their centre, so the cost follows the distance to the centre
-rather than ``niter``. :func:`follow_flows_reference` is the plain version with SciPy's
+rather than ``niter``. The default tolerance, :data:`SETTLE_TOL` (0.01 voxel), stops a voxel
+while it may still creep towards its fixed point by under 1 % of a voxel per step: its
+position can then differ from the ``niter``-step one by a few hundredths of a voxel, which
+moves a few percent of end points to a neighbouring bin but leaves the labels equal except
+for a handful of voxels (the basins of step 4 take in neighbouring bins), for 1.6-2.7x fewer
+steps than ``tol=1e-4`` (mean 43 -> 16 steps per voxel on exact flows, 35 -> 22 on a network's).
+:func:`follow_flows_reference` is the plain version with SciPy's
 ``map_coordinates`` for every voxel and every step.
 
 Memory: :func:`follow_to_bins` is :func:`follow_flows` followed by
@@ -27,11 +33,14 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["prepare_field", "field_unit", "FIELD_SLAB_VOXELS", "foreground_coords", "follow_flows", "follow_to_bins",
+__all__ = ["prepare_field", "field_unit", "FIELD_SLAB_VOXELS", "SETTLE_TOL", "foreground_coords", "follow_flows",
+           "follow_to_bins",
            "follow_flows_reference", "INT16_UNIT"]
 
 #: Voxels per unit of an int16 field (the largest component, 1 voxel, is stored as 32767).
 INT16_UNIT = 1.0 / 32767.0
+#: A voxel whose step (or two-step move) is below this many voxels has settled (see above).
+SETTLE_TOL = 1e-2
 #: Voxels converted to float32 at a time when a field is made from float16 flows.
 FIELD_SLAB_VOXELS = 1 << 22
 
@@ -237,7 +246,7 @@ def _follow_bins_kernel(field, unit, fg, starts, niter, tol, out):  # pragma: no
 
 
 def follow_flows(field: np.ndarray, coords: np.ndarray, niter: int = 200,
-                 tol: float = 1e-4) -> np.ndarray:
+                 tol: float = SETTLE_TOL) -> np.ndarray:
     """Final positions of voxels after ``niter`` Euler steps along ``field`` (fast).
 
     Args:
@@ -260,7 +269,7 @@ def _field_array(field: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(field) if field.dtype == np.int16 else np.ascontiguousarray(field, dtype=np.float32)
 
 
-def follow_to_bins(field: np.ndarray, fg: np.ndarray, niter: int = 200, tol: float = 1e-4) -> np.ndarray:
+def follow_to_bins(field: np.ndarray, fg: np.ndarray, niter: int = 200, tol: float = SETTLE_TOL) -> np.ndarray:
     """End-point bin of every foreground voxel, lean: equal to
     ``endpoint_bins(follow_flows(field, foreground_coords(fg), niter, tol), fg.shape)``.
 
