@@ -20,7 +20,8 @@ Usage (from the repository root):
       --peer-python .peer/bin/python --peer-script ../shared/tools/peer_cellpose_3d.py \
       --work /tmp/mediar3d-bench
   (--no-peer skips Cellpose; --flows 3d or ortho2d runs one kind only; --peer-flows 3d runs
-  Cellpose on its 3D flows only.)
+  Cellpose on its 3D flows only; --no-flow-check-row adds mediar3d without its flow-consistency
+  check, which Cellpose 4 does not run in 3D.)
 """
 
 from __future__ import annotations
@@ -137,6 +138,16 @@ def bench_size(args, shape: tuple[int, int, int], n: int, work: Path) -> list[di
         print(json.dumps(row), flush=True)
         rows.append(row)
         del masks
+        if args.no_flow_check_row:
+            # Cellpose 4 ignores flow_threshold in 3D: the same steps as the peer's
+            masks, mw, mc, mbase, mpeak = measure(compute_masks, flows, cp, flow_threshold=0.0)
+            row = {"tool": "mediar3d", "flows": kind, "input": "own flows, no flow check", **common,
+                   "reconstruct_s": mw, "reconstruct_cpu_s": mc, "rss_before_reconstruct_mb": mbase,
+                   "peak_rss_reconstruct_mb": mpeak, "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+                   **score(gt, masks)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            del masks
         if not args.no_peer and kind in (args.peer_flows or args.flows):
             peer = run_peer(args, labels_path, kind, work)
             cp_masks = tifffile.imread(peer["masks_path"])
@@ -195,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="flow kinds Cellpose runs on (default: all of --flows; its ortho2d flow "
                          "generation takes ~4x its 3D one)")
     ap.add_argument("--work", default="/tmp/mediar3d-bench", help="folder for labels, flows, masks")
+    ap.add_argument("--no-flow-check-row", action="store_true",
+                    help="also time mediar3d with flow_threshold=0 (Cellpose 4 skips its flow check in 3D)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
