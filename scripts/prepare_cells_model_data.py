@@ -78,7 +78,7 @@ def membrane_volumes(out: Path, count: int, seed: int, per_axis: int) -> list[di
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (data + mapping.json)")
-    p.add_argument("--volumes", type=int, default=40, help="generator volumes")
+    p.add_argument("--volumes", type=int, default=128, help="generator volumes")
     p.add_argument("--per-axis", type=int, default=14, help="annotated slices per orientation and volume")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
