@@ -60,9 +60,9 @@ def test_info_lists_both_bundled_models_with_what_each_is_for(capsys, tmp_path, 
     folder.mkdir()
     shutil.copy(bundled_checkpoint(), folder / sources.BUNDLED_FILE)
     monkeypatch.setattr(sources, "weights_dir", lambda: folder)
-    lines = model_lines()                                  # cells weights absent: listed, with why
+    lines = model_lines()                                  # cells weights absent (a broken install): listed, with why
     assert set(lines) == {"default", "cells"} and "unavailable" not in lines["default"]
-    assert "unavailable" in lines["cells"] and "does not ship its weights yet" in lines["cells"]
+    assert "unavailable" in lines["cells"] and "file is missing" in lines["cells"]
     save_checkpoint(folder / sources.bundled_model("cells").file, create_model("unet-small", channels=(4, 8)),
                     train_diameter=21.0)
     lines = model_lines()                                  # cells weights present: listed like the nuclei model

@@ -83,8 +83,8 @@ def test_cells_names_resolve_to_the_cells_checkpoint_not_the_nuclei_one(tiny_che
 
 def test_cells_model_without_its_weights_is_one_clear_error(tmp_path, monkeypatch):
     _weights_folder(tmp_path / "weights", monkeypatch)
-    with pytest.raises(ModelError, match="'cells': this version of mediar3d does not ship its weights yet.*"
-                                         "MODEL_CARD_cells.md.*finetune --from nuclei"):
+    with pytest.raises(ModelError, match="unet-small-cells.pt: file is missing from the installed package; "
+                                         "reinstall mediar3d"):
         resolve_source("cells")
     assert resolve_source("nuclei").parent == tmp_path / "weights"
 

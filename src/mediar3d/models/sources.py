@@ -40,13 +40,12 @@ BUNDLED_NAMES = ("default", "unet-small", "unet-small-nuclei", "nuclei")
 @dataclass(frozen=True)
 class BundledModel:
     """A model named in the package: its checkpoint file in mediar3d/weights/, the names users
-    may pass, what it is for, its model card, and (``pending``) why its weights may be absent."""
+    may pass, what it is for, and its model card."""
 
     file: str
     names: tuple[str, ...]
     purpose: str
     card: str
-    pending: str = ""
 
 
 #: Name of the mediar3d checkpoint inside a bioimage.io package written by mediar3d.
@@ -60,11 +59,7 @@ BUNDLED_MODELS: tuple[BundledModel, ...] = (
     BundledModel(BUNDLED_FILE, BUNDLED_NAMES, "nuclei (a nuclear stain: DAPI, Hoechst, H2B-FP)", "MODEL_CARD.md"),
     BundledModel("unet-small-cells.pt", ("cells", "unet-small-cells", "membrane"),
                  "whole cells whose boundaries are stained (membrane / cell-wall marker), densely packed tissue",
-                 "MODEL_CARD_cells.md",
-                 pending="this version of mediar3d does not ship its weights yet (weights/MODEL_CARD_cells.md says "
-                         "why and how to train them: scripts/prepare_cells_model_data.py, "
-                         "configs/cells_model.json); meanwhile fine-tune a model on your own annotated cells "
-                         "(`mediar3d finetune --from nuclei --image IMG --labels LAB`)"),
+                 "MODEL_CARD_cells.md"),
 )
 
 
@@ -89,16 +84,13 @@ def bundled_checkpoint(name: str | None = None) -> Path:
     """Path of a bundled checkpoint (default: the nuclei model).
 
     Raises:
-        ModelError: `name` is not a bundled model, its weights are not shipped yet
-            (``pending``), or the package lacks its file.
+        ModelError: `name` is not a bundled model, or the package lacks its file.
     """
     model = bundled_model(name)
     if model is None:
         raise ModelError(f"model {name!r} is not a bundled model ({', '.join(all_bundled_names())})")
     path = weights_dir() / model.file
     if not path.is_file():
-        if model.pending:
-            raise ModelError(f"bundled model {model.names[0]!r}: {model.pending}")
         raise ModelError(f"bundled model {path}: file is missing from the installed package; reinstall mediar3d")
     return path
 
