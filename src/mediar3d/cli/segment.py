@@ -353,7 +353,7 @@ def _use_blocks(args: argparse.Namespace, source: Path, status: Callable[[str], 
         return True
     import numpy as np
 
-    from mediar3d.distributed.grid import should_use_blocks, whole_volume_memory
+    from mediar3d.distributed.grid import exceeds_memory, whole_volume_memory
     from mediar3d.io.naming import anisotropy_from_voxel_size
 
     if image_format(source) == "tiff":  # the header is enough (no zarr import for a TIFF run)
@@ -368,11 +368,11 @@ def _use_blocks(args: argparse.Namespace, source: Path, status: Callable[[str], 
         shape, dtype, voxel_size = lazy.array.shape, lazy.array.dtype, lazy.voxel_size
     anisotropy = args.anisotropy if args.anisotropy is not None else anisotropy_from_voxel_size(voxel_size)
     # The zoom to the model's object size is not known before the diameter is: taken as 1.
-    estimate = dict(anisotropy=float(anisotropy or 1.0), input_itemsize=np.dtype(dtype).itemsize)
-    if not should_use_blocks(shape, **estimate):
+    needed, available = whole_volume_memory(shape, anisotropy=float(anisotropy or 1.0),
+                                            input_itemsize=np.dtype(dtype).itemsize)
+    if not exceeds_memory(needed, available):
         return False
     if status is not None:
-        needed, available = whole_volume_memory(shape, **estimate)
         status(f"{source.name}: a whole-volume run needs ~{needed / 1e9:.1f} GB, {available / 1e9:.1f} GB free: "
                "segmenting in blocks (--blocks off runs it whole)")
     return True

@@ -142,6 +142,11 @@ def should_use_blocks(
     """
     needed, available = whole_volume_memory(shape, anisotropy=anisotropy, scale=scale, input_itemsize=input_itemsize,
                                             memory_limit=memory_limit, bytes_per_voxel=bytes_per_voxel)
+    return exceeds_memory(needed, available, max_fraction)
+
+
+def exceeds_memory(needed: float, available: float, max_fraction: float = MEMORY_MARGIN) -> bool:
+    """Whether ``needed`` bytes exceed ``max_fraction`` of ``available`` (False when that is unknown, 0)."""
     return available > 0 and needed > max_fraction * available
 
 

@@ -34,8 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["prepare_field", "field_unit", "FIELD_SLAB_VOXELS", "SETTLE_TOL", "foreground_coords", "follow_flows",
-           "follow_to_bins",
-           "follow_flows_reference", "INT16_UNIT"]
+           "follow_to_bins", "follow_flows_reference", "INT16_UNIT"]
 
 #: Voxels per unit of an int16 field (the largest component, 1 voxel, is stored as 32767).
 INT16_UNIT = 1.0 / 32767.0
