@@ -146,3 +146,38 @@ def test_default_pipeline_applies_each_intensity_augmentation(name):
     config = AugmentConfig(zoom_prob=0.0, flip_prob=0.0, rot90_prob=0.0, **{**_NO_INTENSITY, f"{name}_prob": 1.0})
     original = textured()["image"][0]
     assert any(not np.allclose(image, original, atol=1e-4) for image, _ in _outputs(config, range(3), textured))
+
+
+@pytest.mark.parametrize("builder", ["2d", "3d"])
+def test_augmentation_runs_without_monai_metadata_and_gives_the_same_numbers(builder, monkeypatch):
+    """No MetaTensor reaches the transforms (tracking doubles the cost); the numbers and MONAI's setting stay."""
+    from monai.data import MetaTensor, get_track_meta
+    from monai.transforms import Compose
+
+    from mediar3d.training.trainer3d import build_volume_transforms
+
+    if builder == "2d":
+        transform, sample = build_train_transforms(32), _sample()
+    else:
+        labels = np.stack([blob_image((40, 52), 4, 6.0, 1)[1]] * 12)
+        transform = build_volume_transforms((8, 32, 32))
+        sample = {"image": (labels > 0).astype(np.float32)[None], "label": labels[None],
+                  "valid": np.ones((1, *labels.shape), np.float32)}
+    last = type(transform.transforms[-1])
+    call, seen = last.__call__, []
+
+    def recording(self, data, *args, **kwargs):
+        seen.append(isinstance(data["image"], MetaTensor))
+        return call(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(last, "__call__", recording)
+    transform.set_random_state(seed=3)
+    plain = transform(dict(sample))
+    tracked = Compose(transform.transforms)  # the same steps with MONAI's default tracking
+    tracked.set_random_state(seed=3)
+    reference = tracked(dict(sample))
+    assert get_track_meta()  # restored after the call
+    assert seen == [False, True]  # metadata tracked only in the reference run
+    assert not any(isinstance(v, MetaTensor) for v in plain.values())
+    for key in ("image", "label", "valid"):
+        assert np.array_equal(np.asarray(plain[key]), np.asarray(reference[key]))

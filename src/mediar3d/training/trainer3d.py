@@ -45,7 +45,7 @@ from mediar3d.training.losses import FLOW_SCALE, masked_loss_terms
 from mediar3d.training.state import unwrap
 from mediar3d.training.supervision import roi_box, supervision_weights
 from mediar3d.training.trainer import Trainer, TrainResult
-from mediar3d.training.transforms import AugmentConfig, IntensityDiversificationd, as_numpy
+from mediar3d.training.transforms import AugmentConfig, IntensityDiversificationd, PlainCompose, as_numpy
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,9 @@ def build_volume_transforms(crop: Sequence[int], config: AugmentConfig | None = 
     transforms (3D Gaussian smoothing). Labels and ``valid`` use nearest interpolation.
 
     Returns:
-        A MONAI ``Compose``.
+        A :class:`~mediar3d.training.transforms.PlainCompose` (no MONAI metadata tracking).
     """
-    from monai.transforms import (Compose, RandAdjustContrastd, RandAxisFlipd, RandGaussianNoised,
+    from monai.transforms import (RandAdjustContrastd, RandAxisFlipd, RandGaussianNoised,
                                   RandGaussianSharpend, RandGaussianSmoothd, RandHistogramShiftd, RandRotate90d,
                                   RandSpatialCropd, RandZoomd, SpatialPadd)
 
@@ -153,7 +153,7 @@ def build_volume_transforms(crop: Sequence[int], config: AugmentConfig | None = 
     steps: list[Any] = [SpatialPadd(keys, spatial_size=crop, mode="constant"),
                         RandSpatialCropd(keys, roi_size=crop, random_size=False)]
     if not cfg.enabled:
-        return Compose(steps)
+        return PlainCompose(steps)
     steps += [
         RandZoomd(keys, prob=cfg.zoom_prob, min_zoom=cfg.zoom_range[0], max_zoom=cfg.zoom_range[1],
                   mode=("trilinear", "nearest", "nearest"), padding_mode="constant", keep_size=True),
@@ -168,7 +168,7 @@ def build_volume_transforms(crop: Sequence[int], config: AugmentConfig | None = 
         RandHistogramShiftd("image", prob=cfg.histogram_prob, num_control_points=cfg.histogram_points),
         RandGaussianSharpend("image", prob=cfg.sharpen_prob),
     ]
-    return Compose(steps)
+    return PlainCompose(steps)
 
 
 def volume_index(index: SampleIndex) -> SampleIndex:
