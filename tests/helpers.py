@@ -31,7 +31,12 @@ def hide_matplotlib(monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     for name in WITHOUT_MATPLOTLIB:
-        monkeypatch.delitem(sys.modules, name, raising=False)
+        if name in sys.modules:
+            parent, _, child = name.rpartition(".")
+            # the fresh import rebinds the parent package's attribute: undone too, so that later
+            # `import a.b; a.b.f` and `from a.b import f` see the same module again
+            monkeypatch.setattr(sys.modules[parent], child, sys.modules[name])
+            monkeypatch.delitem(sys.modules, name)
 
 
 def ball_labels(shape=(20, 40, 40), spacing=13, radius=4.5, seed=0) -> np.ndarray:
