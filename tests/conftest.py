@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `from helpers import ...` from any test folder
 
-from helpers import OracleNet2D, OracleNet3D  # noqa: E402
+from helpers import OracleNet2D, OracleNet3D, hide_matplotlib  # noqa: E402
 
 
 @pytest.fixture
@@ -36,3 +36,10 @@ def oracle2d() -> OracleNet2D:
 def oracle3d() -> OracleNet3D:
     """A perfect volumetric network for volumes of separated bright blobs (see helpers.OracleNet3D)."""
     return OracleNet3D()
+
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """matplotlib as if not installed (the base install); see helpers.hide_matplotlib."""
+    hide_matplotlib(monkeypatch)

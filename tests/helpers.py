@@ -1,4 +1,4 @@
-"""Shared test helpers: synthetic objects and the oracle networks (no training).
+"""Shared test helpers: synthetic objects, the oracle networks (no training), hiding matplotlib.
 
 The oracle networks return what a perfect network would for images of well-separated
 bright objects: 5 x the flows of the bright connected regions (threshold 0.5) and a +-4
@@ -8,9 +8,35 @@ cell-probability logit. `tests/conftest.py` puts this folder on the import path
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from scipy import ndimage
+
+#: Modules that work without matplotlib (figures drawn with Pillow); `hide_matplotlib` imports them afresh.
+WITHOUT_MATPLOTLIB = ("mediar3d.figure", "mediar3d.inference.preview", "mediar3d.models.bioimageio",
+                      "mediar3d.napari._layers")
+
+
+def hide_matplotlib(monkeypatch) -> None:
+    """Make matplotlib unimportable, as in a base install (undone with `monkeypatch`).
+
+    Its modules already imported are hidden too (``sys.modules[name] = None`` makes an
+    import fail), and the modules of `WITHOUT_MATPLOTLIB` are removed from
+    ``sys.modules``, so their next import runs again and a module-level import of
+    matplotlib there fails as well (import them with ``importlib.import_module``).
+    """
+    for name in [n for n in sys.modules if n.split(".")[0] in ("matplotlib", "mpl_toolkits")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for name in WITHOUT_MATPLOTLIB:
+        if name in sys.modules:
+            parent, _, child = name.rpartition(".")
+            # the fresh import rebinds the parent package's attribute: undone too, so that later
+            # `import a.b; a.b.f` and `from a.b import f` see the same module again
+            monkeypatch.setattr(sys.modules[parent], child, sys.modules[name])
+            monkeypatch.delitem(sys.modules, name)
 
 
 def ball_labels(shape=(20, 40, 40), spacing=13, radius=4.5, seed=0) -> np.ndarray:

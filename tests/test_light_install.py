@@ -43,13 +43,15 @@ def test_segment_command_imports_no_optional_package(tmp_path):
     code = f"""
 import json, sys
 from mediar3d.cli.main import main
-assert main(["segment", {str(tmp_path / "tiny.tif")!r}, "-o", {str(tmp_path / "out.tif")!r}, "--diameter", "10"]) == 0
-import mediar3d.inference.preview, mediar3d.sample  # what --sample adds: the bundled volume, a preview figure
+assert main(["segment", {str(tmp_path / "tiny.tif")!r}, "-o", {str(tmp_path / "out.tif")!r}, "--diameter", "10",
+             "--preview"]) == 0
+import mediar3d.sample  # what --sample adds: the bundled volume (and the preview, drawn above)
 mediar3d.sample.sample_path()
-print(json.dumps([m for m in {OPTIONAL!r} + ("zarr",) if m in sys.modules]))
+print(json.dumps([m for m in {OPTIONAL!r} + ("zarr", "matplotlib") if m in sys.modules]))
 """
-    assert json.loads(_python(code)) == []  # zarr too: a TIFF run does not import it (start-up time)
-    assert (tmp_path / "out.tif").is_file()
+    # zarr too: a TIFF run does not import it (start-up time); matplotlib: the plots extra, not the preview's
+    assert json.loads(_python(code)) == []
+    assert (tmp_path / "out.tif").is_file() and (tmp_path / "out_preview.png").is_file()
 
 
 def test_missing_extras_give_one_line_errors_naming_the_extra():

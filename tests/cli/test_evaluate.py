@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,16 @@ def test_unwritable_output_is_an_error_without_leftovers(tmp_path, capsys):
     blocker.write_text("a file where the report folder should go")
     run_fails(["--gt", gt, "--pred", gt, "-o", blocker / "sub"], capsys, "cannot write the report")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.tif", "taken"]
+
+
+def test_without_matplotlib_the_scores_are_written_and_the_plot_left_out(tmp_path, capsys, caplog, no_matplotlib):
+    gt = write(tmp_path / "gt.tif", cells())
+    out_dir = tmp_path / "report"
+    with caplog.at_level(logging.WARNING):
+        out = run_ok(["--gt", gt, "--pred", gt, "-o", out_dir], capsys)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.csv", "metrics.json"]
+    assert json.loads((out_dir / "metrics.json").read_text())["pooled"]["ap"] == [1.0] * 10
+    assert "ap_vs_iou.png" not in out
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "pip install 'mediar3d[plots]'" in warnings[0] and "ap_vs_iou.png left out" in warnings[0]

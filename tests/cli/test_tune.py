@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -117,6 +118,33 @@ def test_tune_learning_curve(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [float(r["objects_seen"]) for r in rows] == [10.0, 100.0]
     assert (tmp_path / "lc" / "learning_curve.png").is_file()
+
+
+def test_tune_without_matplotlib_writes_the_thresholds_and_leaves_the_plot_out(tmp_path, tiny_model, caplog,
+                                                                             no_matplotlib):
+    (image, labels), = _write(tmp_path, 1)
+    with caplog.at_level(logging.WARNING):
+        assert main(["tune", "--model", str(tiny_model), "--image", str(image), "--labels", str(labels), *SMALL]) == 0
+    report = tmp_path / "model_tuned_tuning"
+    assert sorted(p.name for p in report.iterdir()) == ["tuning.csv", "tuning.json"]
+    assert (tmp_path / "model_tuned.pt").is_file()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "pip install 'mediar3d[plots]'" in warnings[0] and "tuning.png left out" in warnings[0]
+
+
+def test_learning_curve_without_matplotlib_stops_before_scoring(tmp_path, capsys, no_matplotlib):
+    from mediar3d.models import create_model, save_checkpoint
+
+    (image, labels), = _write(tmp_path, 1)
+    save_checkpoint(tmp_path / "curve" / "objects_0000010.pt", create_model("unet-small", channels=[8, 16]),
+                    metadata={"objects_seen": 10})
+    assert main(["tune", "--learning-curve", str(tmp_path / "curve"), "--image", str(image), "--labels", str(labels),
+                 "-o", str(tmp_path / "lc"), "--device", "cpu"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("mediar3d tune: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "learning_curve.png" in err and "pip install 'mediar3d[plots]'" in err
+    assert not (tmp_path / "lc").exists() and "objects" not in out  # no checkpoint was scored
 
 
 def test_tune_usage_errors(tmp_path, tiny_model, capsys):

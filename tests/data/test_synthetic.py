@@ -211,3 +211,12 @@ def test_random_volumes_vary_and_repeat():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         make_nuclei_volume((8, 16, 16), **kwargs)
+
+
+def test_montage_png(tmp_path, default_volume):
+    pytest.importorskip("matplotlib")
+    from mediar3d.data.synthetic_preview import save_montage
+
+    image, labels = default_volume
+    save_montage(tmp_path / "m.png", image, labels, n_slices=2, anisotropy=2.0, title="synthetic")
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

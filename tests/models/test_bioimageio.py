@@ -1,13 +1,19 @@
-"""bioimage.io export: the validator accepts the package, its weights reproduce its test output, mediar3d reads it."""
+"""bioimage.io export: the validator accepts the package, its weights reproduce its test output, mediar3d reads it.
+
+The package is exported with matplotlib hidden, as in a base install: its cover is drawn with Pillow.
+"""
 
 from __future__ import annotations
 
+import importlib
 import io
 import zipfile
 
 import numpy as np
 import pytest
 import torch
+from helpers import hide_matplotlib
+from PIL import Image
 
 from mediar3d.cli.main import main
 from mediar3d.models import create_model, load_model, save_checkpoint
@@ -22,7 +28,10 @@ def exported(tmp_path_factory):
     net = create_model("unet-small", channels=(4, 8))
     checkpoint = save_checkpoint(folder / "tiny.pt", net, thresholds={"cellprob_threshold": -0.5, "min_size": 9.0},
                                  train_diameter=12.0)
-    return checkpoint, export_bioimageio(checkpoint, folder / "tiny.zip", authors=["A. Tester"])
+    with pytest.MonkeyPatch.context() as patch:
+        hide_matplotlib(patch)
+        export = importlib.import_module("mediar3d.models.bioimageio").export_bioimageio  # imported afresh
+        return checkpoint, export(checkpoint, folder / "tiny.zip", authors=["A. Tester"])
 
 
 def test_bioimageio_spec_validates_the_package(exported):
@@ -73,3 +82,21 @@ def test_cli_exports_and_refuses_a_volumetric_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "volumetric" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "vol.zip").exists()
+
+
+def test_cover_is_a_2_to_1_png_of_the_input_and_the_probability(exported):
+    _, package = exported
+    with zipfile.ZipFile(package) as archive:
+        raw = np.load(io.BytesIO(archive.read("test_input.npy")))
+        with Image.open(io.BytesIO(archive.read("cover.png"))) as cover:
+            assert cover.format == "PNG" and cover.size == (600, 300)
+            pixels = np.asarray(cover.convert("RGB")).astype(int)
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()  # grey
+    # the left panel is the input, scaled to its box below the title: bright where the input is bright
+    panel = pixels[:, :300, 0]
+    rows, columns = np.flatnonzero((panel < 255).any(axis=1)), np.flatnonzero((panel < 255).any(axis=0))
+    size = columns[-1] + 1 - columns[0]  # the title is narrower than the image
+    shown = panel[rows[-1] + 1 - size:rows[-1] + 1, columns[0]:columns[-1] + 1]  # the square input, enlarged
+    assert size > 200 and rows[0] < rows[-1] + 1 - size  # the title above it
+    resized = np.asarray(Image.fromarray(raw[0, 0]).resize(shown.shape[::-1], Image.Resampling.NEAREST))
+    assert np.corrcoef(shown.ravel(), resized.ravel())[0, 1] > 0.99

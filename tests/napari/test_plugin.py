@@ -1,11 +1,13 @@
 """npe2 manifest, reader of `mediar3d segment` outputs, sample data, flow colours, progress counting."""
 
+import importlib
 import json
 import threading
 
 import numpy as np
 import pytest
 import torch
+from helpers import hide_matplotlib
 
 from mediar3d.io import write_image, write_labels
 from mediar3d.napari._job import SegmentationCancelled, SegmentRequest, run_job
@@ -94,6 +96,21 @@ def test_flow_colours():
     np.testing.assert_array_equal(rgb[3], (64, 128, 64))
     wheel = flows_to_rgb(np.array([[[0.0, 1.0]], [[1.0, 0.0]]], dtype=np.float32))  # (dy, dx): +x, then +y
     assert wheel.shape == (1, 2, 3) and not np.array_equal(wheel[0, 0], wheel[0, 1]) and wheel.max() == 255
+
+
+def test_flow_colour_wheel_needs_no_matplotlib_and_matches_its_hsv(monkeypatch):
+    colors = pytest.importorskip("matplotlib.colors")
+    flows = np.random.default_rng(0).normal(0, 0.7, size=(2, 30, 40)).astype(np.float32)
+    flows[:, 0, 0] = (0.0, -1.0)  # hue exactly 1 (angle pi): red, as hue 0
+    length = np.sqrt((flows ** 2).sum(axis=0))
+    hue = (np.arctan2(flows[0], flows[1]) + np.pi) / (2.0 * np.pi)
+    hsv = np.stack([hue, np.ones_like(hue), np.clip(length, 0.0, 1.0)], axis=-1)
+    expected = np.round(np.clip(colors.hsv_to_rgb(hsv), 0.0, 1.0) * 255).astype(int)
+    hide_matplotlib(monkeypatch)
+    layers = importlib.import_module("mediar3d.napari._layers")  # imported afresh, matplotlib hidden
+    got = layers.flows_to_rgb(flows).astype(int)
+    assert np.abs(got - expected).max() <= 1 and (got == expected).mean() > 0.999  # float rounding at most
+    np.testing.assert_array_equal(got[0, 0], expected[0, 0])
 
 
 def test_anisotropy_from_scale():

@@ -109,3 +109,18 @@ def test_bad_learning_curve_input(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no .pt"):
         evaluate_checkpoints(tmp_path / "empty", [("a", *five_discs(0))])
+
+
+def test_plots_without_matplotlib_name_the_plots_extra(tmp_path, no_matplotlib):
+    from mediar3d.data.synthetic_preview import save_montage
+    from mediar3d.tuning.report import plot_profiles
+
+    rows = [{"objects_seen": 10.0, "score": 0.5}]
+    for draw in (lambda: plot_learning_curve(tmp_path / "curve.png", rows),
+                 lambda: plot_profiles(tmp_path / "tuning.png", None),
+                 lambda: save_montage(tmp_path / "montage.png", np.zeros((4, 8, 8)))):
+        with pytest.raises(ConfigError) as error:
+            draw()
+        message = str(error.value)
+        assert "'matplotlib'" in message and "pip install 'mediar3d[plots]'" in message and "\n" not in message
+    assert not any(tmp_path.iterdir())

@@ -254,9 +254,11 @@ def run_learning_curve(args: argparse.Namespace) -> int:
     from mediar3d.tuning.learning_curve import (
         evaluate_checkpoints,
         plot_learning_curve,
+        plotting_module,
         write_curve_table,
     )
 
+    plotting_module()  # the plot is what this run is for: without matplotlib, stop before scoring
     data = validation_data(args)
     out_dir = args.output if args.output is not None else args.learning_curve
     from mediar3d.cli.guard import guard_outputs

@@ -1,10 +1,15 @@
-"""PNG montage of a few slices of a volume with label outlines, for looking at synthetic data."""
+"""PNG montage of a few slices of a volume with label outlines, for looking at synthetic data.
+
+Drawn with matplotlib (the ``plots`` extra).
+"""
 
 from __future__ import annotations
 
 import os
 
 import numpy as np
+
+from mediar3d.optional import require
 
 __all__ = ["save_montage"]
 
@@ -24,12 +29,13 @@ def save_montage(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray 
         n_slices: z-slices to show (evenly spaced).
         anisotropy: z step in x/y pixels (stretches the x-z section).
         title: figure title.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Raises:
+        ConfigError: matplotlib (the ``plots`` extra) is not installed.
+    """
     from skimage.segmentation import find_boundaries
+
+    figure = require("matplotlib.figure", "plots", "the montage of a synthetic volume")
 
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
@@ -43,7 +49,8 @@ def save_montage(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray 
         y = image.shape[1] // 2
         panels.append((f"x-z at y={y}", image[:, y], None if labels is None else labels[:, y], anisotropy))
     rows = 1 if labels is None else 2
-    fig, axes = plt.subplots(rows, len(panels), figsize=(4 * len(panels), 4 * rows), squeeze=False)
+    fig = figure.Figure(figsize=(4 * len(panels), 4 * rows))
+    axes = fig.subplots(rows, len(panels), squeeze=False)
     for col, (name, img, lab, aspect) in enumerate(panels):
         axes[0, col].imshow(_display(img, low, high), cmap="gray", aspect=aspect, interpolation="nearest")
         axes[0, col].set_title(name)
@@ -57,4 +64,3 @@ def save_montage(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray 
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)

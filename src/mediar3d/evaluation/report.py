@@ -2,6 +2,8 @@
 
 Everything is rendered in memory first and then written file by file with a
 temporary name and a rename, so a failure leaves no partial or stray output.
+The plot needs matplotlib (the ``plots`` extra); without it the scores are written
+and the plot is left out with a warning.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import uuid
@@ -17,8 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mediar3d.errors import ConfigError
 from mediar3d.evaluation.aggregate import PER_THRESHOLD, Summary
 from mediar3d.evaluation.metrics import ImageMetrics
+from mediar3d.optional import require
+
+logger = logging.getLogger(__name__)
 
 REPORT_FILES = ("metrics.csv", "metrics.json", "ap_vs_iou.png")
 CSV_COLUMNS = (
@@ -117,12 +124,13 @@ def render_json(summary: Summary, settings: Mapping | None = None) -> str:
 
 
 def render_plot(summary: Summary) -> bytes:
-    """PNG of AP (pooled, and mean over images when there are several) against IoU threshold."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """PNG of AP (pooled, and mean over images when there are several) against IoU threshold.
 
-    fig = Figure(figsize=(5, 3.6), dpi=100)
-    FigureCanvasAgg(fig)
+    Raises:
+        ConfigError: matplotlib (the ``plots`` extra) is not installed.
+    """
+    figure = require("matplotlib.figure", "plots", "the AP-vs-IoU plot (ap_vs_iou.png)")
+    fig = figure.Figure(figsize=(5, 3.6), dpi=100)
     ax = fig.add_subplot()
     t = summary.thresholds
     ax.plot(t, summary.pooled.ap, marker="o", label="AP (pooled)")
@@ -143,14 +151,20 @@ def render_plot(summary: Summary) -> bytes:
 def write_report(out_dir: str | Path, summary: Summary, settings: Mapping | None = None) -> list[Path]:
     """Write metrics.csv, metrics.json and ap_vs_iou.png into ``out_dir`` (created if missing).
 
+    Without matplotlib (the ``plots`` extra) ap_vs_iou.png is left out with a logged
+    warning: the scores are the report, the plot only shows them.
+
     Returns:
         The written paths. On failure nothing new is left in ``out_dir``.
     """
     contents = {
         "metrics.csv": render_csv(summary).encode(),
         "metrics.json": render_json(summary, settings).encode(),
-        "ap_vs_iou.png": render_plot(summary),
     }
+    try:
+        contents["ap_vs_iou.png"] = render_plot(summary)
+    except ConfigError as error:
+        logger.warning("%s; ap_vs_iou.png left out", error)
     out = Path(out_dir)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

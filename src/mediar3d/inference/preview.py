@@ -1,4 +1,7 @@
-"""Preview figure of a segmentation: orthogonal mid slices and a max projection with outlines."""
+"""Preview figure of a segmentation: orthogonal mid slices and a max projection with outlines.
+
+Drawn with Pillow (`mediar3d.figure`), so `segment --preview` needs no matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,16 @@ from skimage.segmentation import find_boundaries
 from mediar3d.data.normalize import normalize_percentile
 
 
-def _panels(image: np.ndarray, labels: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """(title, image plane, label plane, aspect) for each panel of the preview."""
+def _panels(image: np.ndarray, labels: np.ndarray,
+            anisotropy: float) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(title, image plane, label plane, aspect: row height / column width) for each panel of the preview."""
     if image.ndim == 2:
         return [("image (y, x)", image, labels, 1.0)]
     z, y, x = (n // 2 for n in image.shape)
     return [
         (f"xy: z = {z}", image[z], labels[z], 1.0),
-        (f"xz: y = {y}", image[:, y], labels[:, y], 1.0),
-        (f"yz: x = {x}", image[:, :, x], labels[:, :, x], 1.0),
+        (f"xz: y = {y}", image[:, y], labels[:, y], anisotropy),
+        (f"yz: x = {x}", image[:, :, x], labels[:, :, x], anisotropy),
         ("max projection over z", image.max(axis=0), labels.max(axis=0), 1.0),
     ]
 
@@ -38,30 +42,21 @@ def render_preview(path: str | os.PathLike, image: np.ndarray, labels: np.ndarra
     Returns:
         The path written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    from mediar3d.figure import panel_figure
     from mediar3d.io import atomic_output
 
     shown = normalize_percentile(np.asarray(image), (0.5, 99.8))
-    panels = _panels(shown, np.asarray(labels))
-    fig = Figure(figsize=(4.2 * len(panels), 4.6), dpi=100)
-    FigureCanvasAgg(fig)
+    labels = np.asarray(labels)
     rng = np.random.default_rng(0)
     colours = rng.uniform(0.3, 1.0, size=(int(labels.max(initial=0)) + 1, 3))
-    for k, (name, plane, lab, _) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
+    panels = []
+    for name, plane, lab, aspect in _panels(shown, labels, anisotropy):
         rgb = np.repeat(plane[..., None], 3, axis=-1)
         edges = find_boundaries(lab, mode="inner") & (lab > 0)
         rgb[edges] = colours[lab[edges]]
-        aspect = anisotropy if (image.ndim == 3 and k in (1, 2)) else 1.0
-        ax.imshow(rgb, interpolation="nearest", aspect=aspect)
-        ax.set_title(name, fontsize=10)
-        ax.set_axis_off()
-    fig.suptitle(title or f"{int(labels.max(initial=0))} objects", fontsize=11)
-    fig.tight_layout()
+        panels.append((name, rgb, aspect))
+    figure = panel_figure(panels, (420 * len(panels), 460), title=title or f"{int(labels.max(initial=0))} objects")
     final = Path(path)
     with atomic_output(final) as temp:
-        with open(temp, "wb") as handle:
-            fig.savefig(handle, format="png")
+        figure.save(temp, format="PNG")
     return final

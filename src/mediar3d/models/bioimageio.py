@@ -138,18 +138,20 @@ The mediar3d checkpoint `{PACKAGE_CHECKPOINT}` inside holds the same weights and
 
 
 def _cover(path: Path, image: np.ndarray, output: np.ndarray) -> None:
-    """A 2:1 cover: the test input beside the predicted cell probability."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """A 600 x 300 (2:1) PNG cover: the test input (1, C, H, W) beside the predicted cell probability.
 
-    figure = Figure(figsize=(6, 3), dpi=100)
-    FigureCanvasAgg(figure)
-    for k, (panel, title) in enumerate(((image[0, 0], "input"), (1 / (1 + np.exp(-output[0, 2])), "cell probability"))):
-        axis = figure.add_axes((k / 2, 0, 0.5, 0.9))
-        axis.imshow(panel, cmap="gray")
-        axis.set_title(title, fontsize=9)
-        axis.axis("off")
-    figure.savefig(path)
+    ``output`` is the network's (1, 3, H, W) output; each panel is scaled from its minimum
+    to its maximum (grey).
+    """
+    from scipy.special import expit
+    from skimage.exposure import rescale_intensity
+
+    from mediar3d.figure import panel_figure
+
+    probability = expit(output[0, 2])
+    panels = [(title, rescale_intensity(plane.astype(np.float32), out_range=(0.0, 1.0)), 1.0)
+              for plane, title in ((image[0, 0], "input"), (probability, "cell probability"))]
+    panel_figure(panels, (600, 300)).save(path, format="PNG")
 
 
 def _description(name: str, config: ModelConfig, net: torch.nn.Module, shape: tuple[int, ...],

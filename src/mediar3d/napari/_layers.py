@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import hsv_to_rgb
+from skimage.color import hsv2rgb
 
 from mediar3d.errors import InputError
 
@@ -41,7 +41,7 @@ def flows_to_rgb(flows: np.ndarray) -> np.ndarray:
     else:
         hue = (np.arctan2(flows[0], flows[1]) + np.pi) / (2.0 * np.pi)
         hsv = np.stack([hue, np.ones_like(hue), np.clip(length, 0.0, 1.0)], axis=-1)
-        rgb = hsv_to_rgb(hsv)
+        rgb = hsv2rgb(hsv)
     return np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
 
 

@@ -11,7 +11,8 @@ run replays the earlier epochs' counts exactly.
 
 Evaluation side: :func:`evaluate_checkpoints` scores every checkpoint of a folder on
 validation images (optionally tuning each one's thresholds first) and
-:func:`plot_learning_curve` draws the metric against the number of annotated objects.
+:func:`plot_learning_curve` draws the metric against the number of annotated objects
+(with matplotlib, the ``plots`` extra).
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from mediar3d.errors import ConfigError, InputError
+from mediar3d.optional import require
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ObjectCountCheckpointer", "checkpoint_objects", "evaluate_checkpoints", "plot_learning_curve",
-           "write_curve_table"]
+           "plotting_module", "write_curve_table"]
 
 CHECKPOINT_PATTERN = "objects_{target:07d}.pt"
 
@@ -236,17 +239,28 @@ def write_curve_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Pa
     return path
 
 
+def plotting_module() -> ModuleType:
+    """``matplotlib.figure``, which `plot_learning_curve` draws with.
+
+    Call it before scoring checkpoints to fail early, not after the work.
+
+    Raises:
+        ConfigError: matplotlib (the ``plots`` extra) is not installed; one line naming the extra.
+    """
+    return require("matplotlib.figure", "plots", "the learning curve plot (learning_curve.png)")
+
+
 def plot_learning_curve(path: str | os.PathLike, rows: list[dict[str, Any]], *, metric_label: str = "AP@0.5") -> Path:
-    """Plot the score against annotated objects seen (log x axis) as PNG; checkpoints without a count are left out."""
-    import matplotlib
+    """Plot the score against annotated objects seen (log x axis) as PNG; checkpoints without a count are left out.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Raises:
+        ConfigError: matplotlib (the ``plots`` extra) is not installed.
+    """
     from mediar3d.io import atomic_output
 
+    fig = plotting_module().Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
     points = [(r["objects_seen"], r["score"]) for r in rows if np.isfinite(r["objects_seen"])]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     if points:
         x, y = zip(*points)
         ax.plot(x, y, "o-", color="tab:blue")
@@ -261,5 +275,4 @@ def plot_learning_curve(path: str | os.PathLike, rows: list[dict[str, Any]], *, 
     path = Path(path)
     with atomic_output(path) as temp:
         fig.savefig(temp, dpi=110, format="png")
-    plt.close(fig)
     return path

@@ -1,4 +1,8 @@
-"""Tuning outputs: the table (CSV + JSON), metric-vs-parameter plots, and the tuned checkpoint."""
+"""Tuning outputs: the table (CSV + JSON), metric-vs-parameter plots, and the tuned checkpoint.
+
+The plots need matplotlib (the ``plots`` extra); without it `write_tuning_report` writes
+the table and leaves the plot out with a warning.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mediar3d.errors import InputError
+from mediar3d.errors import ConfigError, InputError
 from mediar3d.io import atomic_output
+from mediar3d.optional import require
 from mediar3d.tuning.search import PARAMETERS, TuneResult
 
 logger = logging.getLogger(__name__)
@@ -32,15 +37,16 @@ def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
 
 
 def plot_profiles(path: str | os.PathLike, result: TuneResult) -> Path:
-    """One panel per parameter: the metric against its value, the others at their best (PNG)."""
-    import matplotlib
+    """One panel per parameter: the metric against its value, the others at their best (PNG).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Raises:
+        ConfigError: matplotlib (the ``plots`` extra) is not installed.
+    """
+    figure = require("matplotlib.figure", "plots", "the tuning plot (tuning.png)")
     path = Path(path)
     label = f"{result.metric.upper()}@{result.iou:g}" if result.metric in ("ap", "f1") else result.metric.upper()
-    fig, axes = plt.subplots(1, len(PARAMETERS), figsize=(4.2 * len(PARAMETERS), 3.4), sharey=True)
+    fig = figure.Figure(figsize=(4.2 * len(PARAMETERS), 3.4))
+    axes = fig.subplots(1, len(PARAMETERS), sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, PARAMETERS):
         rows = result.profiles[name]
         ax.plot([r[name] for r in rows], [r[result.metric] for r in rows], "o-", color="tab:blue")
@@ -54,12 +60,18 @@ def plot_profiles(path: str | os.PathLike, result: TuneResult) -> Path:
     fig.tight_layout()
     with atomic_output(path) as temp:
         fig.savefig(temp, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
 def write_tuning_report(out_dir: str | os.PathLike, result: TuneResult, settings: dict[str, Any]) -> list[Path]:
-    """Write ``tuning.csv``, ``tuning.json`` (best values, scores, settings) and ``tuning.png`` to ``out_dir``."""
+    """Write ``tuning.csv``, ``tuning.json`` (best values, scores, settings) and ``tuning.png`` to ``out_dir``.
+
+    Without matplotlib (the ``plots`` extra) ``tuning.png`` is left out with a logged warning:
+    the tuned thresholds and their table are the result, the plot only shows them.
+
+    Returns:
+        The written paths.
+    """
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +83,12 @@ def write_tuning_report(out_dir: str | os.PathLike, result: TuneResult, settings
     json_path = out / "tuning.json"
     with atomic_output(json_path) as temp:
         Path(temp).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return [write_table(out / "tuning.csv", result.rows), json_path, plot_profiles(out / "tuning.png", result)]
+    written = [write_table(out / "tuning.csv", result.rows), json_path]
+    try:
+        written.append(plot_profiles(out / "tuning.png", result))
+    except ConfigError as error:
+        logger.warning("%s; tuning.png left out", error)
+    return written
 
 
 def write_tuned_checkpoint(model: str | os.PathLike, output: str | os.PathLike, result: TuneResult,
