@@ -26,3 +26,28 @@ def test_the_trainer_loader_initialises_its_workers(blobs2d, tmp_path):
     loader = trainer._loader(0)                      # built, no worker started yet
     assert loader.worker_init_fn is init_worker and loader.multiprocessing_context is not None
     assert loader.persistent_workers and loader.sampler is trainer.sampler
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 0), (2, 0), (3, 1), (4, 2), (16, 8), (64, 8)])
+def test_automatic_workers_none_on_two_cores_then_half_the_cores(cores, expected):
+    from mediar3d.training.loader import resolve_workers
+
+    assert resolve_workers(None, cores=cores) == expected
+    assert resolve_workers(3, cores=cores) == 3  # a number given is kept
+
+
+@pytest.mark.parametrize("cores, expected", [(2, 0), (8, 4)])
+def test_the_trainer_chooses_its_workers_from_the_cores(blobs2d, tmp_path, monkeypatch, cores, expected):
+    import mediar3d.training.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "usable_cores", lambda: cores)
+    trainer = Trainer(tiny_config(blobs2d, tmp_path / "run", num_workers=None, val_every=0))
+    assert trainer._loader(0).num_workers == expected  # built, no worker started yet
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
+def test_bad_num_workers_is_a_config_error(blobs2d, tmp_path, bad):
+    from mediar3d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_workers"):
+        tiny_config(blobs2d, tmp_path / "run", num_workers=bad).validate()

@@ -51,7 +51,7 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
                              "model good on data unlike yours; default: 0.6 in the small-data mode, else 0)")
     parser.add_argument("--val-every", type=int, help="validate every N epochs, 0 = never (default: 1)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--num-workers", type=int, help="data loader processes (default: 2)")
+    parser.add_argument("--num-workers", type=int, help="data loader processes (default: chosen from the CPU cores, none on 2 cores)")
     parser.add_argument("--seed", type=int, help="seed of sampling, augmentation and initialisation (default: 0)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision (autocast); default: the model's thesis recipe (on for "

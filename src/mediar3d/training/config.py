@@ -65,7 +65,8 @@ class TrainConfig:
             (a :class:`mediar3d.tuning.ObjectCountCheckpointer`; in Python pass it as a
             callback to the Trainer); None = none.
         use_pair_weights: Use per-pair sampling weights of the mapping (``mediar3d cluster``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; None chooses from the CPU cores
+            (:func:`mediar3d.training.loader.resolve_workers`: none on 2 cores).
         cache_size: Normalised files each process keeps in memory.
         seed: Seed of sampling, augmentation and initialisation.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
@@ -103,7 +104,7 @@ class TrainConfig:
     niter: int = 200
     checkpoint_at_objects: list[int] | None = None
     use_pair_weights: bool = True
-    num_workers: int = 2
+    num_workers: int | None = None
     cache_size: int = 4
     seed: int = 0
     device: str = "auto"
@@ -149,8 +150,12 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         check_keep_start(self.keep_start)
-        if self.val_every < 0 or self.num_workers < 0:
-            raise ConfigError(f"val_every and num_workers must be >= 0 (got {self.val_every}, {self.num_workers})")
+        if self.val_every < 0:
+            raise ConfigError(f"val_every must be >= 0, got {self.val_every}")
+        workers = self.num_workers
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+            raise ConfigError(f"num_workers must be a whole number >= 0 or null (chosen from the CPU cores), "
+                              f"got {workers!r}")
         if not 0 < self.val_iou <= 1:
             raise ConfigError(f"val_iou must be in (0, 1], got {self.val_iou}")
         low, high = (float(v) for v in self.percentiles)

@@ -38,7 +38,7 @@ from mediar3d.models.registry import ARCH_ATTR
 from mediar3d.training.config import TrainConfig, resolve_amp, save_config
 from mediar3d.training.dataset import SliceDataset, build_index, diameter_scales, training_diameter
 from mediar3d.training.interpolation import StartWeights
-from mediar3d.training.loader import make_loader, shutdown_workers
+from mediar3d.training.loader import make_loader, resolve_workers, shutdown_workers
 from mediar3d.training.losses import TERMS, flow_loss_terms
 from mediar3d.training.metrics_log import MetricsLogger
 from mediar3d.training.sampling import EpochSampler, sample_probabilities
@@ -272,7 +272,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         if self._train_loader is None:
             self._train_loader = make_loader(self.train_set, batch_size=self.config.batch_size, sampler=self.sampler,
-                                             num_workers=self.config.num_workers,
+                                             num_workers=resolve_workers(self.config.num_workers),
                                              pin_memory=self.device.type == "cuda", drop_last=False)
         return self._train_loader
 
