@@ -84,3 +84,19 @@ def test_cellprob_target(scene):
 def test_bad_masks_raise(bad):
     with pytest.raises(InputError):
         masks_to_flows(bad)
+
+
+@pytest.mark.parametrize("shape, seed", [((1, 30, 40), 0), ((9, 17, 23), 1), ((40, 24, 24), 2)])
+def test_object_boxes_match_scipy(shape, seed):
+    """The numba boxes equal find_objects' on labels with gaps, one-voxel objects and one plane."""
+    from mediar3d.flows.diffusion import object_boxes, object_boxes_reference
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    for k in rng.choice(np.arange(1, 40), 25, replace=False):  # gaps in the label numbers
+        z, y, x = (int(rng.integers(0, s)) for s in shape)
+        dz, dy, dx = (int(rng.integers(1, 6)) for _ in range(3))
+        labels[z:z + dz, y:y + dy, x:x + dx] = k
+    labels[-1, -1, -1] = 44  # a one-voxel object in the last corner
+    np.testing.assert_array_equal(object_boxes(labels), object_boxes_reference(labels))
+    assert object_boxes(np.zeros(shape, np.int32)).shape == (0, 6)

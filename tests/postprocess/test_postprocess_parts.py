@@ -141,7 +141,8 @@ def test_flow_consistency_error(small):
     flows = masks_to_flows(small)
     field = prepare_field(flows, small > 0)
     err = flow_consistency_errors(small, field)
-    assert np.isnan(err[0]) and np.nanmax(err[1:]) < 1e-6
+    # the check diffuses with a share of the steps the flows were made with: nearly the same directions
+    assert np.isnan(err[0]) and np.nanmax(err[1:]) < 1e-4
     bad = prepare_field(-flows, small > 0)
     assert np.nanmin(flow_consistency_errors(small, bad)[1:]) > 3.5
     # a 2D mask pruned when its flows point the wrong way, kept with the check off
@@ -160,6 +161,28 @@ def test_endpoint_bins_match_reference():
     pos = pos.astype(np.float32)
     np.testing.assert_array_equal(endpoint_bins(pos, (10, 11, 12)), endpoint_bins_reference(pos, (10, 11, 12)))
     assert endpoint_bins(np.array([[0.5, 1.5, 2.5]], np.float32), (10, 11, 12))[0] == (0 * 11 + 2) * 12 + 2
+
+
+def test_flow_check_diffuses_with_its_share_of_cellpose_steps(small):
+    """The error of a mask is the mean squared distance to its flows diffused with FLOW_CHECK_STEP_SHARE of the steps."""
+    from mediar3d.flows.diffusion import default_niter, diffuse_flows, object_boxes
+    from mediar3d.postprocess.filters import FLOW_CHECK_STEP_SHARE
+
+    lab = (small == small.max()).astype(np.int32)  # one object: one step count
+    rng = np.random.default_rng(3)
+    field_zyx = rng.normal(0, 0.5, (3, *lab.shape)).astype(np.float32)
+    field = prepare_field(field_zyx, lab > 0)
+    inside = lab > 0
+    full = int(default_niter(object_boxes(lab), 3)[0])
+
+    def expected(niter):
+        own = diffuse_flows(lab, 3, niter=niter)
+        return float((((own - np.moveaxis(field, -1, 0)) ** 2).sum(0))[inside].mean())
+
+    err = flow_consistency_errors(lab, field, single=False)[1]
+    assert 0.0 < FLOW_CHECK_STEP_SHARE < 1.0
+    assert err == pytest.approx(expected(round(full * FLOW_CHECK_STEP_SHARE)), abs=1e-6)
+    assert abs(expected(full) - err) > 1e-5  # the step count is seen by this test
 
 
 @pytest.mark.parametrize("ndim", [3, 2])

@@ -126,11 +126,20 @@ def relative_size_filter(labels: np.ndarray, min_fraction: float) -> np.ndarray:
     return drop_labels(labels, drop)
 
 
+#: Share of Cellpose's diffusion steps the flow check recomputes each mask's flows with
+#: (:func:`flow_consistency_errors`). The check's time is proportional to it; at half the
+#: steps the errors of the bundled model's masks moved by at most 0.009 (a third: 0.02)
+#: and the masks of all 10 volumes of the validation panel stayed identical (see
+#: benchmarks/RESULTS.md, 2026-12-07), while thresholds are tuned in steps of 0.2.
+FLOW_CHECK_STEP_SHARE = 0.5
+
+
 def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bool = True) -> np.ndarray:
     """Flow-consistency error of every mask (Cellpose's ``flow_error``, in 2D and 3D).
 
     The error of a mask is the mean, over its voxels, of the squared difference between
-    the unit flows recomputed from the mask alone and the given flows.
+    the unit flows recomputed from the mask alone (heat diffusion with
+    :data:`FLOW_CHECK_STEP_SHARE` of Cellpose's steps) and the given flows.
 
     Args:
         labels: int32 labels 0..N, (Z, Y, X) or (Y, X).
@@ -145,7 +154,8 @@ def flow_consistency_errors(labels: np.ndarray, field: np.ndarray, *, single: bo
     """
     ndim = labels.ndim
     stack = labels if ndim == 3 else labels[None]
-    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single, unit=field_unit(field))
+    err = flow_errors(stack, field, ndim, boxes=object_boxes(stack), single=single, unit=field_unit(field),
+                      step_share=FLOW_CHECK_STEP_SHARE)
     return np.concatenate([[np.nan], err])
 
 
