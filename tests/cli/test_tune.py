@@ -229,3 +229,41 @@ def test_default_output_of_a_url_is_a_plain_file_name_here(model, expected):
     from mediar3d.cli.tune import _default_output
 
     assert _default_output(model) == Path(expected)
+
+
+def test_tune_chooses_the_model_diameter_and_stores_it(tmp_path, capsys):
+    """The network runs at each model diameter; the best one and its thresholds go into the tuned checkpoint,
+    which then scores what the search reported."""
+    from mediar3d.data.synthetic import make_nuclei_volume
+    from mediar3d.io import write_image, write_labels
+    from mediar3d.models import read_checkpoint
+
+    image, labels = make_nuclei_volume((16, 64, 64), n_nuclei=14, radius_range=(5.0, 6.0), seed=3)
+    write_image(tmp_path / "img.tif", image)
+    write_labels(tmp_path / "gt.tif", labels)
+    data = ["--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "gt.tif"), *SMALL]
+    tuned = tmp_path / "tuned.pt"
+    assert main(["tune", "--model", "default", "-o", str(tuned), "--report", str(tmp_path / "rep"),
+                 "--model-diameters", "8", "12", *data]) == 0
+    report = json.loads((tmp_path / "rep" / "tuning.json").read_text())
+    scores = report["settings"]["model_diameters"]
+    assert set(scores) == {"8", "12"} and scores["8"] != scores["12"]  # the network saw two sizes
+    chosen = max(scores, key=scores.get)
+    config, _ = read_checkpoint(tuned)
+    assert config.train_diameter == float(chosen) == report["settings"]["model_diameter"]
+    assert report["score"] == pytest.approx(scores[chosen])
+    assert "<- chosen" in capsys.readouterr().out
+    # the tuned checkpoint alone (its diameter, its thresholds) scores what the search found
+    assert main(["tune", "--model", str(tuned), "--no-write", "--report", str(tmp_path / "again"), *data]) == 0
+    again = json.loads((tmp_path / "again" / "tuning.json").read_text())
+    assert again["start_score"] == pytest.approx(report["score"])
+
+
+def test_tune_model_diameters_usage_errors(tmp_path, tiny_model, capsys):
+    (image, labels), = _write(tmp_path, 1)
+    data = ["--image", str(image), "--labels", str(labels)]
+    assert main(["tune", "--model", str(tiny_model), "--model-diameters", "0", *data]) == 1
+    assert "--model-diameters" in capsys.readouterr().err
+    assert main(["tune", "--model", str(tiny_model), "--model", str(tiny_model), "--model-diameters", "20",
+                 *data]) == 1
+    assert "single --model" in capsys.readouterr().err

@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="candidate smallest object sizes in voxels (default 0 15 50 150)")
     search.add_argument("--min-size-fractions", nargs="+", type=float, default=None, metavar="F",
                         help="candidate min_size_fraction values (fraction of the typical object; default 0 0.1 0.2 0.3)")
+    search.add_argument("--model-diameters", nargs="+", type=float, default=None, metavar="D",
+                        help="also choose the model's working diameter: the object size in pixels that images are "
+                             "zoomed to before the network (default: the checkpoint's own, not searched); the "
+                             "network runs once per value and image, and the best value is written into the tuned "
+                             "checkpoint (its train_diameter) with its thresholds")
     search.add_argument("--tune-each", action="store_true",
                         help="with --learning-curve: tune every checkpoint's thresholds before scoring it")
     add_inference_arguments(p.add_argument_group("inference (as in segment)"))
@@ -194,6 +199,40 @@ def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> l
     return outputs
 
 
+def _model_diameters(args: argparse.Namespace) -> list[float | None]:
+    """The model diameters to try: ``--model-diameters`` (checked, in the order given), else [None] (the model's own)."""
+    values = getattr(args, "model_diameters", None)
+    if not values:
+        return [None]
+    if len(args.model) > 1:
+        raise ConfigError("--model-diameters tunes one model; give a single --model")
+    from mediar3d.inference.checks import check_number
+
+    for value in values:
+        check_number(value, "--model-diameters", minimum=1)
+    return list(dict.fromkeys(float(v) for v in values))
+
+
+def _with_model_diameter(options: dict[str, Any], model_diameter: float | None) -> dict[str, Any]:
+    return options if model_diameter is None else {**options, "model_diameter": model_diameter}
+
+
+def _search(args: argparse.Namespace, outputs: list) -> Any:
+    """The threshold search on one set of network outputs, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from mediar3d.tuning.search import tune_thresholds
+
+    with tqdm(desc="settings", unit="setting", disable=None) as bar:
+        def advance(row: dict[str, Any]) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{args.metric} {row[args.metric]:.3f}")
+
+        return tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None,
+                               method=args.search, start=_start(args.model), sparse_gt=args.sparse,
+                               progress=advance, niter=args.niter)
+
+
 def _network(models: list[str]) -> str | list[str]:
     """What `predict_outputs` runs: the one model, or the ensemble of several."""
     return models[0] if len(models) == 1 else list(models)
@@ -280,7 +319,6 @@ def run_learning_curve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Tune, write the report and the tuned checkpoint; returns 0."""
     from mediar3d.tuning.report import write_tuned_checkpoint, write_tuning_report
-    from mediar3d.tuning.search import tune_thresholds
 
     if args.learning_curve is not None:
         if args.model is not None:
@@ -294,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.iou <= 1:
         raise ConfigError(f"--iou {args.iou}: must be in (0, 1]")
     _grid(args)  # candidates checked before the network runs
+    _model_diameters(args)
     outputs_to_write = _outputs_to_write(args)
     report = args.report or outputs_to_write[0].with_name(f"{outputs_to_write[0].stem}_tuning")
     data = validation_data(args)
@@ -302,25 +341,30 @@ def run(args: argparse.Namespace) -> int:
     read = [args.data, *(p for item in data for p in item[4])]
     guard_outputs([] if args.no_write else outputs_to_write, read)
     guard_outputs([report], read, flag="--report", folders=[report])
-    outputs = _outputs(args, data, segment_options(args))
-    from tqdm.auto import tqdm
-
-    with tqdm(desc="settings", unit="setting", disable=None) as bar:
-        def advance(row: dict[str, Any]) -> None:
-            bar.update(1)
-            bar.set_postfix_str(f"{args.metric} {row[args.metric]:.3f}")
-
-        result = tune_thresholds(outputs, metric=args.metric, iou=args.iou, grid=_grid(args) or None,
-                                 method=args.search, start=_start(args.model), sparse_gt=args.sparse,
-                                 progress=advance, niter=args.niter)
+    candidates = _model_diameters(args)
+    by_diameter: dict[float | None, Any] = {}
+    for model_diameter in candidates:
+        if model_diameter is not None:
+            print(f"model diameter {model_diameter:g} px:")
+        outputs = _outputs(args, data, _with_model_diameter(segment_options(args), model_diameter))
+        by_diameter[model_diameter] = (_search(args, outputs), outputs)
+    chosen = max(candidates, key=lambda d: by_diameter[d][0].score)  # first of equals: the order given
+    result, outputs = by_diameter[chosen]
     settings = {"diameters": {o.name: o.diameter for o in outputs},
                 "model": str(args.model[0]) if len(args.model) == 1 else [str(m) for m in args.model],
                 "data": str(args.data) if args.data else [str(p) for p in args.image],
                 "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
                 "images": [item[0] for item in data], **{k: v for k, v in segment_options(args).items()}}
+    if chosen is not None:
+        settings["model_diameter"] = chosen
+        settings["model_diameters"] = {f"{d:g}": by_diameter[d][0].score for d in candidates}
+        for d in candidates:
+            print(f"  model diameter {d:g} px: {args.metric} {by_diameter[d][0].score:.4f}"
+                  f"{'  <- chosen' if d == chosen else ''}")
     written = write_tuning_report(report, result, settings)
     if not args.no_write:
-        written[:0] = [write_tuned_checkpoint(m, out, result, settings) for m, out in zip(args.model, outputs_to_write)]
+        written[:0] = [write_tuned_checkpoint(m, out, result, settings, train_diameter=chosen)
+                       for m, out in zip(args.model, outputs_to_write)]
     best = ", ".join(f"{k}={v:g}" for k, v in result.best.items())
     print(f"{args.metric} on {len(data)} images: {result.start_score:.4f} -> {result.score:.4f} with {best} "
           f"({len(result.rows)} settings)")

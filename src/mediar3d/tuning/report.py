@@ -7,6 +7,7 @@ the table and leaves the plot out with a warning.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -92,7 +93,7 @@ def write_tuning_report(out_dir: str | os.PathLike, result: TuneResult, settings
 
 
 def write_tuned_checkpoint(model: str | os.PathLike, output: str | os.PathLike, result: TuneResult,
-                           settings: dict[str, Any] | None = None) -> Path:
+                           settings: dict[str, Any] | None = None, *, train_diameter: float | None = None) -> Path:
     """Copy a checkpoint with the tuned thresholds (atomic; ``output`` may be ``model`` itself).
 
     ``cellprob_threshold``, ``flow_threshold`` and ``min_size`` go into the checkpoint's
@@ -104,6 +105,8 @@ def write_tuned_checkpoint(model: str | os.PathLike, output: str | os.PathLike, 
         output: File to write.
         result: The search result.
         settings: Extra facts to record (data, metric, ...).
+        train_diameter: A tuned model diameter (pixels) to store as the checkpoint's
+            ``train_diameter`` (the object size inputs are zoomed to); None keeps the model's.
 
     Returns:
         The path written.
@@ -113,6 +116,8 @@ def write_tuned_checkpoint(model: str | os.PathLike, output: str | os.PathLike, 
 
     source = resolve_source(model)
     net, config = load_model(source)
+    if train_diameter is not None:
+        config = dataclasses.replace(config, train_diameter=float(train_diameter))
     tuning = {"metric": result.metric, "iou": result.iou, "score": result.score, "start": result.start,
               "start_score": result.start_score, "source": str(source), **(settings or {})}
     path = save_checkpoint(output, net, config=config, thresholds={k: float(v) for k, v in result.best.items()},
