@@ -116,3 +116,26 @@ def test_volumetric_finetuning_zooms_whole_volumes(tmp_path):
     zoomed = trainer.train_set.raw_sample(number)["label"][0]
     assert np.asarray(zoomed.shape) / np.asarray(labels.shape) == pytest.approx([1.5] * 3, rel=0.05)
     assert _volume_diameter(zoomed) == pytest.approx(target, rel=0.1)
+
+
+@pytest.mark.parametrize("start", [START_DIAMETER, None, "scratch"])
+def test_a_configured_train_diameter_wins_and_is_recorded(small_discs, tmp_path, start):
+    """config.train_diameter zooms the data to it (over the start model's or the data's own) and is saved."""
+    wanted = 30.0
+    init = None if start == "scratch" else str(_start_checkpoint(tmp_path / "start.pt", start))
+    config = tiny_config(small_discs, tmp_path / "run", init_from=init, train_diameter=wanted, val_every=0,
+                         epochs=1, samples_per_epoch=2)
+    trainer = Trainer(config)
+    assert trainer.model_info["train_diameter"] == wanted
+    raw = np.stack([trainer.train_set.raw_sample(i)["label"][0] for i in range(len(trainer.train_set))])
+    assert _median_diameter(raw) == pytest.approx(wanted, rel=0.1)
+    trainer.fit()
+    assert read_checkpoint(tmp_path / "run" / "model_last.pt")[0].train_diameter == wanted
+
+
+@pytest.mark.parametrize("bad", [0.5, "20", True, 5000])
+def test_bad_train_diameter_is_a_config_error(small_discs, tmp_path, bad):
+    from mediar3d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_diameter"):
+        tiny_config(small_discs, tmp_path / "run", train_diameter=bad).validate()

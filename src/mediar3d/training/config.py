@@ -65,6 +65,10 @@ class TrainConfig:
             (a :class:`mediar3d.tuning.ObjectCountCheckpointer`; in Python pass it as a
             callback to the Trainer); None = none.
         use_pair_weights: Use per-pair sampling weights of the mapping (``mediar3d cluster``).
+        train_diameter: Zoom the training (and validation) files so that their objects have
+            this median diameter in pixels, and record it as the model's ``train_diameter``
+            (the size inference zooms images to); None: the start model's when fine-tuning
+            one that has it, else the data's own median (no zoom).
         num_workers: DataLoader worker processes; None chooses from the CPU cores
             (:func:`mediar3d.training.loader.resolve_workers`: none on 2 cores).
         cache_size: Normalised files each process keeps in memory.
@@ -104,6 +108,7 @@ class TrainConfig:
     niter: int = 200
     checkpoint_at_objects: list[int] | None = None
     use_pair_weights: bool = True
+    train_diameter: float | None = None
     num_workers: int | None = None
     cache_size: int = 4
     seed: int = 0
@@ -150,6 +155,11 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         check_keep_start(self.keep_start)
+        if self.train_diameter is not None and (isinstance(self.train_diameter, bool)
+                                                or not isinstance(self.train_diameter, (int, float))
+                                                or not 1 <= self.train_diameter <= 1000):
+            raise ConfigError(f"train_diameter must be a number of pixels in [1, 1000] or null, "
+                              f"got {self.train_diameter!r}")
         if self.val_every < 0:
             raise ConfigError(f"val_every must be >= 0, got {self.val_every}")
         workers = self.num_workers

@@ -151,12 +151,13 @@ class Trainer:
     def _model_info(self) -> dict[str, Any]:
         """What the checkpoints record besides the weights.
 
-        The training diameter is the data's median object diameter, except when
-        fine-tuning a checkpoint that has one: it is kept, and the training and validation
-        data are zoomed so that their objects have it (:meth:`_rescale_data`).
+        The training diameter is ``config.train_diameter`` when set, else the start model's
+        when fine-tuning a checkpoint that has one; the training and validation data are
+        then zoomed so that their objects have it (:meth:`_rescale_data`). Otherwise it is
+        the data's median object diameter (no zoom).
         """
         cfg = self.config
-        diameter = getattr(self.start_config, "train_diameter", None)
+        diameter = cfg.train_diameter or getattr(self.start_config, "train_diameter", None)
         if diameter:
             diameter = float(diameter)
             self._rescale_data(diameter)
@@ -180,7 +181,7 @@ class Trainer:
             for item, scale in zip(index.items, values):
                 item.scale = float(scale)
         if scales[0]:
-            log.info("fine-tuning at the start model's diameter %.1f px: training files zoomed by %.2f to %.2f",
+            log.info("training at the model diameter %.1f px: training files zoomed by %.2f to %.2f",
                      diameter, min(scales[0]), max(scales[0]))
 
     def _prepare_data(self) -> None:
