@@ -244,7 +244,8 @@ def test_tune_chooses_the_model_diameter_and_stores_it(tmp_path, capsys):
     data = ["--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "gt.tif"), *SMALL]
     tuned = tmp_path / "tuned.pt"
     assert main(["tune", "--model", "default", "-o", str(tuned), "--report", str(tmp_path / "rep"),
-                 "--model-diameters", "8", "12", *data]) == 0
+                 "--model-diameters", "8", "12", "--cache", str(tmp_path / "cache"), *data]) == 0
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # one cached output per model diameter
     report = json.loads((tmp_path / "rep" / "tuning.json").read_text())
     scores = report["settings"]["model_diameters"]
     assert set(scores) == {"8", "12"} and scores["8"] != scores["12"]  # the network saw two sizes

@@ -189,7 +189,8 @@ def _outputs(args: argparse.Namespace, data: list, options: dict[str, Any]) -> l
         cached = None
         if args.cache is not None:
             key = outputs_key(model=fingerprint, image=str(files[0]), labels=str(files[1]), name=name, **merged)
-            file = args.cache / f"{index:03d}_{Path(name).name}.npz"
+            size = f"_d{merged['model_diameter']:g}" if merged.get("model_diameter") is not None else ""
+            file = args.cache / f"{index:03d}_{Path(name).name}{size}.npz"  # one file per model diameter
             cached = load_outputs(file, key)
         if cached is None:
             cached = predict_outputs(image, labels, _network(args.model), name=name, **merged)
