@@ -139,3 +139,15 @@ def test_bad_train_diameter_is_a_config_error(small_discs, tmp_path, bad):
 
     with pytest.raises(ConfigError, match="train_diameter"):
         tiny_config(small_discs, tmp_path / "run", train_diameter=bad).validate()
+
+
+def test_a_finetuned_checkpoint_does_not_inherit_the_start_models_records(small_discs, tmp_path):
+    """The start model's training/tuning metadata describe another run; the fine-tune records its own."""
+    net = create_model("unet-small", channels=[8, 16])
+    ckpt = save_checkpoint(tmp_path / "start.pt", net, train_diameter=START_DIAMETER,
+                           metadata={"training": {"script": "elsewhere.py"}, "tuning": {"data": ["/some/file.tif"]}})
+    Trainer(tiny_config(small_discs, tmp_path / "run", init_from=str(ckpt), val_every=0, epochs=1,
+                        samples_per_epoch=2)).fit()
+    metadata = read_checkpoint(tmp_path / "run" / "model_last.pt")[0].metadata
+    assert "training" not in metadata and "tuning" not in metadata
+    assert metadata["init_from"] == str(ckpt) and metadata["epochs"] == 1

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,9 @@ class Trainer:
                 "thresholds": {**start, "cellprob_threshold": cfg.cellprob_threshold,
                                "flow_threshold": cfg.flow_threshold, "min_size": float(cfg.min_size)}}
         if self.start_config is not None:
-            info["config"] = self.start_config
+            # the start model's architecture and settings, not its metadata: its training and tuning
+            # records describe another run (this run's record is `_checkpoint_info`'s, with init_from)
+            info["config"] = replace(self.start_config, metadata={})
         return info
 
     def _rescale_data(self, diameter: float) -> None:
