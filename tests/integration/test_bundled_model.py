@@ -41,7 +41,7 @@ def test_readme_quick_start_segments_the_sample(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bundled_cells_model_segments_the_cells_sample(tmp_path, capsys):
-    # Measured AP@0.5 0.50 with the bundled cells weights (weights/MODEL_CARD_cells.md); the nuclei model
+    # Measured AP@0.5 0.57 with the bundled cells weights (weights/MODEL_CARD_cells.md); the nuclei model
     # scores 0.004 on this membrane-stained sample and a seeded watershed given the true diameter 0.21.
     from mediar3d.sample import sample_labels_path
 
@@ -52,3 +52,29 @@ def test_bundled_cells_model_segments_the_cells_sample(tmp_path, capsys):
     truth = read_labels(sample_labels_path("cells"))
     ap = float(average_precision(truth, read_labels(written[0]), thresholds=(0.5,))[0])
     assert ap >= 0.4, ap
+
+
+@pytest.mark.parametrize("name", ["nuclei", "cells"])
+def test_bundled_checkpoints_name_no_file_of_the_machine_that_made_them(name):
+    """Their training / tuning records hold file names, never absolute paths; the cells model has no nuclei record."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    from mediar3d.models import read_checkpoint
+    from mediar3d.models.sources import bundled_checkpoint
+
+    config, _ = read_checkpoint(bundled_checkpoint(name))
+
+    def strings(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    absolute = [s for s in strings(config.metadata) if PurePosixPath(s).is_absolute() or PureWindowsPath(s).is_absolute()]
+    assert not absolute, absolute
+    if name == "cells":
+        assert config.metadata.get("init_from") == "nuclei" and "training" not in config.metadata
