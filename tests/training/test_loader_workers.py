@@ -36,6 +36,7 @@ def test_automatic_workers_none_on_two_cores_then_half_the_cores(cores, expected
     assert resolve_workers(3, cores=cores) == 3  # a number given is kept
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # the loader is built, no worker started
 @pytest.mark.parametrize("cores, expected", [(2, 0), (8, 4)])
 def test_the_trainer_chooses_its_workers_from_the_cores(blobs2d, tmp_path, monkeypatch, cores, expected):
     import mediar3d.training.loader as loader_module
