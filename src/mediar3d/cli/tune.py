@@ -348,10 +348,12 @@ def run(args: argparse.Namespace) -> int:
         if model_diameter is not None:
             print(f"model diameter {model_diameter:g} px:")
         outputs = _outputs(args, data, _with_model_diameter(segment_options(args), model_diameter))
-        by_diameter[model_diameter] = (_search(args, outputs), outputs)
+        # the search result and the images' diameters; the network outputs are let go before the next value
+        by_diameter[model_diameter] = (_search(args, outputs), {o.name: o.diameter for o in outputs})
+        del outputs
     chosen = max(candidates, key=lambda d: by_diameter[d][0].score)  # first of equals: the order given
-    result, outputs = by_diameter[chosen]
-    settings = {"diameters": {o.name: o.diameter for o in outputs},
+    result, diameters = by_diameter[chosen]
+    settings = {"diameters": diameters,
                 "model": str(args.model[0]) if len(args.model) == 1 else [str(m) for m in args.model],
                 "data": str(args.data) if args.data else [str(p) for p in args.image],
                 "split": args.split if args.data else None, "sparse": args.sparse, "search": args.search,
