@@ -400,6 +400,8 @@ def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
     Returns:
         float64 array (N,): error of label k+1 at index k; NaN for absent labels.
     """
+    if not 0.0 < step_share <= 1.0:
+        raise ValueError(f"step_share must be in (0, 1], got {step_share}")
     labels = _check_stack(labels, ndim)
     if boxes is None:
         boxes = object_boxes(labels)
@@ -407,8 +409,6 @@ def flow_errors(labels: np.ndarray, field: np.ndarray, ndim: int,
     if len(boxes):
         kernel = _error_kernel_single if single else _error_kernel
         array = np.ascontiguousarray(field) if field.dtype == np.int16 else np.ascontiguousarray(field, np.float32)
-        if not 0.0 < step_share <= 1.0:
-            raise ValueError(f"step_share must be in (0, 1], got {step_share}")
         niters = np.maximum(1, np.round(default_niter(boxes, ndim) * float(step_share))).astype(np.int64)
         kernel(labels, boxes, niters, ndim, array, float(unit), err)
     return err

@@ -7,7 +7,6 @@ the table and leaves the plot out with a warning.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -116,11 +115,10 @@ def write_tuned_checkpoint(model: str | os.PathLike, output: str | os.PathLike, 
 
     source = resolve_source(model)
     net, config = load_model(source)
-    if train_diameter is not None:
-        config = dataclasses.replace(config, train_diameter=float(train_diameter))
     tuning = {"metric": result.metric, "iou": result.iou, "score": result.score, "start": result.start,
               "start_score": result.start_score, "source": str(source), **(settings or {})}
     path = save_checkpoint(output, net, config=config, thresholds={k: float(v) for k, v in result.best.items()},
+                           train_diameter=train_diameter,
                            metadata={"tuning": json.loads(json.dumps(tuning, default=str))})
     logger.info("wrote tuned thresholds %s to %s", result.best, path)
     return path
