@@ -14,7 +14,8 @@ from mediar3d.data.mapping import Supervision
 from mediar3d.errors import ConfigError
 from mediar3d.models.sources import resolve_source
 from mediar3d.training.dataset import build_index
-from mediar3d.training.fewshot import FewShotTrainer, pairs_mapping, write_pairs_mapping
+from mediar3d.training.budget import BudgetTrainer
+from mediar3d.training.fewshot import pairs_mapping, write_pairs_mapping
 from mediar3d.training.fewshot_plan import KEEP_START, MIN_STEPS, STEPS_PER_OBJECT, apply_plan, plan_small_data
 
 TINY_NET = ["--set", 'model_kwargs={"channels": [8, 16]}']
@@ -144,7 +145,7 @@ def _tiny_config(tmp_path: Path, epochs: int = 4):
 
 def test_budget_ends_the_run_cleanly_with_a_checkpoint(tmp_path):
     seen = []
-    trainer = FewShotTrainer(_tiny_config(tmp_path), seconds=0.0, progress=False,
+    trainer = BudgetTrainer(_tiny_config(tmp_path), seconds=0.0, progress=False,
                              on_progress=lambda done, total, eta, loss: seen.append((done, total)))
     trainer.fit()
     assert trainer.stopped_by == "budget" and trainer.steps_done == 1
@@ -160,12 +161,12 @@ def test_should_stop_cancels_and_lr_follows_the_cosine(tmp_path):
         calls.append(1)
         return len(calls) > 3
 
-    trainer = FewShotTrainer(_tiny_config(tmp_path), progress=False, should_stop=stop)
+    trainer = BudgetTrainer(_tiny_config(tmp_path), progress=False, should_stop=stop)
     trainer.fit()
     assert trainer.stopped_by == "cancelled" and trainer.steps_done == 3
     # after epoch 3 of 4 the cosine is at (1 + cos(3 pi / 4)) / 2 of the start lr
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5 * 0.5 * (1 + np.cos(3 * np.pi / 4)))
-    finished = FewShotTrainer(_tiny_config(tmp_path / "b", epochs=2), progress=False)
+    finished = BudgetTrainer(_tiny_config(tmp_path / "b", epochs=2), progress=False)
     finished.fit()
     assert finished.stopped_by == "plan" and finished.steps_done == 2
 
@@ -375,7 +376,7 @@ def test_a_stopped_run_leaves_no_loader_worker_in_a_process_that_goes_on(tmp_pat
         during.append([p for p in multiprocessing.active_children() if p not in before])
         return len(during) > 2
 
-    trainer = FewShotTrainer(config, progress=False, should_stop=stop)
+    trainer = BudgetTrainer(config, progress=False, should_stop=stop)
     trainer.fit()
     assert trainer.stopped_by == "cancelled" and trainer.steps_done == 2
     assert len(during[-1]) >= 2  # the workers ran while training ...

@@ -64,8 +64,6 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
           + (f", {plan.replay:.0%} of the draws from replay data" if plan.replay else "")
           + (f", {config.keep_start:.0%} of the start model's weights kept" if config.keep_start else "")
           + (f", budget {args.minutes:g} min" if args.minutes else ""), flush=True)
-    if args.minutes is not None and not args.minutes > 0:
-        raise ConfigError(f"--minutes must be > 0, got {args.minutes}")
     result = finetune_small(config, minutes=args.minutes, resume=args.resume, overwrite=args.overwrite, plan=plan)
     print(result.summary())
     return 0

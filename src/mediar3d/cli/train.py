@@ -49,6 +49,12 @@ def _add_common(parser: argparse.ArgumentParser, *, finetune: bool) -> None:
     parser.add_argument("--keep-start", type=float, metavar="SHARE",
                         help="blend this share of the start model's weights into the saved models (0-1; keeps the "
                              "model good on data unlike yours; default: 0.6 in the small-data mode, else 0)")
+    parser.add_argument("--minutes", type=float, metavar="N",
+                        help="time budget of the training: the learning rate follows a cosine over the epochs that "
+                             "fit (re-planned after every epoch; --epochs is the most it trains) and the run stops "
+                             "cleanly with model_last.pt written"
+                             + ("; in the small-data mode the budget also covers re-tuning the thresholds"
+                                if finetune else ""))
     parser.add_argument("--val-every", type=int, help="validate every N epochs, 0 = never (default: 1)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--num-workers", type=int, help="data loader processes (default: chosen from the CPU cores, none on 2 cores)")
@@ -82,8 +88,6 @@ def _add_fewshot(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--anisotropy", type=float, metavar="Z/XY",
                        help="z voxel size / xy voxel size of the volumes (default: from the file's voxel size, else 1)")
     group.add_argument("--channel", type=int, help="channel of multi-channel images")
-    group.add_argument("--minutes", type=float, metavar="N",
-                       help="time budget of the run (training stops cleanly in time to re-tune the thresholds)")
     group.add_argument("--replay", type=float, metavar="SHARE",
                        help="small-data mode: share of the training draws from synthetic volumes like the bundled "
                             "model's training data, which keeps the model good on other data (default: 0.5 from the "
@@ -173,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
 
     from mediar3d.models import list_models
 
+    minutes = getattr(args, "minutes", None)
+    if minutes is not None and not (minutes > 0 and minutes < float("inf")):
+        raise ConfigError(f"--minutes must be a number of minutes > 0, got {minutes}")
     overrides = overrides_from_args(args)
     volumetric = _architecture(args, overrides) in list_models(spatial_dims=3)
     if getattr(args, "init_from", None) and not overrides.get("save_dir"):
@@ -187,9 +194,8 @@ def run(args: argparse.Namespace) -> int:
 
         if finetune_small.wanted(args, overrides):
             return finetune_small.run(args, overrides)
-    for flag in ("minutes", "replay"):
-        if getattr(args, flag, None) is not None:
-            raise ConfigError(f"--{flag} needs the small-data mode (leave out --no-small-data; 2D networks only)")
+    if getattr(args, "replay", None) is not None:
+        raise ConfigError("--replay needs the small-data mode (leave out --no-small-data; 2D networks only)")
     if getattr(args, "init_from", None):
         _keep_start_thresholds(args, overrides)
     if volumetric:
@@ -204,11 +210,23 @@ def run(args: argparse.Namespace) -> int:
         from mediar3d.tuning.learning_curve import ObjectCountCheckpointer
 
         callbacks.append(ObjectCountCheckpointer(config.checkpoint_at_objects))
-    result = trainer_class(config, resume=args.resume, overwrite=args.overwrite, callbacks=callbacks).fit()
+    done = ""
+    if minutes is None:
+        result = trainer_class(config, resume=args.resume, overwrite=args.overwrite, callbacks=callbacks).fit()
+        done = f"trained {result.epochs} epochs"
+    else:
+        from mediar3d.training.budget import budgeted
+
+        trainer = budgeted(trainer_class)(config, seconds=60.0 * minutes, progress=config.progress,
+                                          resume=args.resume, overwrite=args.overwrite, callbacks=callbacks)
+        result = trainer.fit()
+        done = f"trained {trainer.steps_done} steps" + (
+            f", stopped at the {minutes:g}-minute budget" if trainer.stopped_by == "budget" else
+            f" of {result.epochs} planned epochs within the {minutes:g}-minute budget")
     logging.getLogger(__name__).info("done: best %s = %.4f at epoch %d", result.best_metric, result.best_value,
                                      result.best_epoch)
-    print(f"trained {result.epochs} epochs; best {result.best_metric} {result.best_value:.4f} "
-          f"(epoch {result.best_epoch}); outputs in {result.save_dir}")
+    print(f"{done}; best {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}); "
+          f"outputs in {result.save_dir}")
     return 0
 
 

@@ -12,10 +12,10 @@ guess, from the data itself (:func:`mediar3d.training.fewshot_plan.plan_small_da
 - batch 8 (or the number of training planes if fewer) and the fine-tuning learning rate
   5e-5 scaled by batch / 8, with a cosine decay over the steps that fit the budget.
 
-:class:`FewShotTrainer` trains with one progress bar (steps, loss, ETA), re-plans the
-cosine after every epoch from the measured epoch time so it ends inside ``minutes``, and
-stops cleanly (at the budget, or when ``should_stop()`` says so) with ``model_last.pt``
-written. :func:`finetune_small` then re-tunes ``cellprob_threshold``, ``flow_threshold``
+Training runs in a :class:`~mediar3d.training.budget.BudgetTrainer`: one progress bar (steps,
+loss, ETA), the cosine re-planned after every epoch from the measured epoch time so it ends
+inside ``minutes``, and a clean stop (at the budget, or when ``should_stop()`` says so)
+with ``model_last.pt`` written. :func:`finetune_small` then re-tunes ``cellprob_threshold``, ``flow_threshold``
 and ``min_size`` of the fine-tuned model on the annotated data (sparse annotation: only
 annotated objects score, :func:`mediar3d.tuning.score_setting` ``sparse_gt``) and writes
 them into ``model_best.pt``, ready for ``mediar3d segment --model RUN/model_best.pt``.
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,8 +41,8 @@ from mediar3d.errors import ConfigError
 from mediar3d.training.config import TrainConfig
 from mediar3d.training.fewshot_plan import SmallDataPlan, plan_for
 from mediar3d.training.replay import replay_config
-from mediar3d.training.state import BEST_MODEL, LAST_MODEL, STATE_FILE, save_model
-from mediar3d.training.trainer import Trainer, TrainResult
+from mediar3d.training.state import BEST_MODEL, LAST_MODEL, STATE_FILE
+from mediar3d.training.budget import BudgetTrainer, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,6 @@ RETUNE_GRID = {"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5), "flow_threshold": (
 #: Keys of the plan that a user's own flag or config value overrides.
 PLAN_KEYS = ("crop_size", "batch_size", "lr", "epochs", "samples_per_epoch", "grad_clip", "cellprob_threshold",
              "flow_threshold", "min_size")
-
-ProgressFn = Callable[[int, int, float | None, float], None]
-
 
 # ---------------------------------------------------------------------------------- data
 def pairs_mapping(images: Sequence[str | Path], labels: Sequence[str | Path], *, supervision: Supervision,
@@ -91,113 +87,6 @@ def pairs_mapping(images: Sequence[str | Path], labels: Sequence[str | Path], *,
 def write_pairs_mapping(mapping: DatasetMapping, save_dir: str | Path) -> Path:
     """Save a mapping built by :func:`pairs_mapping` as ``mapping.json`` in the run folder."""
     return save_mapping(mapping, Path(save_dir) / "mapping.json")
-
-
-# ------------------------------------------------------------------------------- trainer
-class StopTraining(Exception):
-    """Raised inside the loop to end a few-shot run early (budget reached or cancelled)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class FewShotTrainer(Trainer):
-    """A :class:`Trainer` with one progress bar over all steps, a time budget and cancellation.
-
-    Args:
-        config: The resolved config (``epochs`` short epochs of ``samples_per_epoch`` draws).
-        seconds: Training time budget; None: no budget (the plan's steps).
-        should_stop: Polled before every step; True ends the run (the last epoch's
-            checkpoint stays).
-        on_progress: Called after every step with (steps done, steps planned, ETA seconds or
-            None, loss).
-        progress: Show a tqdm bar on the terminal.
-        **kwargs: For :class:`Trainer` (resume, overwrite, model, callbacks).
-    """
-
-    def __init__(self, config: TrainConfig, *, seconds: float | None = None,
-                 should_stop: Callable[[], bool] | None = None, on_progress: ProgressFn | None = None,
-                 progress: bool = True, **kwargs: Any) -> None:
-        config = dataclasses.replace(config, progress=False)
-        callbacks = [*kwargs.pop("callbacks", ()), self._after_epoch]
-        super().__init__(config, callbacks=callbacks, **kwargs)
-        self.seconds = seconds
-        self.should_stop = should_stop
-        self.on_progress = on_progress
-        self.show_bar = progress
-        self.planned_epochs = config.epochs
-        self.steps_done = 0
-        self.stopped_by = "plan"
-        self._bar: Any = None
-        self._started = 0.0
-        self._epoch_started = 0.0
-        self._epoch_reached = 0
-
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps in one epoch on this process."""
-        return max(1, math.ceil(len(self.sampler) / self.config.batch_size))
-
-    def _planned_steps(self) -> int:
-        return (self.planned_epochs - self.start_epoch) * self.steps_per_epoch()
-
-    def _optimizer_step(self, terms: dict[str, Any], epoch: int, params: Any) -> dict[str, float]:
-        if self.should_stop is not None and self.should_stop():
-            raise StopTraining("cancelled")
-        if self.seconds is not None and self.steps_done and time.monotonic() - self._started >= self.seconds:
-            raise StopTraining("budget")
-        self._epoch_reached = epoch
-        values = super()._optimizer_step(terms, epoch, params)
-        self.steps_done += 1
-        total = self._planned_steps()
-        elapsed = time.monotonic() - self._started
-        eta = elapsed / self.steps_done * max(total - self.steps_done, 0) if self.steps_done else None
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.update(1)
-            self._bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
-        if self.on_progress is not None:
-            self.on_progress(self.steps_done, total, eta, values["loss"])
-        return values
-
-    def _after_epoch(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
-        """Re-plan the epochs that fit the budget, set the cosine learning rate, stop when done."""
-        now = time.monotonic()
-        epoch_seconds = now - self._epoch_started
-        self._epoch_started = now
-        if self.seconds is not None:
-            left = self.seconds - (now - self._started)
-            # an epoch that does not fit whole is begun and cut at the budget (_optimizer_step)
-            fit = epoch + math.ceil(max(left, 0.0) / max(epoch_seconds, 1e-6))
-            self.planned_epochs = max(epoch, min(self.config.epochs, fit))
-        if epoch >= self.planned_epochs:
-            if self.planned_epochs < self.config.epochs:
-                self.stopped_by = "budget"
-            raise StopTraining(self.stopped_by)
-        cfg = self.config
-        fraction = epoch / self.planned_epochs
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction))
-
-    def fit(self) -> TrainResult:
-        """Train until the plan's steps are done, the budget is spent or ``should_stop()``; never raises StopTraining."""
-        from tqdm.auto import tqdm
-
-        self._started = self._epoch_started = time.monotonic()
-        self._bar = tqdm(total=self._planned_steps(), desc="fine-tuning", unit="step", disable=not self.show_bar,
-                         dynamic_ncols=True)
-        try:
-            result = super().fit()
-        except StopTraining as stop:
-            self.stopped_by = stop.reason
-            if self.steps_done and self.dist.is_main:  # keep the steps of the unfinished epoch too
-                save_model(self.save_dir / LAST_MODEL, self.saved_model(), self._checkpoint_info(self._epoch_reached + 1, {}))
-            result = TrainResult(self.save_dir, self.planned_epochs, self.best["metric"],
-                                 float("nan") if self.best["value"] is None else float(self.best["value"]),
-                                 int(self.best["epoch"]))
-        finally:
-            self._bar.close()
-        return result
 
 
 # ------------------------------------------------------------------------- whole workflow
@@ -317,7 +206,7 @@ def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: b
             annotated objects (else ``model_best.pt`` is a copy of ``model_last.pt``).
         should_stop: Polled every step; True cancels training (tuning still runs on the
             last checkpoint, if one was written).
-        on_progress: Step progress callback (see :class:`FewShotTrainer`).
+        on_progress: Step progress callback (see :class:`~mediar3d.training.budget.TimeBudget`).
         progress: Show the terminal progress bar.
         resume, overwrite: As for :class:`Trainer`.
         plan: The plan used (recorded in the result); measured again if None.
@@ -335,8 +224,8 @@ def finetune_small(config: TrainConfig, *, minutes: float | None = None, tune: b
     few = tune and plan.objects < RETUNE_MIN_OBJECTS
     tune = tune and not few
     train_end = None if minutes is None else started + float(minutes) * 60.0 * (TRAIN_SHARE if tune else 1.0)
-    trainer = FewShotTrainer(config, should_stop=should_stop, on_progress=on_progress, progress=progress,
-                             resume=resume, overwrite=overwrite)
+    trainer = BudgetTrainer(config, should_stop=should_stop, on_progress=on_progress, progress=progress,
+                            desc="fine-tuning", resume=resume, overwrite=overwrite)
     if train_end is not None:  # the setup (replay data, reading and zooming the files) counts too
         trainer.seconds = max(0.0, train_end - time.monotonic())
     trainer.fit()
