@@ -21,6 +21,6 @@ echo "torch: $("$env/bin/python" -c 'import torch; print(torch.__version__)')"
 echo "venv: $(( $(du -sb "$env" | cut -f1) / 1048576 )) MiB"
 echo "largest packages:"
 du -s "$env"/lib/python3*/site-packages/* | sort -rn | head -8 | while read -r kb path; do
-    printf '  %6d MB  %s\n' $((kb / 1024)) "$(basename "$path")"
+    printf '  %6d MiB  %s\n' $((kb / 1024)) "$(basename "$path")"
 done
 "$env/bin/python" -c "import sys, mediar3d.models; mediar3d.models.load_model('default'); print('default model loads; optional packages present:', [m for m in ('torchvision', 'timm', 'segmentation_models_pytorch', 'monai') if __import__('importlib.util').util.find_spec(m)])"

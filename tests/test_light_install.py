@@ -92,3 +92,31 @@ def test_block_decision_and_memory_need_no_psutil(monkeypatch):
     assert should_use_blocks((8, 64, 64)) is False
     assert should_use_blocks((8, 64, 64), memory_limit=1000) is True
     assert parse_memory(None, workers=2) == memory // 2
+
+
+def test_every_extra_of_the_package_is_named_in_the_error_helper():
+    """`optional.EXTRAS` lists exactly the extras pyproject.toml declares (dev, the test set-up, aside)."""
+    import tomllib
+    from pathlib import Path
+
+    from mediar3d.optional import EXTRAS
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = set(tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]) - {"dev"}
+    assert set(EXTRAS) == declared
+
+
+def test_hdf5_without_h5py_is_a_one_line_error_naming_the_extra(tmp_path):
+    (tmp_path / "vol.h5").write_bytes(b"\x89HDF\r\n\x1a\n")  # the file exists: the missing package is the problem
+    code = f"""
+import sys
+sys.modules["h5py"] = None  # as if not installed
+from mediar3d.errors import Mediar3DError
+from mediar3d.io import read_image
+try:
+    read_image({str(tmp_path / "vol.h5")!r} + ":/raw")
+except Mediar3DError as error:
+    print(str(error))
+"""
+    message = _python(code)
+    assert "h5py" in message and "pip install 'mediar3d[hdf5]'" in message and "HDF5" in message

@@ -26,6 +26,7 @@ EXTRAS = {
     "dask": "dask, distributed",
     "napari": "napari, magicgui",
     "bioimageio": "bioimageio.spec",
+    "hdf5": "h5py",
     "plots": "matplotlib",
 }
 

@@ -219,11 +219,14 @@ def test_unwritable_output_is_an_error_without_leftovers(tmp_path, capsys):
 def test_without_matplotlib_the_scores_are_written_and_the_plot_left_out(tmp_path, capsys, caplog, no_matplotlib):
     gt = write(tmp_path / "gt.tif", cells())
     out_dir = tmp_path / "report"
+    out_dir.mkdir()
+    (out_dir / "ap_vs_iou.png").write_bytes(b"the plot of an earlier evaluation")
     with caplog.at_level(logging.WARNING):
         out = run_ok(["--gt", gt, "--pred", gt, "-o", out_dir], capsys)
-    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.csv", "metrics.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.csv", "metrics.json"]  # no stale plot either
     assert json.loads((out_dir / "metrics.json").read_text())["pooled"]["ap"] == [1.0] * 10
     assert "ap_vs_iou.png" not in out
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert len(warnings) == 2 and not any("\n" in w for w in warnings), warnings
     assert "pip install 'mediar3d[plots]'" in warnings[0] and "ap_vs_iou.png left out" in warnings[0]
+    assert "removed the ap_vs_iou.png of an earlier evaluation" in warnings[1]

@@ -152,7 +152,8 @@ def write_report(out_dir: str | Path, summary: Summary, settings: Mapping | None
     """Write metrics.csv, metrics.json and ap_vs_iou.png into ``out_dir`` (created if missing).
 
     Without matplotlib (the ``plots`` extra) ap_vs_iou.png is left out with a logged
-    warning: the scores are the report, the plot only shows them.
+    warning: the scores are the report, the plot only shows them. A plot of an earlier
+    report in ``out_dir`` is then removed, so no plot stands beside scores it does not show.
 
     Returns:
         The written paths. On failure nothing new is left in ``out_dir``.
@@ -180,4 +181,7 @@ def write_report(out_dir: str | Path, summary: Summary, settings: Mapping | None
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
+    if "ap_vs_iou.png" not in contents and (out / "ap_vs_iou.png").is_file():
+        (out / "ap_vs_iou.png").unlink()
+        logger.warning("%s: removed the ap_vs_iou.png of an earlier evaluation (it showed other scores)", out)
     return [out / name for name in contents]

@@ -38,11 +38,9 @@ def split_hdf5_path(path: str | os.PathLike) -> tuple[Path, str | None] | None:
 
 
 def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as err:
-        raise InputError("reading HDF5 needs h5py: pip install 'mediar3d[hdf5]'") from err
-    return h5py
+    from mediar3d.optional import require
+
+    return require("h5py", "hdf5", "reading HDF5 files", InputError)
 
 
 def _datasets(handle: Any) -> list[str]:
