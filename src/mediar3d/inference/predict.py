@@ -390,6 +390,7 @@ def labels(
     max_size_fraction: float = 0.4,
     stitch_threshold: float = 0.25,
     release: bool = False,
+    staged: Any = None,
     **options: Any,
 ) -> np.ndarray:
     """Instance labels on the input grid from a :class:`Prediction`.
@@ -405,6 +406,10 @@ def labels(
         release: Hand the flows and logits over to post-processing (``outputs.flows`` and
             ``outputs.logits`` become None), so they are freed once the flow field is made and
             never held beside it; the Prediction cannot be post-processed again.
+        staged: A :class:`mediar3d.postprocess.staged.StagedMasks` kept with ``outputs``
+            to post-process them under many settings (threshold tuning): the flow following
+            is reused while ``cellprob_threshold`` stays the same. Same labels; 3D and 2D
+            modes (ignored in z-only mode and with ``release``).
         **options: More `mediar3d.postprocess.compute_masks` keyword arguments.
 
     Returns:
@@ -428,6 +433,8 @@ def labels(
         masks = stitch_slices(planes, stitch_threshold)
     elif release:
         masks = compute_masks_taking(lambda: _take_outputs(outputs), **mask_options)
+    elif staged is not None:
+        masks = np.asarray(staged(outputs.flows, outputs.logits, **mask_options))
     else:
         masks = np.asarray(compute_masks(outputs.flows, outputs.logits, **mask_options))
     return relabel(resample_labels(masks, tuple(outputs.input_shape)))

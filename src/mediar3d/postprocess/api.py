@@ -197,11 +197,6 @@ def _masks_from_prepared(prepared: _Prepared, *, niter: int = 200, flow_threshol
                         basin_box: int = 11) -> np.ndarray:
     """Steps 2-6 of :func:`compute_masks` on a :func:`_prepare` result.
 
-    The fast method follows the foreground voxels straight to their end-point bins
-    (`mediar3d.postprocess.follow.follow_to_bins`) and writes labels through them
-    (`mediar3d.postprocess.seeds.scatter_basins`): no (N, 3) positions are stored. The
-    reference method keeps the plain steps (start and end positions, SciPy filters).
-
     Args:
         prepared: from :func:`_prepare`.
         niter ... basin_box: as for :func:`compute_masks`.
@@ -209,11 +204,47 @@ def _masks_from_prepared(prepared: _Prepared, *, niter: int = 200, flow_threshol
     Returns:
         int32 labels of ``prepared.shape``, 0 background, masks 1..N.
     """
-    out_shape, fg, field = prepared.shape, prepared.fg, prepared.field
+    field, method = prepared.field, prepared.method
+    labels = _grow_masks(prepared, niter=niter, seed_min_count=seed_min_count, basin_threshold=basin_threshold,
+                         peak_kernel=peak_kernel, basin_box=basin_box)
+    if labels is None:
+        return np.zeros(prepared.shape, np.int32)
+    t0 = time.perf_counter()
+    size_filter(labels, min_size=min_size, max_size=max_size_fraction * labels.size)
+    errors = None
+    if flow_threshold > 0 and labels.any():
+        errors = flow_consistency_errors(_in_shape(labels, prepared.shape), field, single=method != "reference")
+    del field
+    labels = _finish_masks(labels, prepared.shape, errors, flow_threshold=flow_threshold,
+                           min_size_fraction=min_size_fraction)
+    logger.debug("compute_masks: filters %.2fs, %d masks", time.perf_counter() - t0, int(labels.max()))
+    return labels
+
+
+def _in_shape(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(Z, Y, X) labels as the input's shape: a view, (Y, X) for a 2D input."""
+    return labels if len(shape) == 3 else labels[0]
+
+
+def _grow_masks(prepared: _Prepared, *, niter: int, seed_min_count: int, basin_threshold: int, peak_kernel: int,
+                basin_box: int) -> np.ndarray | None:
+    """Steps 2-4 of :func:`compute_masks`: follow the flows, find seeds, grow basins, label.
+
+    The fast method follows the foreground voxels straight to their end-point bins
+    (`mediar3d.postprocess.follow.follow_to_bins`) and writes labels through them
+    (`mediar3d.postprocess.seeds.scatter_basins`): no (N, 3) positions are stored. The
+    reference method keeps the plain steps (start and end positions, SciPy filters).
+    ``prepared.fg`` is released.
+
+    Returns:
+        int32 (Z, Y, X) labels before any filter (Z = 1 for a 2D input), or None when no
+        voxel is foreground.
+    """
+    fg, field = prepared.fg, prepared.field
     shape3 = fg.shape
     if not fg.any():
         logger.info("compute_masks: no foreground voxel")
-        return np.zeros(out_shape, np.int32)
+        return None
     ref = prepared.method == "reference"
     t0 = time.perf_counter()
 
@@ -242,20 +273,26 @@ def _masks_from_prepared(prepared: _Prepared, *, niter: int = 200, flow_threshol
         labels = scatter_basins(basins, fg, bins)
     del basins, bins, fg
     prepared.fg = None  # not needed any more
-    t2 = time.perf_counter()
-    size_filter(labels, min_size=min_size, max_size=max_size_fraction * labels.size)
-    labels = labels if len(out_shape) == 3 else labels[0]
-    if flow_threshold > 0 and labels.any():
-        err = flow_consistency_errors(labels, field, single=not ref)
-        bad = np.nan_to_num(err, nan=0.0) > flow_threshold
-        logger.debug("compute_masks: flow check drops %d of %d masks", int(bad.sum()),
-                     int(np.isfinite(err).sum()))
+    logger.debug("compute_masks: follow %.2fs, seeds+basins %.2fs", t1 - t0, time.perf_counter() - t1)
+    return labels
+
+
+def _finish_masks(labels: np.ndarray, shape: tuple[int, ...], errors: np.ndarray | None, *, flow_threshold: float,
+                  min_size_fraction: float) -> np.ndarray:
+    """Step 5's flow check and relative size filter, step 6 (holes, renumbering), on size-filtered labels.
+
+    Args:
+        labels: int32 (Z, Y, X) labels after :func:`size_filter` (changed in place).
+        shape: the input's shape, (Z, Y, X) or (Y, X): the result's shape.
+        errors: flow-consistency error of each label (index = label; longer than the
+            labels' maximum + 1 is fine), or None when the check is off or nothing is left.
+        flow_threshold, min_size_fraction: as for :func:`compute_masks`.
+    """
+    labels = _in_shape(labels, shape)
+    if flow_threshold > 0 and errors is not None:
+        bad = np.nan_to_num(errors, nan=0.0) > flow_threshold
+        logger.debug("compute_masks: flow check drops %d of %d masks", int(bad.sum()), int(np.isfinite(errors).sum()))
         drop_labels(labels, bad)
-    del field
     relative_size_filter(labels, min_size_fraction)
     fill_holes(labels)
-    labels = renumber(labels)
-    t3 = time.perf_counter()
-    logger.debug("compute_masks: follow %.2fs, seeds+basins %.2fs, filters %.2fs, %d masks",
-                 t1 - t0, t2 - t1, t3 - t2, int(labels.max()))
-    return labels.reshape(out_shape)
+    return renumber(labels).reshape(shape)

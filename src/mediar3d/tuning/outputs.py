@@ -46,6 +46,10 @@ class NetworkOutputs:
         diameter_estimated: Whether that diameter was estimated (with the fixed thresholds of
             `mediar3d.inference.diameter.ESTIMATE_THRESHOLDS`, as `segment` estimates it
             whatever thresholds the model is tuned to).
+        staged: The :class:`~mediar3d.postprocess.staged.StagedMasks` that :meth:`labels`
+            post-processes with (made if not given): the flow following of the last
+            ``cellprob_threshold`` is kept, so settings that change only the other
+            thresholds cost only the filters.
     """
 
     name: str
@@ -56,8 +60,13 @@ class NetworkOutputs:
     defaults: dict[str, float] = dataclasses.field(default_factory=dict)
     diameter: float | None = None
     diameter_estimated: bool = False
+    staged: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from mediar3d.postprocess.staged import StagedMasks
+
+        if self.staged is None:
+            self.staged = StagedMasks()
         if self.flows.shape != (self.logits.ndim,) + self.logits.shape:
             raise InputError(f"{self.name}: flows {self.flows.shape} do not fit logits {self.logits.shape}")
         if self.gt.ndim != self.logits.ndim:
@@ -72,7 +81,7 @@ class NetworkOutputs:
         outputs = Prediction(flows=self.flows, logits=self.logits, input_shape=tuple(self.gt.shape),
                              mode="2d" if self.logits.ndim == 2 else "3d", voxel_factor=self.voxel_factor)
         return labels(outputs, cellprob_threshold=float(cellprob_threshold), flow_threshold=float(flow_threshold),
-                      min_size=float(min_size), **options)
+                      min_size=float(min_size), staged=self.staged, **options)
 
 
 def predict_outputs(image: Any, gt: np.ndarray, model: Any, *, name: str = "", **options: Any) -> NetworkOutputs:
