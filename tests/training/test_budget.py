@@ -93,6 +93,10 @@ def test_train_minutes_stops_at_the_budget_with_a_model(tmp_path, capsys):
                  *TINY]) == 0
     assert "trained 4 steps of 2 planned epochs within the 60-minute budget" in capsys.readouterr().out
     assert len((whole / "metrics.csv").read_text().splitlines()) == 3
+    from mediar3d.models import read_checkpoint
+
+    saved = read_checkpoint(whole / "model_last.pt")[0].metadata  # the epoch's own record, not overwritten
+    assert saved["epoch"] == 2 and "loss" in saved
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])

@@ -75,6 +75,7 @@ class TimeBudget:
         self._started = 0.0
         self._epoch_started = 0.0
         self._epoch_reached = 0
+        self._epoch_saved = 0
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch on this process."""
@@ -132,7 +133,8 @@ class TimeBudget:
             result = super().fit()  # type: ignore[misc]
         except StopTraining as stop:
             self.stopped_by = stop.reason
-            if self.steps_done and self.dist.is_main:  # keep the steps of the unfinished epoch too
+            unsaved = self._epoch_reached + 1 > self._epoch_saved
+            if self.steps_done and unsaved and self.dist.is_main:  # keep the steps of an unfinished epoch too
                 save_model(self.save_dir / LAST_MODEL, self.saved_model(), self._checkpoint_info(self._epoch_reached + 1, {}))
             result = TrainResult(self.save_dir, self.planned_epochs, self.best["metric"],
                                  float("nan") if self.best["value"] is None else float(self.best["value"]),
