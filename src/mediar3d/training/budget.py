@@ -105,6 +105,7 @@ class TimeBudget:
 
     def _after_epoch(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         """Re-plan the epochs that fit the budget, set the cosine learning rate, stop when done."""
+        self._epoch_saved = epoch  # the trainer has written this epoch's checkpoints
         now = time.monotonic()
         epoch_seconds = now - self._epoch_started
         self._epoch_started = now
