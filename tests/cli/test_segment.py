@@ -179,7 +179,7 @@ def test_ensemble_members_must_share_diameter_and_normalisation(tmp_path, volume
 # ---- tuned thresholds in the checkpoint are segment's defaults --------------------------
 TUNED = {"cellprob_threshold": 2.0, "flow_threshold": 0.0, "min_size": 200.0}
 #: The bundled model's own thresholds (tuned when it was trained; see weights/MODEL_CARD.md).
-BUNDLED = {"cellprob_threshold": -0.5, "flow_threshold": 0.6, "min_size": 15}
+BUNDLED = {"cellprob_threshold": -0.5, "flow_threshold": 0.4, "min_size": 50}
 
 
 def test_tuned_thresholds_are_the_defaults_and_flags_win(tmp_path, nuclei_file):
