@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from mediar3d.models import list_models
 
     minutes = getattr(args, "minutes", None)
-    if minutes is not None and not (minutes > 0 and minutes < float("inf")):
+    if minutes is not None and not 0 < minutes < float("inf"):
         raise ConfigError(f"--minutes must be a number of minutes > 0, got {minutes}")
     overrides = overrides_from_args(args)
     volumetric = _architecture(args, overrides) in list_models(spatial_dims=3)
@@ -210,7 +210,6 @@ def run(args: argparse.Namespace) -> int:
         from mediar3d.tuning.learning_curve import ObjectCountCheckpointer
 
         callbacks.append(ObjectCountCheckpointer(config.checkpoint_at_objects))
-    done = ""
     if minutes is None:
         result = trainer_class(config, resume=args.resume, overwrite=args.overwrite, callbacks=callbacks).fit()
         done = f"trained {result.epochs} epochs"

@@ -94,9 +94,11 @@ def _prepare(take: Callable[[], tuple[np.ndarray, np.ndarray]], *, cellprob_thre
              max_flow_norm: float, method: str) -> _Prepared:
     """Steps 1-2 of :func:`compute_masks`: the inputs ``take()`` gives -> foreground and flow field.
 
-    The cell probability is dropped once thresholded, before the field is made; no reference
-    to either input is kept.
+    ``method`` is checked before ``take()`` is called. The cell probability is dropped once
+    thresholded, before the field is made; no reference to either input is kept.
     """
+    if method not in ("fast", "reference"):
+        raise ConfigError(f"compute_masks method: expected 'fast' or 'reference', got {method!r}")
     flows, cellprob = check_inputs(*take())
     shape = tuple(cellprob.shape)
     shape3 = shape if len(shape) == 3 else (1,) + shape
@@ -182,8 +184,6 @@ def compute_masks_taking(take: Callable[[], tuple[np.ndarray, np.ndarray]], *, n
                       max_flow_norm=max_flow_norm,
                       seed_min_count=seed_min_count, basin_threshold=basin_threshold,
                       peak_kernel=peak_kernel, basin_box=basin_box)
-    if method not in ("fast", "reference"):
-        raise ConfigError(f"compute_masks method: expected 'fast' or 'reference', got {method!r}")
     prepared = _prepare(take, cellprob_threshold=cellprob_threshold, max_flow_norm=max_flow_norm, method=method)
     return _masks_from_prepared(prepared, niter=niter, flow_threshold=flow_threshold, min_size=min_size,
                                 max_size_fraction=max_size_fraction, min_size_fraction=min_size_fraction,

@@ -55,7 +55,7 @@ class StagedMasks:
     def __call__(self, flows: np.ndarray, cellprob: np.ndarray, **settings: Any) -> np.ndarray:
         """int32 labels of ``cellprob``'s shape, exactly as ``compute_masks(flows, cellprob, **settings)``."""
         method = settings.pop("method", "fast")
-        params = dataclasses.asdict(PostprocessParams(**settings))  # checks ranges, fills defaults
+        params = PostprocessParams(**settings).to_dict()  # checks ranges, fills defaults
         params["method"] = method
         stage = self._stage(flows, cellprob, params)
         if stage.labels is None:
@@ -70,10 +70,6 @@ class StagedMasks:
         if key in self._stages:
             self._stages.move_to_end(key)
             return self._stages[key]
-        from mediar3d.errors import ConfigError
-
-        if params["method"] not in ("fast", "reference"):
-            raise ConfigError(f"compute_masks method: expected 'fast' or 'reference', got {params['method']!r}")
         prepared = _prepare(lambda: (flows, cellprob), cellprob_threshold=params["cellprob_threshold"],
                             max_flow_norm=params["max_flow_norm"], method=params["method"])
         labels = _grow_masks(prepared, niter=params["niter"], seed_min_count=params["seed_min_count"],
