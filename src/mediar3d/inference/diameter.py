@@ -13,7 +13,10 @@ barely move it. A model's ``train_diameter`` is this statistic on its training d
 some scale and measure its 2D masks (the area-weighted median cross-section, about 0.94x
 the 3D diameter for balls); if a scale finds too few objects, coarser and finer scales are
 tried. Then zoom so that this first guess matches the model's training diameter and
-measure once more where the network works best: for a volume, the full orthogonal-slice
+measure the slices again; while that re-measure disagrees with its guess (a network splits
+objects far larger than its training size into pieces of about that size) it becomes the
+guess and the slices are zoomed again (:func:`settle_guess`). Then measure once more where
+the network works best: for a volume, the full orthogonal-slice
 3D prediction and 3D post-processing on a central crop (at most ``crop`` voxels a side on
 the network grid), measured with the 3D definition above; for an image, its 2D masks.
 
@@ -40,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: Scales tried in turn while fewer than `min_objects` masks are found.
 SEARCH_SCALES = (1.0, 0.5, 2.0, 0.25, 4.0)
+#: Most extra zooms while a re-measure disagrees with the guess it was made at.
+MAX_RESCALES = 3
+#: A re-measure within this factor of its guess confirms the guess.
+CONSISTENT = 1.2
 #: Post-processing thresholds of the masks the estimate measures (the library defaults),
 #: whatever thresholds the segmentation itself uses.
 ESTIMATE_THRESHOLDS = {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15}
@@ -220,13 +227,52 @@ def estimate_diameter(
             break
     if first is None:
         return None
-    scale = model_diameter / first
+    guess, remeasured = settle_guess(slices, slice_fn, model_diameter, first, min_objects=min_objects,
+                                     **mask_options)
     if image.ndim - int(channels) == 3:
-        refined = measure_volume_diameter(image, slice_fn, scale, float(anisotropy), crop=crop,
+        refined = measure_volume_diameter(image, slice_fn, model_diameter / guess, float(anisotropy), crop=crop,
                                           batch_size=batch_size, min_objects=min_objects, **mask_options)
     else:
-        diameters, areas = measure_diameters(slices, slice_fn, scale, **mask_options)
-        refined = weighted_median(diameters, areas) if diameters.size >= min_objects else None
-    estimate = first if refined is None else refined
+        refined = remeasured
+    estimate = guess if refined is None else refined
     logger.info("estimated object diameter: %.1f px (first pass %.1f)", estimate, first)
     return estimate
+
+
+def settle_guess(
+    slices: np.ndarray,
+    slice_fn: Callable[[np.ndarray], np.ndarray],
+    model_diameter: float,
+    first: float,
+    *,
+    min_objects: int = 3,
+    **mask_options,
+) -> tuple[float, float | None]:
+    """Re-measure the 2D diameter at the scale a guess implies until the two agree.
+
+    A network splits objects much larger than its training diameter into pieces of about
+    that size, so the first pass at scale 1 under-measures large objects (e.g. nuclei 5x the
+    training diameter measure 2x). Zooming so that the guess matches the model's diameter
+    and measuring again gives a larger value; this repeats (at most `MAX_RESCALES` times)
+    until a re-measure is within `CONSISTENT` of the guess it was made at.
+
+    Args:
+        slices: (n, y, x) or (n, C, y, x) slices of the image.
+        slice_fn, model_diameter, min_objects, mask_options: as for :func:`estimate_diameter`.
+        first: The first guess (pixels).
+
+    Returns:
+        ``(guess, remeasured)``: the last guess that a re-measure confirmed (or the last one
+        tried), and the last re-measure (None when it found fewer than `min_objects` masks).
+    """
+    guess, remeasured = float(first), None
+    for attempt in range(MAX_RESCALES + 1):
+        diameters, areas = measure_diameters(slices, slice_fn, model_diameter / guess, **mask_options)
+        if diameters.size < min_objects:
+            return guess, remeasured
+        remeasured = float(weighted_median(diameters, areas))
+        if abs(np.log(remeasured / guess)) <= np.log(CONSISTENT) or attempt == MAX_RESCALES:
+            return guess, remeasured
+        logger.debug("diameter guess %.1f re-measures %.1f; zooming again", guess, remeasured)
+        guess = remeasured
+    return guess, remeasured
