@@ -42,3 +42,13 @@ def test_example_train_configs_load(name):
     assert config.lr <= 5e-5
     if name == "pretrain_mediar.json":  # the thesis' networks take 3-channel images (RGB kept, grey repeated)
         assert config.model_kwargs["in_channels"] == 3
+
+
+@pytest.mark.parametrize("name", ["default_model.json", "cells_model.json"])
+def test_bundled_model_recipes_load_with_a_mapping(tmp_path, name):
+    """The recipes of the shipped weights (model cards) load as `mediar3d train --config X --data MAP` does."""
+    raw = json.loads((CONFIGS / name).read_text())
+    config = load_config(CONFIGS / name, {"data": str(tmp_path / "mapping.json")})
+    assert config.data == str(tmp_path / "mapping.json") and config.train_diameter == raw.get("train_diameter")
+    assert config.crop_size == raw["crop_size"] and config.lr == raw["lr"]
+    assert list(config.augment.zoom_range) == raw["augment"]["zoom_range"]
