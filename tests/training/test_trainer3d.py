@@ -199,3 +199,13 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     resumed.fit()
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-exact, as in 2D
+
+
+def test_trainer3d_caps_its_volume_cache_by_the_config(tmp_path):
+    mapping = write_volumes(tmp_path, count=3, shape=(8, 32, 32))
+    trainer = Trainer3D(tiny_config(mapping, tmp_path / "run", cache_size=2, cache_mb=1e-6))
+    data = trainer.train_set
+    assert data._cache.max_items == 2 and trainer.val_set._cache.max_bytes == 1e-6 * 2**20
+    data.raw_sample(0)
+    data.raw_sample(1)
+    assert len(data._cache) == 1 and data._cache.get(1) is not None  # each volume is over 1e-6 MiB

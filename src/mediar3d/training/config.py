@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ class TrainConfig:
             one that has it, else the data's own median (no zoom).
         num_workers: DataLoader worker processes; None chooses from the CPU cores
             (:func:`mediar3d.training.loader.resolve_workers`: none on 2 cores).
-        cache_size: Normalised files each process keeps in memory.
+        cache_size: Most normalised files each process keeps in memory.
+        cache_mb: Most MiB of normalised files each process keeps in memory (whichever
+            of the two caps is reached first; the newest file is always kept).
         seed: Seed of sampling, augmentation and initialisation.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
         log_every: Steps between progress-bar/TensorBoard updates.
@@ -110,7 +113,8 @@ class TrainConfig:
     use_pair_weights: bool = True
     train_diameter: float | None = None
     num_workers: int | None = None
-    cache_size: int = 4
+    cache_size: int = 512
+    cache_mb: float = 1024.0
     seed: int = 0
     device: str = "auto"
     log_every: int = 10
@@ -134,6 +138,9 @@ class TrainConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if (not isinstance(self.cache_mb, (int, float)) or isinstance(self.cache_mb, bool)
+                or not math.isfinite(self.cache_mb) or self.cache_mb <= 0):
+            raise ConfigError(f"cache_mb must be a number > 0, got {self.cache_mb!r}")
         for key in ("samples_per_epoch", "cosine_period"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):

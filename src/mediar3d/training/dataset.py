@@ -15,7 +15,6 @@ reproducible and resumable.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from mediar3d.data.channels import repeat_channels
 from mediar3d.data.normalize import DEFAULT_PERCENTILES, normalize_percentile, normalize_range
 from mediar3d.data.pairs import read_pair, read_pair_channels  # read_pair is re-exported from here, where it used to live
 from mediar3d.data.slicing import annotated_slices, num_slices, resample_plane, take_slice
+from mediar3d.training.file_cache import FileCache
 from mediar3d.training.supervision import roi_box
 from mediar3d.training.transforms import finish_sample
 
@@ -214,7 +214,8 @@ class SliceDataset(Dataset):
         index: Samples to serve.
         transform: Augmentation (MONAI Compose over image/label/valid) or None (no change).
         percentiles: Percentile normalisation of every image/volume (whole file, once).
-        cache_size: Normalised files kept in memory per process.
+        cache_size: Most normalised files kept in memory per process.
+        cache_mb: Most MiB of them kept per process (:class:`~mediar3d.training.file_cache.FileCache`).
         pad_to: With no transform, pad each side up to a multiple of this (0: no padding).
         in_channels: The network's input channels: images are read with
             :func:`~mediar3d.data.pairs.read_pair_channels`, each channel normalised on its
@@ -222,22 +223,24 @@ class SliceDataset(Dataset):
     """
 
     def __init__(self, index: SampleIndex, transform: Any = None, *, percentiles: Sequence[float] = PERCENTILES,
-                 cache_size: int = 4, pad_to: int = 0, in_channels: int = 1) -> None:
+                 cache_size: int = 512, cache_mb: float = 1024.0, pad_to: int = 0,
+                 in_channels: int = 1) -> None:
         self.index = index
         self.in_channels = int(in_channels)
         self.transform = transform
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
         self.cache_size = max(1, int(cache_size))
+        self.cache_mb = float(cache_mb)
         self.pad_to = int(pad_to)
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache = FileCache(self.cache_size, self.cache_mb)
 
     def __len__(self) -> int:
         return len(self.index.samples)
 
     def _load(self, item: int) -> tuple[np.ndarray, np.ndarray]:
-        if item in self._cache:
-            self._cache.move_to_end(item)
-            return self._cache[item]
+        cached = self._cache.get(item)
+        if cached is not None:
+            return cached
         entry = self.index.items[item]
         image, labels, _ = read_pair_channels(entry.dataset, entry.pair, self.in_channels)
         if entry.pair.intensity_range is not None:  # a slice of a volume: normalised as its whole volume
@@ -247,9 +250,7 @@ class SliceDataset(Dataset):
         if labels.ndim == 2:  # volumes are zoomed slice by slice (raw_sample), so slice indices stay valid
             image, labels = rescale_pair(image, labels, (entry.scale, entry.scale))
         loaded = (image, labels)
-        self._cache[item] = loaded
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(item, loaded)
         return loaded
 
     def raw_sample(self, number: int) -> dict[str, np.ndarray]:

@@ -193,10 +193,10 @@ class Trainer:
         """
         cfg = self.config
         self.train_set = SliceDataset(self.train_index, build_train_transforms(cfg.crop_size, cfg.augment),
-                                      percentiles=cfg.percentiles, cache_size=cfg.cache_size,
+                                      percentiles=cfg.percentiles, cache_size=cfg.cache_size, cache_mb=cfg.cache_mb,
                                       in_channels=self.in_channels)
         self.val_set = SliceDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size,
-                                    in_channels=self.in_channels)
+                                    cache_mb=cfg.cache_mb, in_channels=self.in_channels)
         self.sampler = self._make_sampler()
 
     def _make_sampler(self) -> EpochSampler:

@@ -187,17 +187,15 @@ class VolumeDataset(SliceDataset):
     """
 
     def _load(self, item: int) -> tuple[np.ndarray, np.ndarray]:
-        if item in self._cache:
-            self._cache.move_to_end(item)
-            return self._cache[item]
+        cached = self._cache.get(item)
+        if cached is not None:
+            return cached
         entry = self.index.items[item]
         image, labels, _ = read_pair_channels(entry.dataset, entry.pair, self.in_channels)
         image = normalise_channels(image, self.percentiles)
         z_factor = entry.anisotropy if abs(entry.anisotropy - 1.0) > 1e-3 else 1.0
         image, labels = rescale_pair(image, labels, (z_factor * entry.scale, entry.scale, entry.scale))
-        self._cache[item] = (image, labels)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(item, (image, labels))
         return image, labels
 
     def raw_sample(self, number: int) -> dict[str, np.ndarray]:
@@ -277,10 +275,10 @@ class Trainer3D(Trainer):
         if not self.train_index.samples:
             raise ConfigError(f"{cfg.data}: the train split holds no 3D volumes")
         self.train_set = VolumeDataset(self.train_index, build_volume_transforms(self.crop, cfg.augment),
-                                       percentiles=cfg.percentiles, cache_size=cfg.cache_size,
+                                       percentiles=cfg.percentiles, cache_size=cfg.cache_size, cache_mb=cfg.cache_mb,
                                        in_channels=self.in_channels)
         self.val_set = VolumeDataset(self.val_index, None, percentiles=cfg.percentiles, cache_size=cfg.cache_size,
-                                     in_channels=self.in_channels)
+                                     cache_mb=cfg.cache_mb, in_channels=self.in_channels)
         self.sampler = self._make_sampler()
 
     def _loss_terms(self, prediction: torch.Tensor, target: torch.Tensor,
