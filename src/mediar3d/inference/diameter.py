@@ -267,12 +267,13 @@ def settle_guess(
     """
     guess, remeasured = float(first), None
     for attempt in range(MAX_RESCALES + 1):
+        if attempt:
+            logger.debug("diameter guess %.1f re-measures %.1f; zooming again", guess, remeasured)
+            guess = remeasured
         diameters, areas = measure_diameters(slices, slice_fn, model_diameter / guess, **mask_options)
         if diameters.size < min_objects:
-            return guess, remeasured
+            break
         remeasured = float(weighted_median(diameters, areas))
-        if abs(np.log(remeasured / guess)) <= np.log(CONSISTENT) or attempt == MAX_RESCALES:
-            return guess, remeasured
-        logger.debug("diameter guess %.1f re-measures %.1f; zooming again", guess, remeasured)
-        guess = remeasured
+        if abs(np.log(remeasured / guess)) <= np.log(CONSISTENT):
+            break
     return guess, remeasured

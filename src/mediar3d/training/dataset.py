@@ -229,10 +229,8 @@ class SliceDataset(Dataset):
         self.in_channels = int(in_channels)
         self.transform = transform
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
-        self.cache_size = max(1, int(cache_size))
-        self.cache_mb = float(cache_mb)
         self.pad_to = int(pad_to)
-        self._cache = FileCache(self.cache_size, self.cache_mb)
+        self._cache = FileCache(cache_size, cache_mb)
 
     def __len__(self) -> int:
         return len(self.index.samples)

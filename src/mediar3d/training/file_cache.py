@@ -4,9 +4,8 @@ Training draws slices at random from every file of a mapping, so a cache that ho
 few files re-reads (and re-normalises, re-zooms) almost every draw (a profile of the bundled
 nuclei model's training, 4,167 slice files with a 24-file cache: 9 % of each step's time went to
 reading). Holding many files pays, but a count alone cannot bound the memory when the files
-are whole volumes: the
-cache keeps at most ``max_items`` entries and at most ``max_mb`` MiB of arrays, whichever is
-reached first, and always the newest entry.
+are whole volumes: the cache keeps at most ``max_items`` entries and at most ``max_mb`` MiB of
+arrays, whichever is reached first, and always the newest entry.
 """
 
 from __future__ import annotations
