@@ -66,3 +66,14 @@ def test_sparse_gt_ignores_predictions_outside_annotations():
 def test_threshold_outside_unit_interval_is_rejected(threshold):
     with pytest.raises(ConfigError, match="must be in"):
         match_instances(strips((0, 5)), strips((0, 5)), threshold=threshold)
+
+
+def test_size_ratio_pairs_each_match_with_its_own_gt_object():
+    # GT A=[0,8) B=[10,16); pred X=[0,10) (A grown by 2 columns), Y=[11,15) (B shrunk), Z=[17,19) unmatched.
+    gt = strips((0, 8), (10, 16))
+    pred = np.zeros_like(gt)
+    pred[:, 11:15], pred[:, 0:10], pred[:, 17:19] = 1, 2, 3
+    m = match_instances(gt, pred, threshold=0.5)
+    ratios = dict(zip(m.matched_gt_ids.tolist(), m.size_ratio.tolist()))
+    assert ratios == pytest.approx({1: 10 / 8, 2: 4 / 6})
+    assert m.size_ratio.shape == (m.tp,)
