@@ -230,3 +230,24 @@ def test_without_matplotlib_the_scores_are_written_and_the_plot_left_out(tmp_pat
     assert len(warnings) == 2 and not any("\n" in w for w in warnings), warnings
     assert "pip install 'mediar3d[plots]'" in warnings[0] and "ap_vs_iou.png left out" in warnings[0]
     assert "removed the ap_vs_iou.png of an earlier evaluation" in warnings[1]
+
+
+def test_report_says_how_much_larger_the_masks_are(tmp_path, capsys):
+    from skimage.segmentation import expand_labels
+
+    a = cells(seed=6)
+    grown = expand_labels(a, 1)
+    write(tmp_path / "gt" / "a.tif", a)
+    write(tmp_path / "gt" / "b.tif", a)
+    write(tmp_path / "pred" / "a.tif", grown)
+    write(tmp_path / "pred" / "b.tif", np.zeros_like(a))
+    run_ok(["--gt", tmp_path / "gt", "--pred", tmp_path / "pred", "-o", tmp_path / "r", "--thresholds", "0.3"], capsys)
+    ids = np.arange(1, 51)
+    expected = float(np.exp(np.mean(np.log(np.bincount(grown.ravel())[ids] / np.bincount(a.ravel())[ids]))))
+    assert expected > 1.5
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert report["pooled"]["size_ratio"][0] == pytest.approx(expected, rel=1e-5)
+    assert report["mean_over_images"]["size_ratio"][0] == pytest.approx(expected, rel=1e-5)  # b has no match
+    assert [im["size_ratio"] for im in report["images"]] == [report["pooled"]["size_ratio"], [None]]
+    rows = {r["image"]: r for r in csv.DictReader((tmp_path / "r" / "metrics.csv").open())}
+    assert float(rows["a"]["size_ratio"]) == pytest.approx(expected, rel=1e-5) and rows["b"]["size_ratio"] == ""

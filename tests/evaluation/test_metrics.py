@@ -177,3 +177,30 @@ def test_thousands_of_objects_with_ten_percent_missing(voronoi):
     assert r.n_gt == len(ids)
     np.testing.assert_allclose(r.recall, 1 - len(removed) / len(ids))
     np.testing.assert_array_equal(r.precision, 1.0)
+
+
+def test_size_ratio_is_the_geometric_mean_of_predicted_over_true_voxels():
+    # Square 1 predicted 2 columns wider (120 / 100 voxels), square 2 exactly: geometric mean sqrt(1.2).
+    gt = squares(*TWO)
+    pred = gt.copy()
+    pred[0:10, 10:12] = 1
+    r = evaluate_instances(gt, pred, [0.5, 0.9])
+    assert r.size_ratio[0] == pytest.approx(math.sqrt(1.2))
+    assert r.size_ratio[1] == pytest.approx(1.0)  # at IoU 0.9 only square 2 (exact) is matched
+    shrunk = gt.copy()
+    shrunk[0:10, 5:10] = 0
+    assert evaluate_instances(gt, shrunk, [0.4]).size_ratio[0] == pytest.approx(math.sqrt(0.5))
+    assert math.isnan(evaluate_instances(gt, np.zeros_like(gt), [0.5]).size_ratio[0])
+
+
+def test_size_ratio_pools_pairs_and_skips_images_without_a_match():
+    gt = squares(*TWO)
+    wide = gt.copy()
+    wide[0:10, 10:12] = 1  # pairs 1.2 and 1.0
+    one = squares((0, 10, 0, 10))
+    bigger = squares((0, 10, 0, 13))  # pair 1.3
+    missed = evaluate_instances(gt, np.zeros_like(gt), [0.5], name="none")
+    s = aggregate([evaluate_instances(gt, wide, [0.5], name="a"), evaluate_instances(one, bigger, [0.5], name="b"),
+                   missed])
+    assert s.pooled.size_ratio[0] == pytest.approx((1.2 * 1.0 * 1.3) ** (1 / 3))
+    assert s.mean["size_ratio"][0] == pytest.approx((math.sqrt(1.2) + 1.3) / 2)

@@ -16,7 +16,8 @@ import numpy as np
 from mediar3d.errors import ConfigError
 from mediar3d.evaluation.metrics import ImageMetrics
 
-PER_THRESHOLD = ("precision", "recall", "f1", "ap", "mean_matched_iou")
+#: Scores with one value per IoU threshold; ``size_ratio`` (last) is averaged over the images that have a match.
+PER_THRESHOLD = ("precision", "recall", "f1", "ap", "mean_matched_iou", "size_ratio")
 PER_IMAGE = ("dice", "seg")
 
 
@@ -27,7 +28,8 @@ class Summary:
     Attributes:
         pooled: counts summed over images, scored as one image.
         mean: per-image mean of each score: (T,) arrays for ``PER_THRESHOLD`` names,
-            floats for ``dice`` and ``seg`` (images without GT objects skipped for SEG).
+            floats for ``dice`` and ``seg`` (images without GT objects skipped for SEG, images
+            without a matched pair for ``size_ratio``).
         images: the per-image results.
     """
 
@@ -66,6 +68,7 @@ def aggregate(results: Sequence[ImageMetrics]) -> Summary:
         n_pred=sum(r.n_pred for r in results),
         tp=np.sum([r.tp for r in results], axis=0),
         matched_iou_sum=np.sum([r.matched_iou_sum for r in results], axis=0),
+        matched_log_size_sum=np.sum([r.matched_log_size_sum for r in results], axis=0),
         fg_intersection=sum(r.fg_intersection for r in results),
         fg_total=sum(r.fg_total for r in results),
         seg_sum=float(sum(r.seg_sum for r in results)),
@@ -73,8 +76,11 @@ def aggregate(results: Sequence[ImageMetrics]) -> Summary:
         name="pooled",
     )
     mean: dict[str, np.ndarray | float] = {}
-    for key in PER_THRESHOLD:
+    for key in PER_THRESHOLD[:-1]:
         mean[key] = np.mean([getattr(r, key) for r in results], axis=0)
+    sizes = np.array([r.size_ratio for r in results])  # NaN where an image has no match: left out
+    counted = np.isfinite(sizes).sum(axis=0)
+    mean["size_ratio"] = np.where(counted > 0, np.nansum(sizes, axis=0) / np.maximum(counted, 1), np.nan)
     mean["dice"] = float(np.mean([r.dice for r in results]))
     seg = np.array([r.seg for r in results])
     mean["seg"] = float(np.nanmean(seg)) if np.isfinite(seg).any() else float("nan")

@@ -56,6 +56,7 @@ class ImageMetrics:
         n_pred: predicted objects that count.
         tp: (T,) true positives at each threshold.
         matched_iou_sum: (T,) sum of the IoU of the matched pairs at each threshold.
+        matched_log_size_sum: (T,) sum over the matched pairs of log(predicted voxels / GT voxels).
         fg_intersection: voxels in both foregrounds.
         fg_total: ``|G| + |P|`` foreground voxels.
         seg_sum: sum over GT objects of their SEG Jaccard.
@@ -69,6 +70,7 @@ class ImageMetrics:
     n_pred: int
     tp: np.ndarray
     matched_iou_sum: np.ndarray
+    matched_log_size_sum: np.ndarray
     fg_intersection: int
     fg_total: int
     seg_sum: float
@@ -117,6 +119,17 @@ class ImageMetrics:
         return _ratio(self.matched_iou_sum, self.tp, self.both_empty)
 
     @property
+    def size_ratio(self) -> np.ndarray:
+        """(T,) geometric mean over the matched pairs of predicted / GT voxels; NaN without a match.
+
+        Above 1 the masks are systematically larger than the true objects, below 1 smaller:
+        a bias AP does not show but object volumes measured from the masks carry.
+        """
+        tp = np.asarray(self.tp, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(tp > 0, np.exp(self.matched_log_size_sum / np.maximum(tp, 1)), np.nan)
+
+    @property
     def dice(self) -> float:
         """Foreground Dice."""
         return float(_ratio(2 * self.fg_intersection, self.fg_total, self.fg_total == 0))
@@ -161,16 +174,19 @@ def metrics_from_table(
         table = table.keep_pred(keep)
     tp = np.zeros(values.size, dtype=np.int64)
     iou_sum = np.zeros(values.size)
+    log_size_sum = np.zeros(values.size)
     for k, t in enumerate(values):
         m = match_overlap(table, t)
         tp[k] = m.tp
         iou_sum[k] = float(m.iou.sum())
+        log_size_sum[k] = float(np.log(m.size_ratio).sum())
     return ImageMetrics(
         thresholds=values,
         n_gt=table.n_gt,
         n_pred=table.n_pred,
         tp=tp,
         matched_iou_sum=iou_sum,
+        matched_log_size_sum=log_size_sum,
         fg_intersection=int(table.intersection.sum()),
         fg_total=int(table.gt_sizes.sum() + table.pred_sizes.sum()),
         seg_sum=seg_sum(table),

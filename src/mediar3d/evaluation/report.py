@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 REPORT_FILES = ("metrics.csv", "metrics.json", "ap_vs_iou.png")
 CSV_COLUMNS = (
     "image", "threshold", "n_gt", "n_pred", "tp", "fp", "fn",
-    "precision", "recall", "f1", "ap", "mean_matched_iou", "dice", "seg", "gt", "pred", "z_slice",
+    "precision", "recall", "f1", "ap", "mean_matched_iou", "size_ratio", "dice", "seg", "gt", "pred", "z_slice",
 )
 
 
