@@ -110,6 +110,18 @@ def test_score_pools_over_images(balls):
     assert pooled["ap"] == pytest.approx(0.5)
 
 
+def test_score_reports_how_the_threshold_changes_mask_size(balls):
+    # Oracle logits = signed distance to the border (>= 1 inside): threshold 0 gives the true masks,
+    # 1.5 drops each mask's outer voxel layer.
+    outputs = [shifted_outputs(balls, 0.0)]
+    base = {"flow_threshold": 0.4, "min_size": 0.0}
+    exact, shrunk = (score_setting(outputs, {**base, "cellprob_threshold": t}, iou=0.3) for t in (0.0, 1.5))
+    assert exact["size_ratio"] == pytest.approx(1.0)
+    assert 0.3 < shrunk["size_ratio"] < 0.8 and shrunk["tp"] > 0
+    empty = NetworkOutputs("empty", outputs[0].flows, np.full_like(outputs[0].logits, -5.0), outputs[0].gt)
+    assert score_setting([empty], {**base, "cellprob_threshold": 0.0})["size_ratio"] is None
+
+
 def test_outputs_cache_round_trip(tmp_path, balls):
     out = shifted_outputs(balls, 1.0)
     out.diameter, out.diameter_estimated = 12.5, True

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["plot_profiles", "write_table", "write_tuned_checkpoint", "write_tuning_report"]
 
-_COLUMNS = (*PARAMETERS, "ap", "f1", "precision", "recall", "seg", "dice", "n_pred", "n_gt", "tp")
+_COLUMNS = (*PARAMETERS, "ap", "f1", "precision", "recall", "seg", "dice", "n_pred", "n_gt", "tp", "size_ratio")
 
 
 def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:

@@ -93,7 +93,10 @@ def score_setting(outputs: Sequence[NetworkOutputs], setting: Mapping[str, float
         **options: Other `compute_masks` options (niter, max_size_fraction, ...).
 
     Returns:
-        {"ap", "f1", "precision", "recall", "seg", "dice", "n_pred", "n_gt", "tp"}.
+        {"ap", "f1", "precision", "recall", "seg", "dice", "n_pred", "n_gt", "tp", "size_ratio"};
+        ``size_ratio`` (predicted / true voxels of the matched pairs, geometric mean; None
+        without a match) is reported, not optimised: a higher cell-probability threshold
+        shrinks the masks.
     """
     from mediar3d.evaluation import aggregate, evaluate_instances
 
@@ -105,7 +108,8 @@ def score_setting(outputs: Sequence[NetworkOutputs], setting: Mapping[str, float
     return {"ap": float(pooled.ap[0]), "f1": float(pooled.f1[0]), "precision": float(pooled.precision[0]),
             "recall": float(pooled.recall[0]), "seg": float(np.nan_to_num(pooled.seg, nan=0.0)),
             "dice": float(pooled.dice), "n_pred": int(pooled.n_pred), "n_gt": int(pooled.n_gt),
-            "tp": int(pooled.tp[0])}
+            "tp": int(pooled.tp[0]),
+            "size_ratio": float(pooled.size_ratio[0]) if pooled.tp[0] else None}
 
 
 def _check_grid(grid: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
